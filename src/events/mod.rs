@@ -1,0 +1,299 @@
+//! The event stream: everything the trainer reports, as it is written to
+//! `RUN_DIR/events.jsonl` and fed to the dashboard (live, replayed or watched).
+//!
+//! One JSON object per line, tagged by `kind`. The first record of a log is a
+//! `run_start` carrying the schema version. Step metrics use TRL's names
+//! (`rewards/chosen`, `logps/rejected`, `kl`, ...) so that logs from other
+//! trainers map onto the same panels.
+
+mod log;
+
+pub use log::{read_log, EventLog, LogReader, ReadReport};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The schema version this build writes and the newest it can read.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The three stances a model can take on a value-laden question.
+pub const STANCES: [&str; 3] = ["support", "neutral", "oppose"];
+
+/// One record of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    RunStart(RunStart),
+    PhaseStart(PhaseStart),
+    Step(StepEvent),
+    Probe(ProbeEvent),
+    Snapshot(SnapshotEvent),
+    Pause(Marker),
+    Resume(Marker),
+    Alert(Alert),
+    PhaseEnd(PhaseEnd),
+    RunEnd(RunEnd),
+}
+
+impl Event {
+    /// Wall-clock time of the event, seconds since the Unix epoch.
+    pub fn time(&self) -> f64 {
+        match self {
+            Event::RunStart(e) => e.t,
+            Event::PhaseStart(e) => e.t,
+            Event::Step(e) => e.t,
+            Event::Probe(e) => e.t,
+            Event::Snapshot(e) => e.t,
+            Event::Pause(e) | Event::Resume(e) => e.t,
+            Event::Alert(e) => e.t,
+            Event::PhaseEnd(e) => e.t,
+            Event::RunEnd(e) => e.t,
+        }
+    }
+
+    /// The `kind` tag as written in the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStart(_) => "run_start",
+            Event::PhaseStart(_) => "phase_start",
+            Event::Step(_) => "step",
+            Event::Probe(_) => "probe",
+            Event::Snapshot(_) => "snapshot",
+            Event::Pause(_) => "pause",
+            Event::Resume(_) => "resume",
+            Event::Alert(_) => "alert",
+            Event::PhaseEnd(_) => "phase_end",
+            Event::RunEnd(_) => "run_end",
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// What a run is going to do, written once at its start (and again, with
+/// `resumed_from`, when a run is resumed from a snapshot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    pub schema: u32,
+    pub t: f64,
+    pub run: String,
+    pub seed: u64,
+    /// The recipe file's text, verbatim.
+    #[serde(default)]
+    pub recipe: String,
+    pub model: ModelInfo,
+    pub phases: Vec<PhasePlan>,
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
+    /// Set when this run continues from a snapshot: the log already holds the
+    /// steps up to this point, and a reader drops any it saw after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<ResumePoint>,
+}
+
+/// Where a resumed run picked up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    pub phase: usize,
+    pub step: u64,
+    pub global_step: u64,
+    pub snapshot: String,
+}
+
+/// The model being trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelInfo {
+    pub source: String,
+    pub architecture: String,
+    pub parameters: u64,
+    pub trainable: u64,
+    pub dtype: String,
+    pub device: String,
+}
+
+/// One phase as planned at the start of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhasePlan {
+    pub name: String,
+    pub algorithm: String,
+    pub steps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStart {
+    pub t: f64,
+    /// Index into `RunStart::phases`.
+    pub phase: usize,
+    pub name: String,
+    pub algorithm: String,
+    pub steps: u64,
+    /// Global step before this phase's first step.
+    pub global_step: u64,
+}
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    pub t: f64,
+    pub phase: usize,
+    /// 1-based step within the phase.
+    pub step: u64,
+    /// 1-based step over the whole run, all phases on one axis.
+    pub global_step: u64,
+    #[serde(with = "finite")]
+    pub loss: f64,
+    pub lr: f64,
+    #[serde(with = "finite")]
+    pub grad_norm: f64,
+    /// Tokens processed in this step (completion and prompt).
+    pub tokens: u64,
+    /// Wall time of this step.
+    pub seconds: f64,
+    /// The algorithm's metrics under TRL's names.
+    #[serde(flatten)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Stance distributions over the probe set at one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEvent {
+    pub t: f64,
+    pub phase: usize,
+    pub step: u64,
+    pub global_step: u64,
+    /// `choice` or `generate`.
+    pub method: String,
+    /// Why this probe ran: `phase_start`, `periodic`, `phase_end`, `manual`.
+    pub reason: String,
+    pub topics: Vec<TopicStance>,
+    /// Wall time the probe took.
+    pub seconds: f64,
+    /// Set when the probe failed; `topics` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Mean stance vector of one topic, over its questions, with standard errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicStance {
+    pub topic: String,
+    /// p(support), p(neutral), p(oppose), averaged over the topic's questions.
+    pub mean: [f64; 3],
+    /// Standard error of each mean over the topic's questions (and samples).
+    pub se: [f64; 3],
+    /// Number of (question, sample) scores averaged.
+    pub n: u32,
+    /// Uncalibrated means, where the method calibrates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<[f64; 3]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEvent {
+    pub t: f64,
+    pub phase: usize,
+    pub step: u64,
+    pub global_step: u64,
+    /// Directory of the snapshot, relative to the run directory.
+    pub path: String,
+    /// `cadence`, `manual`, `phase_end`, `stop`.
+    pub reason: String,
+}
+
+/// A pause or resume of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub t: f64,
+    pub global_step: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub t: f64,
+    /// `warning` or `error`.
+    pub level: String,
+    pub message: String,
+    #[serde(default)]
+    pub global_step: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseEnd {
+    pub t: f64,
+    pub phase: usize,
+    pub steps: u64,
+    pub global_step: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEnd {
+    pub t: f64,
+    /// `completed`, `stopped` or `failed`.
+    pub status: String,
+    pub global_step: u64,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// JSON has no NaN or infinity: write them as `null` and read `null` back as NaN.
+mod finite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_metrics_sit_at_top_level_under_trl_names() {
+        let mut metrics = BTreeMap::new();
+        metrics.insert("rewards/margins".to_string(), 0.25);
+        let e = Event::Step(StepEvent {
+            t: 1.0,
+            phase: 1,
+            step: 3,
+            global_step: 13,
+            loss: 0.5,
+            lr: 1e-4,
+            grad_norm: f64::NAN,
+            tokens: 100,
+            seconds: 0.1,
+            metrics,
+        });
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(line.starts_with(r#"{"kind":"step","#), "{line}");
+        assert!(line.contains(r#""rewards/margins":0.25"#), "{line}");
+        assert!(line.contains(r#""grad_norm":null"#), "{line}");
+        let back: Event = serde_json::from_str(&line).unwrap();
+        match back {
+            Event::Step(s) => {
+                assert!(s.grad_norm.is_nan());
+                assert_eq!(s.metrics["rewards/margins"], 0.25);
+                assert_eq!(s.global_step, 13);
+            }
+            other => panic!("read back {other:?}"),
+        }
+    }
+}
