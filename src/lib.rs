@@ -4,6 +4,10 @@
 //! Data flows one way: trainer → events → (log file, dashboard state) → screen.
 
 pub mod cli;
+pub mod data;
 pub mod events;
+pub mod model;
+pub mod probe;
+pub mod recipe;
 pub mod train;
 pub mod tui;

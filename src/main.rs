@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use driftui::cli::{Cli, Command};
+use driftui::train::{self, TrainOptions};
 use driftui::tui::{self, UiOptions};
 use std::process::ExitCode;
 
@@ -17,7 +18,33 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { .. } => anyhow::bail!("training is not built yet"),
+        Command::Train {
+            recipe,
+            headless,
+            resume,
+            output,
+            theme,
+        } => {
+            let opts = TrainOptions {
+                recipe,
+                output,
+                resume,
+                progress: headless,
+            };
+            let prepared = train::prepare(&opts)?;
+            if headless {
+                let (_tx, rx) = std::sync::mpsc::channel();
+                let outcome = train::run(prepared, rx, None)?;
+                eprintln!("run directory: {}", outcome.run_dir.display());
+                if outcome.status != "completed" {
+                    anyhow::bail!("the run {}", outcome.status);
+                }
+                Ok(())
+            } else {
+                let handle = train::spawn(prepared)?;
+                tui::run_live(handle, &UiOptions { theme })
+            }
+        }
         Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),
         Command::Watch { path, theme } => tui::watch(&path, &UiOptions { theme }),
     }

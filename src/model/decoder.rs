@@ -1,0 +1,427 @@
+//! Our own Llama-family decoder (Llama 2/3, SmolLM2, Qwen2, Qwen3).
+//!
+//! Two ways through the same weights:
+//! - [`Mode::Train`] uses only ops that backpropagate in candle (no fused
+//!   kernels: candle's fused RMSNorm, RoPE and softmax drop gradients
+//!   silently), so every trainable tensor receives its gradient;
+//! - [`Mode::Fast`] uses the fused kernels, for no-grad scoring and
+//!   generation with a KV cache.
+
+use super::config::{Architecture, ModelConfig};
+use super::lora::Lora;
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+/// Which kernels a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Differentiable ops only.
+    Train,
+    /// Fused kernels, no gradients.
+    Fast,
+}
+
+/// A linear layer `y = x Wᵀ (+ b)`, optionally with a LoRA adapter.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a last dimension");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(lora) = &self.lora {
+            y = (y + lora.delta(&x2, mode == Mode::Train)?)?;
+        }
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    mlp: Mlp,
+}
+
+/// Keys and values of earlier positions, one pair per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: vec![None; layers],
+        }
+    }
+
+    /// Positions already held.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-call inputs besides the token ids.
+#[derive(Debug, Default)]
+pub struct ForwardOptions<'a> {
+    /// Position of each token, (batch, seq) u32; default `offset..offset+seq`
+    /// with `offset` the cache length.
+    pub positions: Option<&'a Tensor>,
+    /// Additive attention bias, (batch, 1, seq, kv_seq), 0 or -inf: replaces
+    /// the plain causal mask (left-padded batches need it).
+    pub attn_bias: Option<&'a Tensor>,
+    pub cache: Option<&'a mut KvCache>,
+}
+
+/// The weights a decoder needs, by Hugging Face name.
+pub trait WeightSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor>;
+    fn get_opt(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Option<Tensor>>;
+}
+
+/// A Llama-family decoder.
+pub struct Decoder {
+    pub cfg: ModelConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    /// `None` when the head is tied to the embedding.
+    lm_head: Option<Linear>,
+    inv_freq: Tensor,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Build from named weights (Hugging Face layout).
+    pub fn from_weights(cfg: &ModelConfig, src: &mut dyn WeightSource) -> anyhow::Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim;
+        let q_out = cfg.num_attention_heads * hd;
+        let kv_out = cfg.num_key_value_heads * hd;
+        let i = cfg.intermediate_size;
+        let embed = src.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let mut lin =
+                |name: &str, out: usize, inp: usize, bias: bool| -> anyhow::Result<Linear> {
+                    let w = src.get(&format!("{p}.{name}.weight"), &[out, inp])?;
+                    let b = if bias {
+                        Some(src.get(&format!("{p}.{name}.bias"), &[out])?)
+                    } else {
+                        None
+                    };
+                    Ok(Linear::new(w, b))
+                };
+            let ab = cfg.attention_bias;
+            let attn = Attention {
+                q: lin("self_attn.q_proj", q_out, h, ab)?,
+                k: lin("self_attn.k_proj", kv_out, h, ab)?,
+                v: lin("self_attn.v_proj", kv_out, h, ab)?,
+                o: lin("self_attn.o_proj", h, q_out, false)?,
+                q_norm: None,
+                k_norm: None,
+            };
+            let mlp = Mlp {
+                gate: lin("mlp.gate_proj", i, h, false)?,
+                up: lin("mlp.up_proj", i, h, false)?,
+                down: lin("mlp.down_proj", h, i, false)?,
+            };
+            let mut attn = attn;
+            if cfg.architecture == Architecture::Qwen3 {
+                attn.q_norm = Some(src.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?);
+                attn.k_norm = Some(src.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?);
+            }
+            blocks.push(Block {
+                input_norm: src.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                attn,
+                post_norm: src.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                mlp,
+            });
+        }
+        let norm = src.get("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::new(
+                src.get("lm_head.weight", &[cfg.vocab_size, h])?,
+                None,
+            ))
+        };
+        let device = embed.device().clone();
+        let inv_freq: Vec<f32> = cfg.rope_inv_freq().into_iter().map(|f| f as f32).collect();
+        let inv_freq = Tensor::new(inv_freq, &device)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            dtype: embed.dtype(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+            device,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Every linear layer by its Hugging Face module name (for LoRA).
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut b.attn.q));
+            out.push((format!("{p}.self_attn.k_proj"), &mut b.attn.k));
+            out.push((format!("{p}.self_attn.v_proj"), &mut b.attn.v));
+            out.push((format!("{p}.self_attn.o_proj"), &mut b.attn.o));
+            out.push((format!("{p}.mlp.gate_proj"), &mut b.mlp.gate));
+            out.push((format!("{p}.mlp.up_proj"), &mut b.mlp.up));
+            out.push((format!("{p}.mlp.down_proj"), &mut b.mlp.down));
+        }
+        out
+    }
+
+    /// cos and sin tables for the given positions: (seq, hd/2) or (batch, seq, hd/2).
+    fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let pos = positions.to_dtype(DType::F32)?;
+        let angles = pos.unsqueeze(D::Minus1)?.broadcast_mul(&self.inv_freq)?;
+        Ok((
+            angles.cos()?.to_dtype(self.dtype)?,
+            angles.sin()?.to_dtype(self.dtype)?,
+        ))
+    }
+
+    /// Final-normed hidden states, (batch, seq, hidden).
+    pub fn hidden(&self, ids: &Tensor, mode: Mode, mut opts: ForwardOptions) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let positions = match opts.positions {
+            Some(p) => p.clone(),
+            None => Tensor::arange(offset as u32, (offset + t) as u32, &self.device)?,
+        };
+        let (cos, sin) = self.rope_tables(&positions)?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?;
+        let causal = match opts.attn_bias {
+            Some(_) => None,
+            None => Some(causal_bias(t, offset, &self.device)?),
+        };
+        let eps = self.cfg.rms_norm_eps;
+        if let Some(cache) = opts.cache.as_deref_mut() {
+            if cache.layers.len() != self.blocks.len() {
+                *cache = KvCache::new(self.blocks.len());
+            }
+        }
+        for (l, block) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &block.input_norm, eps, mode)?;
+            let layer_cache = opts.cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let a = self.attention(
+                &block.attn,
+                &h,
+                &cos,
+                &sin,
+                causal.as_ref().or(opts.attn_bias),
+                layer_cache,
+                mode,
+            )?;
+            x = (x + a)?;
+            let h = rms_norm(&x, &block.post_norm, eps, mode)?;
+            let m = &block.mlp;
+            let g = candle_nn::ops::silu(&m.gate.forward(&h, mode)?)?;
+            let u = m.up.forward(&h, mode)?;
+            x = (x + m.down.forward(&(g * u)?, mode)?)?;
+        }
+        rms_norm(&x, &self.norm, eps, mode)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hq = self.cfg.num_attention_heads;
+        let hkv = self.cfg.num_key_value_heads;
+        let hd = self.cfg.head_dim;
+        let eps = self.cfg.rms_norm_eps;
+        let mut q = attn.q.forward(x, mode)?.reshape((b, t, hq, hd))?;
+        let mut k = attn.k.forward(x, mode)?.reshape((b, t, hkv, hd))?;
+        let v = attn.v.forward(x, mode)?.reshape((b, t, hkv, hd))?;
+        if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
+            q = rms_norm(&q, qn, eps, mode)?;
+            k = rms_norm(&k, kn, eps, mode)?;
+        }
+        let q = rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        let mut k = rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        let mut v = v.transpose(1, 2)?.contiguous()?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let tk = k.dim(2)?;
+        // Grouped-query attention without copying K and V: fold the query
+        // heads that share a KV head into the sequence dimension.
+        let rep = hq / hkv;
+        let in_dtype = q.dtype();
+        let q = q.reshape((b, hkv, rep * t, hd))?.to_dtype(DType::F32)?;
+        let k = k.to_dtype(DType::F32)?;
+        let v = v.to_dtype(DType::F32)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, hkv, rep, t, tk))?;
+        let att = match bias {
+            Some(bias) => {
+                // (t, tk) or (b, 1, t, tk) → broadcast over heads and groups.
+                let bias = if bias.rank() == 2 {
+                    bias.clone()
+                } else {
+                    bias.unsqueeze(2)?
+                };
+                att.broadcast_add(&bias)?
+            }
+            None => att,
+        };
+        let att = match mode {
+            Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+            Mode::Fast => candle_nn::ops::softmax_last_dim(&att.contiguous()?)?,
+        };
+        let y = att
+            .reshape((b, hkv, rep * t, tk))?
+            .matmul(&v)?
+            .reshape((b, hq, t, hd))?
+            .to_dtype(in_dtype)?
+            .transpose(1, 2)?
+            .reshape((b, t, hq * hd))?;
+        attn.o.forward(&y, mode)
+    }
+
+    /// Logits of the given hidden states (any leading shape).
+    pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden, mode)?,
+            None => Linear::new(self.embed.clone(), None).forward(hidden, mode)?,
+        };
+        logits.to_dtype(DType::F32)
+    }
+
+    /// Logits at every position, (batch, seq, vocab).
+    pub fn forward(&self, ids: &Tensor, mode: Mode, opts: ForwardOptions) -> Result<Tensor> {
+        let h = self.hidden(ids, mode, opts)?;
+        self.logits(&h, mode)
+    }
+}
+
+/// 0 where a query may look, -inf where it may not: (seq, offset + seq).
+pub fn causal_bias(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let tk = offset + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..tk).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, tk), device)
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Train => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+        Mode::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
+    }
+}
+
+/// Rotary embedding, rotate-half convention (Hugging Face's Llama).
+/// `x`: (b, h, t, d); cos/sin: (t, d/2) or (b, t, d/2).
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Fast => candle_nn::rotary_emb::rope(x, cos, sin),
+        Mode::Train => {
+            let d = x.dim(D::Minus1)?;
+            let (cos, sin) = if cos.rank() == 2 {
+                (cos.unsqueeze(0)?, sin.unsqueeze(0)?)
+            } else {
+                (cos.clone(), sin.clone())
+            };
+            // (b|1, t, d/2) → (b|1, 1, t, d)
+            let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        }
+    }
+}
+
+impl Module for Decoder {
+    /// Logits at every position, fast mode, no cache.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Decoder::forward(self, ids, Mode::Fast, ForwardOptions::default())
+    }
+}

@@ -1,0 +1,14 @@
+//! Models: our own decoder, LoRA, and loading from the sources a recipe names.
+
+pub mod builtin;
+pub mod config;
+pub mod decoder;
+pub mod lora;
+pub mod source;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig};
+pub use decoder::{Decoder, ForwardOptions, KvCache, Mode};
+pub use lora::merge as lora_merge;
+pub use source::{load_model, LoadOptions, LoadedModel};
+pub use weights::TensorMap;

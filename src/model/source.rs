@@ -1,0 +1,186 @@
+//! Where a model comes from: `builtin:NAME`, or a local directory in Hugging
+//! Face layout (`config.json`, `*.safetensors` with an index when sharded,
+//! `tokenizer.json`, `tokenizer_config.json`).
+
+use super::config::ModelConfig;
+use super::weights::{init_weights, TensorMap};
+use super::{builtin, Decoder};
+use crate::data::{TemplateChoice, TextTokenizer};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub device: Device,
+    /// Seed of a built-in model's initial weights.
+    pub seed: u64,
+    pub template: TemplateChoice,
+    /// Relative paths are resolved against this directory (the recipe's).
+    pub base_dir: PathBuf,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            seed: 0,
+            template: TemplateChoice::Model,
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// A model ready to build decoders from.
+pub struct LoadedModel {
+    pub cfg: ModelConfig,
+    pub weights: TensorMap,
+    pub tokenizer: TextTokenizer,
+    /// The source as the recipe wrote it.
+    pub source: String,
+    /// `tokenizer.json` and `tokenizer_config.json` texts, copied into snapshots.
+    pub tokenizer_files: TokenizerFiles,
+}
+
+/// The tokenizer files a snapshot carries so it loads as a model directory.
+#[derive(Debug, Clone)]
+pub struct TokenizerFiles {
+    pub tokenizer_json: String,
+    pub tokenizer_config: Value,
+}
+
+impl LoadedModel {
+    /// A decoder over these weights (sharing their storage).
+    pub fn decoder(&self) -> Result<Decoder> {
+        let mut w = self.weights.clone();
+        Decoder::from_weights(&self.cfg, &mut w)
+    }
+}
+
+/// Load the model a recipe's `[model] source` names.
+pub fn load_model(source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
+    if let Some(name) = source.strip_prefix("builtin:") {
+        let tokenizer = builtin::tokenizer(&opts.template)?;
+        let mut cfg = builtin::config(name, tokenizer.vocab_size())?;
+        cfg.eos_token_ids = tokenizer.eos_ids.clone();
+        let weights = init_weights(&cfg, opts.seed, &opts.device, opts.dtype)?;
+        return Ok(LoadedModel {
+            cfg,
+            weights,
+            tokenizer,
+            source: source.to_string(),
+            tokenizer_files: TokenizerFiles {
+                tokenizer_json: builtin::TOKENIZER_JSON.to_string(),
+                tokenizer_config: builtin::tokenizer_config(),
+            },
+        });
+    }
+    for prefix in ["hf:", "gguf:"] {
+        if source.starts_with(prefix) {
+            bail!(
+                "model source \"{source}\": {prefix} sources are not supported by this build yet"
+            );
+        }
+    }
+    let dir = resolve(&opts.base_dir, source);
+    if !dir.exists() {
+        bail!(
+            "model source \"{source}\": {} does not exist (sources are builtin:tiny, a model directory, hf:ORG/NAME or gguf:PATH)",
+            dir.display()
+        );
+    }
+    load_dir(&dir, source, opts)
+}
+
+/// Resolve a path relative to `base` unless it is absolute.
+pub fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Load a Hugging Face model directory.
+pub fn load_dir(dir: &Path, source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("{} has no readable config.json", dir.display()))?;
+    let cfg = ModelConfig::from_hf_json(&config_text)
+        .with_context(|| format!("in {}", config_path.display()))?;
+    let shards = safetensors_files(dir)?;
+    let weights = TensorMap::load_safetensors(&shards, &opts.device, opts.dtype)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer_json = std::fs::read_to_string(&tok_path)
+        .with_context(|| format!("{} has no readable tokenizer.json", dir.display()))?;
+    let tc_path = dir.join("tokenizer_config.json");
+    let tokenizer_config: Value = match std::fs::read_to_string(&tc_path) {
+        Ok(t) => serde_json::from_str(&t)
+            .with_context(|| format!("{} is not valid JSON", tc_path.display()))?,
+        Err(_) => Value::Object(Default::default()),
+    };
+    let tokenizer =
+        TextTokenizer::from_json(&tokenizer_json, Some(&tokenizer_config), &opts.template)
+            .with_context(|| format!("the tokenizer in {}", dir.display()))?;
+    let model = LoadedModel {
+        cfg,
+        weights,
+        tokenizer,
+        source: source.to_string(),
+        tokenizer_files: TokenizerFiles {
+            tokenizer_json,
+            tokenizer_config,
+        },
+    };
+    // Check every tensor is there with the right shape before training starts.
+    model
+        .decoder()
+        .with_context(|| format!("loading {}", dir.display()))?;
+    Ok(model)
+}
+
+/// The safetensors files of a model directory: the shards its index names, or
+/// `model.safetensors`.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .with_context(|| format!("{} has no weight_map", index.display()))?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        for p in &paths {
+            if !p.exists() {
+                bail!(
+                    "the shard {} named in {} is missing",
+                    p.display(),
+                    index.display()
+                );
+            }
+        }
+        return Ok(paths);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    bail!(
+        "{} has no model.safetensors (nor a model.safetensors.index.json)",
+        dir.display()
+    )
+}

@@ -1,0 +1,649 @@
+//! Recipes: a TOML file that says what to train, on what, and how.
+//!
+//! ```toml
+//! [run]
+//! name = "demo"
+//! seed = 7
+//! output_dir = "../runs"        # relative to this file
+//!
+//! [model]
+//! source = "builtin:tiny"       # builtin:NAME, a directory, hf:ORG/NAME[@REV], gguf:PATH
+//!
+//! [[phase]]
+//! name = "sft"
+//! algorithm = "sft"             # sft, dpo, kto, simpo, cpo, orpo
+//! dataset = "../assets/demo/sft.jsonl"
+//! epochs = 2                    # or steps = N
+//! lr = 1e-3
+//! ```
+//!
+//! Unknown keys are errors; every error names the file, line and column.
+
+use crate::train::objectives::{DpoLoss, Objective};
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A parsed, validated recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub run: RunConfig,
+    pub model: ModelSection,
+    #[serde(rename = "phase")]
+    pub phases: Vec<PhaseConfig>,
+    #[serde(default)]
+    pub probe: Option<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// Runs are written to `OUTPUT_DIR/NAME-YYYYMMDD-HHMMSS/`.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: String,
+}
+
+fn default_output_dir() -> String {
+    "runs".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub source: String,
+    /// `f32` (default), `bf16` or `f16`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// `auto`, `cpu`, `cuda:N` or `metal`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `model` (the model's own template, default), `none` (plain text), or
+    /// a Jinja template.
+    #[serde(default = "default_template")]
+    pub chat_template: String,
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_template() -> String {
+    "model".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f32,
+    /// Module names (`q_proj`, ..., `down_proj`), or `all-linear`.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<String>,
+}
+
+fn default_rank() -> usize {
+    16
+}
+fn default_alpha() -> f64 {
+    32.0
+}
+fn default_targets() -> Vec<String> {
+    vec!["all-linear".into()]
+}
+
+/// Training algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sft,
+    Dpo,
+    Kto,
+    Simpo,
+    Cpo,
+    Orpo,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sft => "sft",
+            Algorithm::Dpo => "dpo",
+            Algorithm::Kto => "kto",
+            Algorithm::Simpo => "simpo",
+            Algorithm::Cpo => "cpo",
+            Algorithm::Orpo => "orpo",
+        }
+    }
+
+    /// TRL's default learning rate for the algorithm.
+    fn default_lr(self) -> f64 {
+        match self {
+            Algorithm::Sft => 2e-5,
+            Algorithm::Dpo
+            | Algorithm::Kto
+            | Algorithm::Simpo
+            | Algorithm::Cpo
+            | Algorithm::Orpo => 1e-6,
+        }
+    }
+}
+
+/// Learning-rate schedules (after warmup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    /// JSONL file, relative to the recipe.
+    pub dataset: String,
+    /// Optimizer steps; or give `epochs`.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    #[serde(default)]
+    pub epochs: Option<f64>,
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub warmup_steps: Option<u64>,
+    #[serde(default)]
+    pub warmup_ratio: Option<f64>,
+    /// Examples per micro-batch (pairs, for preference algorithms).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_accum")]
+    pub grad_accum: usize,
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "default_clip")]
+    pub max_grad_norm: f64,
+    /// Snapshot every N steps (0: only at the phase end).
+    #[serde(default)]
+    pub snapshot_every: u64,
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    // Algorithm knobs (TRL's names and defaults).
+    #[serde(default)]
+    pub beta: Option<f64>,
+    #[serde(default)]
+    pub loss_type: Option<DpoLoss>,
+    #[serde(default)]
+    pub label_smoothing: f64,
+    #[serde(default = "default_one")]
+    pub desirable_weight: f64,
+    #[serde(default = "default_one")]
+    pub undesirable_weight: f64,
+    /// SimPO's target margin γ.
+    #[serde(default)]
+    pub gamma: Option<f64>,
+    /// CPO's NLL weight α.
+    #[serde(default)]
+    pub cpo_alpha: Option<f64>,
+}
+
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_accum() -> usize {
+    1
+}
+fn default_max_len() -> usize {
+    512
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> f64 {
+    1.0
+}
+
+impl PhaseConfig {
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| self.algorithm.default_lr())
+    }
+
+    /// The objective with its hyper-parameters (TRL's defaults where unset).
+    pub fn objective(&self) -> Objective {
+        match self.algorithm {
+            Algorithm::Sft => Objective::Sft,
+            Algorithm::Dpo => Objective::Dpo {
+                beta: self.beta.unwrap_or(0.1),
+                loss: self.loss_type.unwrap_or(DpoLoss::Sigmoid),
+                label_smoothing: self.label_smoothing,
+            },
+            Algorithm::Kto => Objective::Kto {
+                beta: self.beta.unwrap_or(0.1),
+                desirable_weight: self.desirable_weight,
+                undesirable_weight: self.undesirable_weight,
+            },
+            Algorithm::Simpo => Objective::SimPo {
+                beta: self.beta.unwrap_or(2.0),
+                gamma: self.gamma.unwrap_or(0.5),
+                label_smoothing: self.label_smoothing,
+            },
+            Algorithm::Cpo => Objective::Cpo {
+                beta: self.beta.unwrap_or(0.1),
+                alpha: self.cpo_alpha.unwrap_or(1.0),
+                label_smoothing: self.label_smoothing,
+            },
+            Algorithm::Orpo => Objective::Orpo {
+                beta: self.beta.unwrap_or(0.1),
+            },
+        }
+    }
+
+    /// Warmup steps out of `total`.
+    pub fn warmup(&self, total: u64) -> u64 {
+        match (self.warmup_steps, self.warmup_ratio) {
+            (Some(s), _) => s.min(total),
+            (None, Some(r)) => ((total as f64) * r).ceil() as u64,
+            (None, None) => 0,
+        }
+    }
+}
+
+/// The `[probe]` table: value probes during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Probe set (JSONL: topic, question, optional id), relative to the recipe.
+    pub file: String,
+    /// `choice` (default) or `generate`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Probe every N optimizer steps within a phase (0: phase start and end only).
+    #[serde(default)]
+    pub every: u64,
+    /// Use at most this many questions per topic in periodic probes (0: all).
+    #[serde(default)]
+    pub questions_per_topic: usize,
+    /// Calibrate `choice` scores against a content-free question.
+    #[serde(default = "default_true")]
+    pub calibrate: bool,
+    /// `generate`: answers sampled per question.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default = "default_top_p")]
+    pub top_p: f64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// `generate`: the judge — `initial` (the run's starting model), a model
+    /// source, or `openai:URL#MODEL` for an OpenAI-compatible endpoint.
+    #[serde(default = "default_judge")]
+    pub judge: String,
+    /// Judge-check set (answers with known stance), relative to the recipe.
+    #[serde(default)]
+    pub judge_check: Option<String>,
+}
+
+fn default_method() -> String {
+    "choice".into()
+}
+fn default_samples() -> usize {
+    5
+}
+fn default_temperature() -> f64 {
+    0.7
+}
+fn default_top_p() -> f64 {
+    1.0
+}
+fn default_max_tokens() -> usize {
+    256
+}
+fn default_judge() -> String {
+    "initial".into()
+}
+
+/// A recipe with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedRecipe {
+    pub recipe: Recipe,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl LoadedRecipe {
+    /// Directory relative paths in the recipe are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        crate::model::source::resolve(&self.base_dir(), path)
+    }
+}
+
+/// Read and validate a recipe file.
+pub fn load(path: &Path) -> Result<LoadedRecipe> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read the recipe {}: {e}", path.display()))?;
+    let recipe = parse(&text).map_err(|e| anyhow!("{}:{e}", path.display()))?;
+    Ok(LoadedRecipe {
+        recipe,
+        path: path.to_path_buf(),
+        text,
+    })
+}
+
+/// Parse and validate recipe text; an error reads `LINE:COL: message`.
+pub fn parse(text: &str) -> std::result::Result<Recipe, String> {
+    let recipe: Recipe = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        format!("{line}:{col}: {}", e.message().trim_end())
+    })?;
+    validate(&recipe).map_err(|(path, msg)| {
+        let (line, col) = locate(text, &path).unwrap_or((1, 1));
+        format!("{line}:{col}: {msg}")
+    })?;
+    Ok(recipe)
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// A place in the recipe: table keys and array indices.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Line and column of the value at `path`, or of the nearest enclosing one.
+fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut span = doc.span();
+    let mut table = Some(doc.get_ref());
+    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
+    for seg in path {
+        let next = match seg {
+            Seg::Key(k) => table
+                .and_then(|t| t.iter().find(|(key, _)| key.get_ref().as_ref() == *k))
+                .map(|(_, v)| v),
+            Seg::Index(i) => array.and_then(|a| a.get(*i)),
+        };
+        let Some(v) = next else { break };
+        span = v.span();
+        table = None;
+        array = None;
+        match v.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a.as_ref()),
+            _ => {}
+        }
+    }
+    Some(line_col(text, span.start))
+}
+
+type Invalid = (Vec<Seg>, String);
+
+fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
+    use Seg::{Index, Key};
+    let bad = |path: Vec<Seg>, msg: String| Err((path, msg));
+    if r.run.name.trim().is_empty() || r.run.name.contains(['/', '\\']) {
+        return bad(
+            vec![Key("run"), Key("name")],
+            "run.name must be a non-empty name without slashes".into(),
+        );
+    }
+    if !["f32", "bf16", "f16"].contains(&r.model.dtype.as_str()) {
+        return bad(
+            vec![Key("model"), Key("dtype")],
+            format!("dtype \"{}\" is not one of f32, bf16, f16", r.model.dtype),
+        );
+    }
+    let d = r.model.device.as_str();
+    let device_ok = d == "auto"
+        || d == "cpu"
+        || d == "metal"
+        || d == "cuda"
+        || d.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if !device_ok {
+        return bad(
+            vec![Key("model"), Key("device")],
+            format!("device \"{d}\" is not one of auto, cpu, cuda:N, metal"),
+        );
+    }
+    if let Some(l) = &r.model.lora {
+        if l.rank == 0 {
+            return bad(
+                vec![Key("model"), Key("lora"), Key("rank")],
+                "LoRA rank must be at least 1".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&l.dropout) {
+            return bad(
+                vec![Key("model"), Key("lora"), Key("dropout")],
+                "LoRA dropout must be in [0, 1)".into(),
+            );
+        }
+        const KNOWN: [&str; 8] = [
+            "all-linear",
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ];
+        if let Some(t) = l.targets.iter().find(|t| !KNOWN.contains(&t.as_str())) {
+            return bad(
+                vec![Key("model"), Key("lora"), Key("targets")],
+                format!("unknown LoRA target \"{t}\" (one of {})", KNOWN.join(", ")),
+            );
+        }
+    }
+    if r.phases.is_empty() {
+        return bad(vec![], "the recipe has no [[phase]]".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, p) in r.phases.iter().enumerate() {
+        let at = |k: &'static str| vec![Key("phase"), Index(i), Key(k)];
+        if p.name.trim().is_empty() || p.name.contains(['/', '\\', ' ']) {
+            return bad(
+                at("name"),
+                "a phase name must be non-empty, without spaces or slashes".into(),
+            );
+        }
+        if !names.insert(p.name.clone()) {
+            return bad(at("name"), format!("two phases are named \"{}\"", p.name));
+        }
+        match (p.steps, p.epochs) {
+            (Some(_), Some(_)) => {
+                return bad(at("epochs"), "give steps or epochs, not both".into())
+            }
+            (None, None) => {
+                return bad(
+                    vec![Key("phase"), Index(i)],
+                    format!("phase \"{}\" needs steps or epochs", p.name),
+                )
+            }
+            (Some(0), _) => return bad(at("steps"), "steps must be at least 1".into()),
+            (_, Some(e)) if e.is_nan() || e <= 0.0 => {
+                return bad(at("epochs"), "epochs must be positive".into())
+            }
+            _ => {}
+        }
+        if p.lr.is_some_and(|lr| lr.is_nan() || lr <= 0.0 || lr > 1.0) {
+            return bad(at("lr"), "lr must be in (0, 1]".into());
+        }
+        if p.batch_size == 0 {
+            return bad(at("batch_size"), "batch_size must be at least 1".into());
+        }
+        if p.algorithm == crate::recipe::Algorithm::Kto && p.batch_size < 2 {
+            return bad(at("batch_size"), "KTO estimates its KL term from mismatched pairs in a batch: batch_size must be at least 2".into());
+        }
+        if p.grad_accum == 0 {
+            return bad(at("grad_accum"), "grad_accum must be at least 1".into());
+        }
+        if p.max_len < 8 {
+            return bad(at("max_len"), "max_len must be at least 8".into());
+        }
+        if p.beta.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            return bad(at("beta"), "beta must be positive".into());
+        }
+        if !(0.0..0.5).contains(&p.label_smoothing) {
+            return bad(
+                at("label_smoothing"),
+                "label_smoothing must be in [0, 0.5)".into(),
+            );
+        }
+        if p.warmup_ratio.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
+            return bad(at("warmup_ratio"), "warmup_ratio must be in [0, 1]".into());
+        }
+        if p.max_grad_norm.is_nan() || p.max_grad_norm < 0.0 {
+            return bad(
+                at("max_grad_norm"),
+                "max_grad_norm must be ≥ 0 (0 turns clipping off)".into(),
+            );
+        }
+        if p.loss_type.is_some() && p.algorithm != crate::recipe::Algorithm::Dpo {
+            return bad(
+                at("loss_type"),
+                "loss_type applies to DPO phases only".into(),
+            );
+        }
+    }
+    if let Some(pr) = &r.probe {
+        if !["choice", "generate"].contains(&pr.method.as_str()) {
+            return bad(
+                vec![Key("probe"), Key("method")],
+                format!("probe method \"{}\" is not choice or generate", pr.method),
+            );
+        }
+        if pr.samples == 0 {
+            return bad(
+                vec![Key("probe"), Key("samples")],
+                "samples must be at least 1".into(),
+            );
+        }
+        if !(pr.temperature >= 0.0) {
+            return bad(
+                vec![Key("probe"), Key("temperature")],
+                "temperature must be ≥ 0".into(),
+            );
+        }
+        if !(pr.top_p > 0.0 && pr.top_p <= 1.0) {
+            return bad(
+                vec![Key("probe"), Key("top_p")],
+                "top_p must be in (0, 1]".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[run]
+name = "t"
+seed = 3
+
+[model]
+source = "builtin:tiny"
+
+[[phase]]
+name = "sft"
+algorithm = "sft"
+dataset = "d.jsonl"
+steps = 10
+lr = 1e-3
+
+[[phase]]
+name = "pref"
+algorithm = "dpo"
+dataset = "p.jsonl"
+epochs = 1.5
+beta = 0.2
+"#;
+
+    #[test]
+    fn good_recipe_parses_with_defaults() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.phases.len(), 2);
+        assert_eq!(r.phases[1].lr(), 1e-6);
+        assert_eq!(
+            r.phases[1].objective(),
+            Objective::Dpo {
+                beta: 0.2,
+                loss: DpoLoss::Sigmoid,
+                label_smoothing: 0.0
+            }
+        );
+        assert_eq!(r.run.output_dir, "runs");
+        assert_eq!(r.phases[0].schedule, Schedule::Cosine);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = GOOD.replace("beta = 0.2", "beta = 0.2\nbetta = 0.3");
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("22:1: unknown field `betta`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_points_at_the_value() {
+        let text = GOOD.replace("lr = 1e-3", "lr = -1.0");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err, "14:6: lr must be in (0, 1]");
+        let text = GOOD.replace("epochs = 1.5", "epochs = 1.5\nsteps = 4");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err, "20:10: give steps or epochs, not both");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_enum_are_located() {
+        let err = parse(&GOOD.replace("algorithm = \"dpo\"", "algorithm = \"ppo\"")).unwrap_err();
+        assert!(err.starts_with("18:13: unknown variant `ppo`"), "{err}");
+        let err = parse(&GOOD.replace("seed = 3", "seed = \"three\"")).unwrap_err();
+        assert!(err.starts_with("4:8:"), "{err}");
+        let err = parse("[run\nname=1").unwrap_err();
+        assert!(err.starts_with("1:"), "{err}");
+    }
+}

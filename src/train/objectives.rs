@@ -1,0 +1,431 @@
+//! Training objectives, with TRL's formulas and metric names.
+//!
+//! Every preference loss works on sequence log-probabilities: sums over the
+//! completion tokens (averages where the algorithm length-normalises). The
+//! reference log-probabilities are constants.
+
+use crate::data::SeqBatch;
+use crate::model::{Decoder, ForwardOptions, Mode};
+use candle_core::{DType, Result, Tensor, D};
+use std::collections::BTreeMap;
+
+/// DPO's loss variants (TRL's `loss_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpoLoss {
+    /// −log σ(βΔ), with label smoothing ε: −(1−ε) log σ(βΔ) − ε log σ(−βΔ).
+    Sigmoid,
+    /// max(0, 1 − βΔ).
+    Hinge,
+    /// (Δ − 1/(2β))² on length-averaged log-probabilities.
+    Ipo,
+    /// Robust DPO: the sigmoid loss debiased for label noise ε.
+    Robust,
+}
+
+/// An objective with its hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Objective {
+    Sft,
+    Dpo {
+        beta: f64,
+        loss: DpoLoss,
+        label_smoothing: f64,
+    },
+    Kto {
+        beta: f64,
+        desirable_weight: f64,
+        undesirable_weight: f64,
+    },
+    /// Reference-free, length-averaged, margin γ.
+    SimPo {
+        beta: f64,
+        gamma: f64,
+        label_smoothing: f64,
+    },
+    /// Reference-free sigmoid loss plus α·NLL on the chosen answers.
+    Cpo {
+        beta: f64,
+        alpha: f64,
+        label_smoothing: f64,
+    },
+    /// NLL − λ·log σ(log-odds ratio), λ = `beta`.
+    Orpo {
+        beta: f64,
+    },
+}
+
+impl Objective {
+    /// Whether the phase needs a frozen reference model.
+    pub fn needs_reference(&self) -> bool {
+        matches!(self, Objective::Dpo { .. } | Objective::Kto { .. })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Sft => "sft",
+            Objective::Dpo { .. } => "dpo",
+            Objective::Kto { .. } => "kto",
+            Objective::SimPo { .. } => "simpo",
+            Objective::Cpo { .. } => "cpo",
+            Objective::Orpo { .. } => "orpo",
+        }
+    }
+}
+
+/// A scalar loss to backpropagate and the metrics to log with it.
+pub struct LossOut {
+    pub loss: Tensor,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Log-probabilities of a batch's trained targets.
+pub struct SeqLogps {
+    /// (n,) log p(target) of every trained target.
+    pub tokens: Tensor,
+    /// (rows,) sums over each row's targets.
+    pub sums: Tensor,
+    /// Trained targets per row.
+    pub counts: Vec<usize>,
+    /// Mean logit over each row's target positions and the vocabulary
+    /// (TRL's `logits/chosen`), detached.
+    pub mean_logits: Vec<f64>,
+    /// Share of targets that are the argmax prediction, detached.
+    pub accuracy: f64,
+}
+
+/// Score a batch: log p(target) at every trained position. Only the trained
+/// positions go through the vocabulary projection (it dominates memory).
+pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqLogps> {
+    let hidden = decoder.hidden(&batch.input, mode, ForwardOptions::default())?;
+    let h = hidden.dim(D::Minus1)?;
+    let picked = hidden
+        .reshape((batch.rows * batch.len, h))?
+        .index_select(&batch.positions, 0)?;
+    let logits = decoder.logits(&picked, mode)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let tokens = logp
+        .gather(&batch.targets.unsqueeze(1)?.contiguous()?, 1)?
+        .squeeze(1)?;
+    let sums = batch.segments.matmul(&tokens.unsqueeze(1)?)?.squeeze(1)?;
+    let n = batch.targets_len();
+    let (mean_logits, accuracy) = {
+        let l = logits.detach();
+        let per_pos = l.mean(D::Minus1)?.unsqueeze(1)?;
+        let row_sum = batch
+            .segments
+            .matmul(&per_pos)?
+            .squeeze(1)?
+            .to_vec1::<f32>()?;
+        let mean_logits = row_sum
+            .iter()
+            .zip(&batch.counts)
+            .map(|(s, &c)| if c > 0 { *s as f64 / c as f64 } else { 0.0 })
+            .collect();
+        let hits = l
+            .argmax(D::Minus1)?
+            .eq(&batch.targets)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        (
+            mean_logits,
+            if n > 0 { hits as f64 / n as f64 } else { 0.0 },
+        )
+    };
+    Ok(SeqLogps {
+        tokens,
+        sums,
+        counts: batch.counts.clone(),
+        mean_logits,
+        accuracy,
+    })
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn vec(t: &Tensor) -> Result<Vec<f64>> {
+    t.to_dtype(DType::F64)?.to_vec1::<f64>()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// log σ(x), stable for large |x|: −softplus(−x).
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    // −softplus(−x) = min(x, 0) − log(1 + exp(−|x|))
+    let neg_abs = x.abs()?.neg()?;
+    let log1p = (neg_abs.exp()? + 1.0)?.log()?;
+    x.minimum(0.0)? - log1p
+}
+
+/// SFT: mean token cross-entropy over completion tokens.
+pub fn sft_loss(lp: &SeqLogps) -> Result<LossOut> {
+    let loss = lp.tokens.mean_all()?.neg()?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("mean_token_accuracy".to_string(), lp.accuracy);
+    metrics.insert(
+        "num_tokens".to_string(),
+        lp.counts.iter().sum::<usize>() as f64,
+    );
+    Ok(LossOut { loss, metrics })
+}
+
+/// Sequence log-probabilities of a preference batch, split in chosen and rejected.
+pub struct PairLogps {
+    pub chosen: Tensor,
+    pub rejected: Tensor,
+    pub chosen_len: Tensor,
+    pub rejected_len: Tensor,
+}
+
+impl PairLogps {
+    /// Split the 2·pairs rows of a pair batch.
+    pub fn split(lp: &SeqLogps, pairs: usize) -> Result<Self> {
+        let dev = lp.sums.device();
+        let lens: Vec<f32> = lp.counts.iter().map(|&c| c.max(1) as f32).collect();
+        let lens = Tensor::from_vec(lens, lp.counts.len(), dev)?.to_dtype(lp.sums.dtype())?;
+        Ok(Self {
+            chosen: lp.sums.narrow(0, 0, pairs)?,
+            rejected: lp.sums.narrow(0, pairs, pairs)?,
+            chosen_len: lens.narrow(0, 0, pairs)?,
+            rejected_len: lens.narrow(0, pairs, pairs)?,
+        })
+    }
+
+    fn chosen_avg(&self) -> Result<Tensor> {
+        self.chosen.div(&self.chosen_len)
+    }
+
+    fn rejected_avg(&self) -> Result<Tensor> {
+        self.rejected.div(&self.rejected_len)
+    }
+}
+
+/// Sigmoid loss with label smoothing: −(1−ε) log σ(βx) − ε log σ(−βx).
+fn smoothed_sigmoid_loss(x: &Tensor, beta: f64, eps: f64) -> Result<Tensor> {
+    let bx = (x * beta)?;
+    let pos = log_sigmoid(&bx)?;
+    let neg = log_sigmoid(&bx.neg()?)?;
+    (pos * -(1.0 - eps))? - (neg * eps)?
+}
+
+fn reward_metrics(
+    metrics: &mut BTreeMap<String, f64>,
+    chosen_rewards: &[f64],
+    rejected_rewards: &[f64],
+) {
+    let margins: Vec<f64> = chosen_rewards
+        .iter()
+        .zip(rejected_rewards)
+        .map(|(c, r)| c - r)
+        .collect();
+    let acc: Vec<f64> = chosen_rewards
+        .iter()
+        .zip(rejected_rewards)
+        .map(|(c, r)| if c > r { 1.0 } else { 0.0 })
+        .collect();
+    metrics.insert("rewards/chosen".into(), mean(chosen_rewards));
+    metrics.insert("rewards/rejected".into(), mean(rejected_rewards));
+    metrics.insert("rewards/margins".into(), mean(&margins));
+    metrics.insert("rewards/accuracies".into(), mean(&acc));
+}
+
+/// DPO against a frozen reference.
+pub fn dpo_loss(
+    policy: &PairLogps,
+    reference: &PairLogps,
+    beta: f64,
+    loss_type: DpoLoss,
+    label_smoothing: f64,
+) -> Result<LossOut> {
+    let (pc, pr, rc, rr) = if loss_type == DpoLoss::Ipo {
+        (
+            policy.chosen_avg()?,
+            policy.rejected_avg()?,
+            reference.chosen_avg()?,
+            reference.rejected_avg()?,
+        )
+    } else {
+        (
+            policy.chosen.clone(),
+            policy.rejected.clone(),
+            reference.chosen.clone(),
+            reference.rejected.clone(),
+        )
+    };
+    let chosen_ratio = (&pc - &rc)?;
+    let rejected_ratio = (&pr - &rr)?;
+    let delta = (&chosen_ratio - &rejected_ratio)?;
+    let losses = match loss_type {
+        DpoLoss::Sigmoid => smoothed_sigmoid_loss(&delta, beta, label_smoothing)?,
+        DpoLoss::Hinge => ((delta * beta)?.neg()? + 1.0)?.relu()?,
+        DpoLoss::Ipo => (delta - 1.0 / (2.0 * beta))?.sqr()?,
+        DpoLoss::Robust => {
+            let e = label_smoothing;
+            let bx = (&delta * beta)?;
+            let pos = log_sigmoid(&bx)?;
+            let neg = log_sigmoid(&bx.neg()?)?;
+            (((pos * -(1.0 - e))? + (neg * e)?)? / (1.0 - 2.0 * e))?
+        }
+    };
+    let loss = losses.mean_all()?;
+    let mut metrics = BTreeMap::new();
+    let cr: Vec<f64> = vec(&chosen_ratio.detach())?
+        .iter()
+        .map(|x| beta * x)
+        .collect();
+    let rr_: Vec<f64> = vec(&rejected_ratio.detach())?
+        .iter()
+        .map(|x| beta * x)
+        .collect();
+    reward_metrics(&mut metrics, &cr, &rr_);
+    metrics.insert("logps/chosen".into(), mean(&vec(&policy.chosen.detach())?));
+    metrics.insert(
+        "logps/rejected".into(),
+        mean(&vec(&policy.rejected.detach())?),
+    );
+    Ok(LossOut { loss, metrics })
+}
+
+/// KTO: `chosen` rows are desirable, the others undesirable; the KL term is
+/// estimated from mismatched (prompt, completion) pairs, clamped at 0 and
+/// detached.
+#[allow(clippy::too_many_arguments)]
+pub fn kto_loss(
+    policy: &Tensor,
+    reference: &Tensor,
+    labels: &[bool],
+    policy_kl: &Tensor,
+    reference_kl: &Tensor,
+    beta: f64,
+    desirable_weight: f64,
+    undesirable_weight: f64,
+) -> Result<LossOut> {
+    let kl = scalar(&(policy_kl.detach() - reference_kl.detach())?.mean_all()?)?.max(0.0);
+    let ratio = (policy - reference)?;
+    let dev = policy.device();
+    let mask: Vec<f32> = labels.iter().map(|&l| if l { 1.0 } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(mask, labels.len(), dev)?.to_dtype(policy.dtype())?;
+    // Desirable: 1 − σ(β(r − kl)); undesirable: 1 − σ(β(kl − r)).
+    let desirable = (candle_nn::ops::sigmoid(&((&ratio - kl)? * beta)?)?.neg()? + 1.0)?;
+    let undesirable = (candle_nn::ops::sigmoid(&((ratio.neg()? + kl)? * beta)?)?.neg()? + 1.0)?;
+    let weighted = ((desirable * desirable_weight)?.mul(&mask)?
+        + (undesirable * undesirable_weight)?.mul(&(mask.neg()? + 1.0)?)?)?;
+    let loss = weighted.mean_all()?;
+    let r = vec(&ratio.detach())?;
+    let p = vec(&policy.detach())?;
+    let pick = |want: bool, v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .zip(labels)
+            .filter(|(_, &l)| l == want)
+            .map(|(x, _)| *x)
+            .collect()
+    };
+    let chosen_rewards: Vec<f64> = pick(true, &r).iter().map(|x| beta * x).collect();
+    let rejected_rewards: Vec<f64> = pick(false, &r).iter().map(|x| beta * x).collect();
+    let mut metrics = BTreeMap::new();
+    // TRL logs per-side means only where the batch has that side.
+    if !chosen_rewards.is_empty() {
+        metrics.insert("rewards/chosen".into(), mean(&chosen_rewards));
+        metrics.insert("logps/chosen".into(), mean(&pick(true, &p)));
+    }
+    if !rejected_rewards.is_empty() {
+        metrics.insert("rewards/rejected".into(), mean(&rejected_rewards));
+        metrics.insert("logps/rejected".into(), mean(&pick(false, &p)));
+    }
+    if !chosen_rewards.is_empty() && !rejected_rewards.is_empty() {
+        metrics.insert(
+            "rewards/margins".into(),
+            mean(&chosen_rewards) - mean(&rejected_rewards),
+        );
+    }
+    metrics.insert("kl".into(), kl);
+    Ok(LossOut { loss, metrics })
+}
+
+/// SimPO: β-scaled length-averaged log-ratio minus a margin γ, no reference.
+pub fn simpo_loss(
+    policy: &PairLogps,
+    beta: f64,
+    gamma: f64,
+    label_smoothing: f64,
+) -> Result<LossOut> {
+    let c = policy.chosen_avg()?;
+    let r = policy.rejected_avg()?;
+    let logits = ((&c - &r)? - gamma / beta)?;
+    let loss = smoothed_sigmoid_loss(&logits, beta, label_smoothing)?.mean_all()?;
+    let mut metrics = BTreeMap::new();
+    let cr: Vec<f64> = vec(&c.detach())?.iter().map(|x| beta * x).collect();
+    let rr: Vec<f64> = vec(&r.detach())?.iter().map(|x| beta * x).collect();
+    reward_metrics(&mut metrics, &cr, &rr);
+    metrics.insert("logps/chosen".into(), mean(&vec(&policy.chosen.detach())?));
+    metrics.insert(
+        "logps/rejected".into(),
+        mean(&vec(&policy.rejected.detach())?),
+    );
+    Ok(LossOut { loss, metrics })
+}
+
+/// CPO: reference-free sigmoid loss on summed log-probabilities plus
+/// α × the chosen answers' NLL (mean over their tokens).
+pub fn cpo_loss(
+    policy: &PairLogps,
+    chosen_token_nll: &Tensor,
+    beta: f64,
+    alpha: f64,
+    label_smoothing: f64,
+) -> Result<LossOut> {
+    let logits = (&policy.chosen - &policy.rejected)?;
+    let pref = smoothed_sigmoid_loss(&logits, beta, label_smoothing)?.mean_all()?;
+    let loss = (pref + (chosen_token_nll * alpha)?)?;
+    let mut metrics = BTreeMap::new();
+    let cr: Vec<f64> = vec(&policy.chosen.detach())?
+        .iter()
+        .map(|x| beta * x)
+        .collect();
+    let rr: Vec<f64> = vec(&policy.rejected.detach())?
+        .iter()
+        .map(|x| beta * x)
+        .collect();
+    reward_metrics(&mut metrics, &cr, &rr);
+    metrics.insert("nll_loss".into(), scalar(&chosen_token_nll.detach())?);
+    metrics.insert("logps/chosen".into(), mean(&vec(&policy.chosen.detach())?));
+    metrics.insert(
+        "logps/rejected".into(),
+        mean(&vec(&policy.rejected.detach())?),
+    );
+    Ok(LossOut { loss, metrics })
+}
+
+/// ORPO: NLL of the chosen answers − λ · mean log σ(log-odds ratio), with
+/// length-averaged log-probabilities.
+pub fn orpo_loss(policy: &PairLogps, chosen_token_nll: &Tensor, lambda: f64) -> Result<LossOut> {
+    let c = policy.chosen_avg()?;
+    let r = policy.rejected_avg()?;
+    // log odds(p) = log p − log(1 − p), with log p = c.
+    let log1m = |x: &Tensor| -> Result<Tensor> { (x.exp()?.neg()? + 1.0)?.log() };
+    let log_odds = ((&c - &r)? - (log1m(&c)? - log1m(&r)?)?)?;
+    let ratio = log_sigmoid(&log_odds)?;
+    let loss = (chosen_token_nll - (ratio.mean_all()? * lambda)?)?;
+    let mut metrics = BTreeMap::new();
+    let cr: Vec<f64> = vec(&c.detach())?.iter().map(|x| lambda * x).collect();
+    let rr: Vec<f64> = vec(&r.detach())?.iter().map(|x| lambda * x).collect();
+    reward_metrics(&mut metrics, &cr, &rr);
+    metrics.insert("nll_loss".into(), scalar(&chosen_token_nll.detach())?);
+    metrics.insert("log_odds_ratio".into(), mean(&vec(&ratio.detach())?));
+    metrics.insert("log_odds_chosen".into(), mean(&vec(&log_odds.detach())?));
+    metrics.insert("logps/chosen".into(), mean(&vec(&policy.chosen.detach())?));
+    metrics.insert(
+        "logps/rejected".into(),
+        mean(&vec(&policy.rejected.detach())?),
+    );
+    Ok(LossOut { loss, metrics })
+}
