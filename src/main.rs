@@ -5,6 +5,11 @@ use driftui::train::{self, TrainOptions};
 use driftui::tui::{self, UiOptions};
 use std::process::ExitCode;
 
+// candle allocates a fresh buffer for every op; glibc returns large ones to
+// the OS each time, and the page faults cost a third of a training step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -30,6 +35,7 @@ fn run(cli: Cli) -> Result<()> {
                 output,
                 resume,
                 progress: headless,
+                inject_nan_at_step: None,
             };
             let prepared = train::prepare(&opts)?;
             if headless {

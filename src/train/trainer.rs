@@ -33,6 +33,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Print progress lines on stderr.
     pub progress: bool,
+    /// Fault injection for tests: make this global step's loss NaN.
+    pub inject_nan_at_step: Option<u64>,
 }
 
 /// A phase's tokenized data.
@@ -78,6 +80,7 @@ pub struct Prepared {
     prober: Option<Prober>,
     /// Warnings found while preparing (truncated rows, ...), logged as alerts.
     warnings: Vec<String>,
+    inject_nan_at: Option<u64>,
 }
 
 impl Prepared {
@@ -267,6 +270,7 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         progress: opts.progress,
         prober,
         warnings,
+        inject_nan_at: opts.inject_nan_at_step,
     })
 }
 
@@ -412,6 +416,8 @@ struct Trainer {
     opt: Option<AdamW>,
     /// The snapshot holding the current phase's reference model.
     reference_snapshot: Option<String>,
+    /// Fault injection for tests: the global step whose loss is made NaN.
+    inject_nan_at: Option<u64>,
 }
 
 /// Start the trainer on its own thread.
@@ -453,7 +459,9 @@ pub fn run(
         stop_requested: false,
         opt: None,
         reference_snapshot: None,
+        inject_nan_at: None,
     };
+    t.inject_nan_at = t.prep.inject_nan_at;
     match t.train() {
         Ok(outcome) => Ok(outcome),
         Err(err) => {
@@ -880,7 +888,10 @@ impl Trainer {
                 }
                 let (out, toks) = self.micro_step(pi, &idx, reference)?;
                 tokens += toks as u64;
-                let loss_val = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let mut loss_val = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if self.inject_nan_at == Some(self.global_step + 1) {
+                    loss_val = f64::NAN;
+                }
                 loss_sum += loss_val;
                 for (k, v) in out.metrics {
                     *metric_sums.entry(k).or_default() += v;

@@ -1,0 +1,337 @@
+//! The training engine end to end on the demo data: losses fall in every
+//! phase, resumes are exact, non-finite losses pause instead of corrupting
+//! the weights, and a run directory has what it promises.
+
+use driftui::events::{read_log, Event};
+use driftui::train::{self, Control, RunOutcome, TrainOptions};
+use std::path::{Path, PathBuf};
+
+fn assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// A small recipe over the demo data: SFT, then DPO, then KTO.
+fn recipe(dir: &Path, extra_sft: &str) -> PathBuf {
+    let a = assets();
+    let text = format!(
+        r#"
+[run]
+name = "t"
+seed = 11
+output_dir = "{out}"
+
+[model]
+source = "builtin:tiny"
+
+[[phase]]
+name = "sft"
+algorithm = "sft"
+dataset = "{a}/demo/sft.jsonl"
+steps = 16
+batch_size = 8
+lr = 3e-3
+max_len = 96
+snapshot_every = 6
+{extra_sft}
+
+[[phase]]
+name = "dpo"
+algorithm = "dpo"
+dataset = "{a}/demo/preference.jsonl"
+steps = 12
+batch_size = 8
+lr = 5e-4
+max_len = 96
+snapshot_every = 4
+
+[[phase]]
+name = "kto"
+algorithm = "kto"
+dataset = "{a}/demo/kto.jsonl"
+steps = 16
+batch_size = 8
+lr = 5e-4
+max_len = 96
+"#,
+        out = dir.join("runs").display(),
+        a = a.display()
+    );
+    let p = dir.join("recipe.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(recipe: &Path, output: Option<PathBuf>, resume: Option<PathBuf>) -> RunOutcome {
+    let prep = train::prepare(&TrainOptions {
+        recipe: recipe.to_path_buf(),
+        output,
+        resume,
+        progress: false,
+        inject_nan_at_step: None,
+    })
+    .unwrap();
+    let (_tx, rx) = std::sync::mpsc::channel();
+    train::run(prep, rx, None).unwrap()
+}
+
+fn steps_of(events: &[Event], phase: usize) -> Vec<(u64, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) if s.phase == phase => Some((s.global_step, s.loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One full run, shared by the checks below (it is the slow part).
+fn full_run(dir: &Path) -> (PathBuf, RunOutcome, Vec<Event>) {
+    let r = recipe(dir, "");
+    let out = dir.join("run");
+    let outcome = run(&r, Some(out.clone()), None);
+    let (events, report) = read_log(&out.join("events.jsonl")).unwrap();
+    assert!(report.skipped.is_empty() && !report.torn_tail);
+    (r, outcome, events)
+}
+
+#[test]
+fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recipe_path, outcome, events) = full_run(dir.path());
+    let run_dir = dir.path().join("run");
+    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.global_step, 44);
+
+    // The log: schema first, phases in order, run_end last.
+    match &events[0] {
+        Event::RunStart(rs) => {
+            assert_eq!(rs.schema, driftui::events::SCHEMA_VERSION);
+            assert_eq!(rs.phases.len(), 3);
+            assert!(rs.recipe.contains("algorithm = \"kto\""));
+        }
+        e => panic!("first event {e:?}"),
+    }
+    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == "completed"));
+
+    // Losses fall in every phase (first half against second half).
+    for phase in 0..3 {
+        let losses: Vec<f64> = steps_of(&events, phase).iter().map(|s| s.1).collect();
+        let k = losses.len() / 2;
+        let head = losses[..k].iter().sum::<f64>() / k as f64;
+        let tail = losses[losses.len() - k..].iter().sum::<f64>() / k as f64;
+        assert!(tail < head, "phase {phase}: loss did not fall: {losses:?}");
+    }
+    // DPO starts with the policy equal to its reference: ln 2.
+    let dpo_first = steps_of(&events, 1)[0].1;
+    assert!(
+        (dpo_first - std::f64::consts::LN_2).abs() < 1e-4,
+        "{dpo_first}"
+    );
+    // KTO logs its KL term and reward margins under TRL's names.
+    let kto_steps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) if s.phase == 2 => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(kto_steps.iter().all(|s| s.metrics.contains_key("kl")));
+
+    // Snapshots: cadence, phase ends; each loads as a model directory.
+    let snaps = run_dir.join("snapshots");
+    for name in [
+        "sft-000006",
+        "sft-000012",
+        "sft-000016",
+        "dpo-000004",
+        "dpo-000012",
+        "kto-000016",
+    ] {
+        let s = snaps.join(name);
+        driftui::train::snapshot::verify(&s).unwrap();
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "optimizer.safetensors",
+            "trainer_state.json",
+        ] {
+            assert!(s.join(f).exists(), "{name}/{f}");
+        }
+    }
+    assert!(run_dir.join("recipe.toml").exists());
+    let loaded = driftui::model::load_model(
+        snaps.join("dpo-000012").to_str().unwrap(),
+        &driftui::model::LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(loaded.cfg.num_hidden_layers, 4);
+
+    // Resume from a mid-SFT snapshot and from a mid-DPO one (whose reference
+    // model is the SFT end snapshot): the later losses equal the
+    // uninterrupted run's, bit for bit.
+    for (snap, from) in [("sft-000006", 6usize), ("dpo-000004", 20)] {
+        let copy = dir.path().join(format!("resume-{snap}"));
+        copy_dir(&run_dir, &copy);
+        let resumed = run(&recipe_path, None, Some(copy.join("snapshots").join(snap)));
+        assert_eq!(resumed.global_step, 44);
+        assert_eq!(resumed.losses.len(), 44);
+        for (i, (a, b)) in outcome
+            .losses
+            .iter()
+            .zip(&resumed.losses)
+            .enumerate()
+            .skip(from)
+        {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{snap}: step {} differs: {a} vs {b}",
+                i + 1
+            );
+        }
+        // The resumed log says where it picked up.
+        let (ev, _) = read_log(&copy.join("events.jsonl")).unwrap();
+        let resumed_from = ev.iter().rev().find_map(|e| match e {
+            Event::RunStart(rs) => rs.resumed_from.clone(),
+            _ => None,
+        });
+        assert_eq!(resumed_from.unwrap().global_step, from as u64);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A NaN loss is not applied: the run pauses (live) with an alert, the user
+/// resumes and it goes on with the next batch; the weights stay finite.
+#[test]
+fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "");
+    // Only the SFT phase matters here.
+    let text = std::fs::read_to_string(&r).unwrap();
+    let sft_only = text
+        .split("[[phase]]\nname = \"dpo\"")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&r, sft_only.replace("steps = 16", "steps = 5")).unwrap();
+    let prep = train::prepare(&TrainOptions {
+        recipe: r.clone(),
+        output: Some(dir.path().join("run")),
+        resume: None,
+        progress: false,
+        inject_nan_at_step: Some(3),
+    })
+    .unwrap();
+    let mut handle = train::spawn(prep).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let e = handle.events.blocking_recv().expect("trainer ended early");
+        let paused = matches!(&e, Event::Pause(_));
+        seen.push(e);
+        if paused {
+            break;
+        }
+    }
+    let alert = seen.iter().find_map(|e| match e {
+        Event::Alert(a) if a.level == "error" => Some(a.message.clone()),
+        _ => None,
+    });
+    assert!(alert.unwrap().contains("not finite"));
+    handle.control.send(Control::Resume).unwrap();
+    while let Some(e) = handle.events.blocking_recv() {
+        seen.push(e);
+    }
+    let outcome = handle.thread.join().unwrap().unwrap();
+    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.global_step, 5);
+    assert!(outcome.losses[2].is_nan());
+    assert!(outcome.losses[3].is_finite() && outcome.losses[4].is_finite());
+    // The step after the NaN trains from finite weights.
+    let w = candle_core::safetensors::load(
+        dir.path()
+            .join("run/snapshots/sft-000005/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for (name, t) in w {
+        let s: f32 = t.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(s.is_finite(), "{name} is not finite");
+    }
+}
+
+/// Stop from the control channel: a final snapshot, `run_end` "stopped".
+#[test]
+fn graceful_stop_writes_a_final_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "");
+    let prep = train::prepare(&TrainOptions {
+        recipe: r,
+        output: Some(dir.path().join("run")),
+        resume: None,
+        progress: false,
+        inject_nan_at_step: None,
+    })
+    .unwrap();
+    let mut handle = train::spawn(prep).unwrap();
+    // Stop after the second step.
+    let mut steps = 0;
+    while let Some(e) = handle.events.blocking_recv() {
+        if let Event::Step(_) = e {
+            steps += 1;
+            if steps == 2 {
+                handle.control.send(Control::Snapshot).unwrap();
+                handle.control.send(Control::Stop).unwrap();
+            }
+        }
+    }
+    let outcome = handle.thread.join().unwrap().unwrap();
+    assert_eq!(outcome.status, "stopped");
+    assert!(outcome.global_step >= 2 && outcome.global_step <= 3);
+    let (events, _) = read_log(&dir.path().join("run/events.jsonl")).unwrap();
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Snapshot(s) => Some(s.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec!["manual", "stop"]);
+    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == "stopped"));
+}
+
+/// Headless, nobody can resume: a NaN stops the run with a snapshot of the
+/// last good weights and an error.
+#[test]
+fn headless_nan_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "");
+    let prep = train::prepare(&TrainOptions {
+        recipe: r,
+        output: Some(dir.path().join("run")),
+        resume: None,
+        progress: false,
+        inject_nan_at_step: Some(2),
+    })
+    .unwrap();
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let outcome = train::run(prep, rx, None).unwrap();
+    assert_eq!(outcome.status, "stopped");
+    assert_eq!(outcome.global_step, 2);
+    assert!(dir
+        .path()
+        .join("run/snapshots/sft-000002/model.safetensors")
+        .exists());
+}
