@@ -103,17 +103,24 @@ impl LogReader {
     /// Parse every complete line in `bytes` (after what was pending).
     /// Fails only on a log of a newer schema than this build reads.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<()> {
-        self.pending.extend_from_slice(bytes);
+        // Work on the buffer taken out of `self` so each line can borrow it
+        // while `parse_line` updates the counters.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(bytes);
         let mut start = 0;
-        while let Some(nl) = self.pending[start..].iter().position(|&b| b == b'\n') {
+        let mut result = Ok(());
+        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
             let end = start + nl;
             self.line_no += 1;
-            let line = &self.pending[start..end];
+            result = self.parse_line(&pending[start..end], out);
             start = end + 1;
-            self.parse_line(line, out)?;
+            if result.is_err() {
+                break;
+            }
         }
-        self.pending.drain(..start);
-        Ok(())
+        pending.drain(..start);
+        self.pending = pending;
+        result
     }
 
     /// End of input: a last line without newline is parsed if whole, else
