@@ -4,11 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "driftui",
-    version,
-    about = "Post-train a language model and watch its values drift, live."
-)]
+#[command(name = "driftui", version, about = "Post-train a language model and watch its values drift, live.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
