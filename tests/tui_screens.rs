@@ -134,7 +134,7 @@ fn help_overlay_lists_every_binding() {
         let t = draw(&app, 120, 40);
         let screen = text(t.backend().buffer());
         for b in KEYMAP {
-            let line = format!("{}", binding_label(b));
+            let line = binding_label(b);
             assert!(
                 screen.contains(&line) && screen.contains(b.description),
                 "{mode:?}: help lacks {line:?} {:?}\n{screen}",

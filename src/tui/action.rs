@@ -339,10 +339,7 @@ pub fn lookup(ev: &KeyEvent, context: Context, mode: Mode) -> Option<Action> {
     }
     // Shifted characters arrive with SHIFT set on some terminals, not others.
     let mods = ev.modifiers - KeyModifiers::SHIFT;
-    let code = match ev.code {
-        KeyCode::Char(c) => KeyCode::Char(c),
-        other => other,
-    };
+    let code = ev.code;
     KEYMAP
         .iter()
         .filter(|b| match (b.context, context) {

@@ -53,7 +53,7 @@ pub enum Source {
 
 enum Wake {
     Input(Option<std::io::Result<TermEvent>>),
-    Live(Option<Event>),
+    Live(Option<Box<Event>>),
     Watch(Option<WatchMessage>),
     Redraw,
     Tick,
@@ -125,7 +125,7 @@ where
             tokio::select! {
                 biased;
                 e = input.next() => Wake::Input(e),
-                e = recv_or_pending(live_rx) => Wake::Live(e),
+                e = recv_or_pending(live_rx) => Wake::Live(e.map(Box::new)),
                 m = recv_or_pending(watch_rx) => Wake::Watch(m),
                 _ = sleep_or_pending(tick_at) => Wake::Tick,
                 _ = sleep_or_pending(redraw_at) => Wake::Redraw,
@@ -143,7 +143,7 @@ where
             Wake::Input(Some(Ok(TermEvent::Resize(..)))) => dirty = true,
             Wake::Input(Some(Ok(_))) => {}
             Wake::Live(Some(first)) => {
-                batch.push(first);
+                batch.push(*first);
                 if let Source::Live(l) = source {
                     while batch.len() < MAX_BATCH {
                         match l.events.try_recv() {
@@ -228,13 +228,11 @@ fn apply_watch(app: &mut App, msg: WatchMessage) {
 fn carry_out(effect: Effect, app: &mut App, source: &mut Source, last_tick: &mut Instant) {
     match (effect, source) {
         (Effect::Quit, _) => app.quit = Quit::Now,
-        (Effect::Control(c), Source::Live(l)) => {
-            if l.control.send(c).is_err() {
-                app.run
-                    .note(Level::Warning, "the trainer is no longer running");
-                if c == Control::Stop {
-                    app.quit = Quit::Now;
-                }
+        (Effect::Control(c), Source::Live(l)) if l.control.send(c).is_err() => {
+            app.run
+                .note(Level::Warning, "the trainer is no longer running");
+            if c == Control::Stop {
+                app.quit = Quit::Now;
             }
         }
         (Effect::Replay(cmd), Source::Replay(r)) => {

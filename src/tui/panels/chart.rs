@@ -30,6 +30,8 @@ pub struct ChartSpec<'a> {
     pub empty_message: String,
 }
 
+type PlottedLine<'a> = (Vec<(f64, f64)>, Style, Option<&'a str>);
+
 /// Width of the y labels plus the axis line.
 const Y_LABEL_WIDTH: u16 = 8;
 
@@ -91,7 +93,8 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
         log: view.log_scale,
         smoothing,
     };
-    let mut points: Vec<(Vec<(f64, f64)>, Style, Option<&str>)> = Vec::new();
+    // (points, style, legend name): raw lines under smoothed ones have no name.
+    let mut points: Vec<PlottedLine> = Vec::new();
     let mut y: Option<[f64; 2]> = None;
     let mut widen = |r: Option<[f64; 2]>| {
         if let Some([lo, hi]) = r {

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn values_and_durations_are_compact() {
-        assert_eq!(fmt_value(0.693147), "0.6931");
+        assert_eq!(fmt_value(0.512_34), "0.5123");
         assert_eq!(fmt_value(-12.5), "-12.50");
         assert_eq!(fmt_value(45_123.0), "45.1k");
         assert_eq!(fmt_value(0.00002), "2.0e-5");

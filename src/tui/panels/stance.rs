@@ -65,7 +65,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     let drift_w = 22;
     let show_drift = width >= topic_w + 12 + BAR_WIDTH + 1 + numbers_w + drift_w;
     let show_numbers = width >= topic_w + 12 + BAR_WIDTH + 1 + numbers_w;
-    let show_bar = width >= topic_w + 10 + BAR_WIDTH + 1;
+    let show_bar = width > topic_w + 10 + BAR_WIDTH;
     let fixed = topic_w
         + if show_bar { BAR_WIDTH + 1 } else { 0 }
         + if show_numbers { numbers_w } else { 0 }
