@@ -317,7 +317,8 @@ pub fn ema_debiased(values: &[f64], w: f64) -> Vec<f64> {
 pub struct Ema {
     w: f64,
     last: f64,
-    count: f64,
+    /// w^(values so far), kept as a product: the debias term is 1 − this.
+    w_pow: f64,
 }
 
 impl Ema {
@@ -325,23 +326,27 @@ impl Ema {
         Self {
             w: w.clamp(0.0, 0.999_999),
             last: 0.0,
-            count: 0.0,
+            w_pow: 1.0,
         }
     }
 
     /// Feed `value` as if it came `n` times in a row; returns the smoothed value.
     pub fn push(&mut self, value: f64, n: u64) -> f64 {
-        if !value.is_finite() {
+        if !value.is_finite() || n == 0 {
             return self.current();
         }
-        let wn = self.w.powf(n as f64);
+        let wn = if n == 1 {
+            self.w
+        } else {
+            self.w.powi(n.min(i32::MAX as u64) as i32)
+        };
         self.last = self.last * wn + (1.0 - wn) * value;
-        self.count += n as f64;
+        self.w_pow *= wn;
         self.current()
     }
 
     fn current(&self) -> f64 {
-        let debias = 1.0 - self.w.powf(self.count);
+        let debias = 1.0 - self.w_pow;
         if debias > 0.0 {
             self.last / debias
         } else {
