@@ -86,7 +86,7 @@ fn mid_dpo_screen_with_rewards_and_stances() {
     let t = draw(&app, 120, 40);
     let screen = text(t.backend().buffer());
     assert!(screen.contains("phase 2/2 dpo (dpo)"), "{screen}");
-    assert!(screen.contains("margins"), "{screen}");
+    assert!(screen.contains("margin 1.19"), "{screen}");
     assert!(screen.contains("climate change"), "{screen}");
     insta::assert_snapshot!("mid_dpo_120x40", t.backend());
 }

@@ -207,9 +207,14 @@ fn apply_watch(app: &mut App, msg: WatchMessage) {
         Ok(update) => {
             if update.restarted {
                 app.run = RunModel::new();
+            }
+            app.apply(&update.events);
+            app.skipped_lines = update.skipped;
+            // After the events, so a new run_start does not wipe the notice.
+            if update.restarted {
                 app.run.note(
                     Level::Warning,
-                    "the log was truncated or replaced: reading it again",
+                    "the log was truncated or replaced: read it again from the start",
                 );
             }
             if update.missing {
@@ -218,8 +223,6 @@ fn apply_watch(app: &mut App, msg: WatchMessage) {
                     format!("waiting for {} to appear", app.source),
                 );
             }
-            app.apply(&update.events);
-            app.skipped_lines = update.skipped;
         }
         Err(e) => app.run.note(Level::Error, e),
     }

@@ -7,7 +7,7 @@ use crate::tui::series::{plot_points, PlotSpec, Series};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
 /// One line on the chart.
@@ -31,6 +31,9 @@ pub struct ChartSpec<'a> {
 }
 
 type PlottedLine<'a> = (Vec<(f64, f64)>, Style, Option<&'a str>);
+
+/// Fewest steps the recent zoom shows.
+const RECENT_MIN_STEPS: f64 = 50.0;
 
 /// Width of the y labels plus the axis line.
 const Y_LABEL_WIDTH: u16 = 8;
@@ -79,6 +82,15 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
                 }
             }
             if lo.is_finite() {
+                // While the window still holds the whole run, zooming in
+                // means its last quarter (at least RECENT_MIN_STEPS steps).
+                let first = spec
+                    .lines
+                    .iter()
+                    .filter_map(|l| l.series.bounds().map(|b| b.x[0]))
+                    .fold(f64::INFINITY, f64::min);
+                let span = ((hi - first) * 0.25).max(RECENT_MIN_STEPS);
+                let lo = lo.max(hi - span);
                 [lo, hi.max(lo + 1.0)]
             } else {
                 [spec.x_start, spec.x_end.max(spec.x_start + 1.0)]
@@ -168,11 +180,9 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
                 .labels(y_labels)
                 .style(axis_style),
         )
-        .legend_position(Some(LegendPosition::TopRight))
-        .hidden_legend_constraints((
-            ratatui::layout::Constraint::Percentage(60),
-            ratatui::layout::Constraint::Percentage(60),
-        ));
+        // Names are in the panel's title or bottom line, in the lines' colours:
+        // a legend box would cover the newest points.
+        .legend_position(None);
     frame.render_widget(chart, inner);
 }
 

@@ -2,11 +2,13 @@
 //! KTO), as TRL names them.
 
 use super::chart::{self, ChartSpec, Trace};
-use super::{fmt_value, label_value, panel_block};
+use super::{fmt_value, panel_block};
 use crate::tui::app::{App, Panel};
 use crate::tui::run::REWARD_METRICS;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::Line;
+use ratatui::text::Span;
 use ratatui::Frame;
 
 /// Short legend names for the metrics.
@@ -58,14 +60,19 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     };
     // Latest values ride on the bottom border.
     let mut spans = Vec::new();
-    for (_, m) in &present {
+    for (i, m) in &present {
         if let Some((_, v)) = run.series[*m].last() {
             let label = match *m {
                 "rewards/margins" => "margin",
                 "rewards/accuracies" => "acc",
                 other => short(other),
             };
-            spans.extend(label_value(app, label, format!(" {} ", fmt_value(v))));
+            let color = app.theme.series_color(i + 1);
+            spans.push(Span::styled(format!("{label} "), Style::new().fg(color)));
+            spans.push(Span::styled(
+                format!("{} ", fmt_value(v)),
+                Style::new().fg(app.theme.foreground),
+            ));
         }
     }
     let block = if spans.is_empty() {
