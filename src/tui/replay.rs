@@ -316,6 +316,9 @@ impl Replay {
         }
         self.apply_range(self.cursor, target, model)?;
         self.cursor = target;
+        if target >= self.marks.len() {
+            self.playing = false;
+        }
         self.clock = if target == 0 {
             0.0
         } else {
@@ -400,6 +403,7 @@ mod tests {
         replay.advance(5.0, &mut model).unwrap();
         assert!(model.global_step > at_5 + 10);
         replay.command(ReplayCommand::End, &mut model).unwrap();
+        assert!(!replay.is_playing(), "the end stops playback");
         assert_eq!(model.global_step, 180);
         assert_eq!(model.ended.as_deref(), Some("completed"));
     }

@@ -42,6 +42,26 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         name,
         Style::new().fg(t.accent).add_modifier(Modifier::BOLD),
     )];
+    let state = match (&run.ended, run.paused) {
+        (Some(status), _) => {
+            let color = match status.as_str() {
+                "failed" => t.error,
+                "stopped" => t.warning,
+                _ => t.ok,
+            };
+            Some((format!("■ {status}"), color))
+        }
+        (None, true) => Some(("⏸ paused".to_string(), t.warning)),
+        _ => None,
+    };
+    if let Some((text, color)) = state {
+        first.push(Span::raw("  "));
+        first.push(Span::styled(
+            text,
+            Style::new().fg(color).add_modifier(Modifier::BOLD),
+        ));
+    }
+
     if let Some(i) = run.phase {
         let p = &run.phases[i];
         first.push(Span::raw("  "));
@@ -77,19 +97,6 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(t.muted),
         ));
     }
-    let state = match (&run.ended, run.paused) {
-        (Some(status), _) => Some((format!("■ {status}"), t.ok)),
-        (None, true) => Some(("⏸ paused".to_string(), t.warning)),
-        _ => None,
-    };
-    if let Some((text, color)) = state {
-        first.push(Span::raw("  "));
-        first.push(Span::styled(
-            text,
-            Style::new().fg(color).add_modifier(Modifier::BOLD),
-        ));
-    }
-
     let mut second = Vec::new();
     let rate = |v: Option<f64>| v.map_or("—".to_string(), fmt_rate);
     second.extend(label_value(app, "steps/s ", rate(run.steps_per_second())));
