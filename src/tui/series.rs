@@ -280,16 +280,26 @@ impl Series {
         self.stride
     }
 
-    /// The whole run, oldest first: coarse buckets up to where the recent
-    /// window begins, then the window at full resolution.
+    /// The whole run, oldest first: the coarse buckets that begin before the
+    /// recent window, then the window's points that no bucket shown covers.
+    /// Every point is in exactly one of the two.
     pub fn whole(&self) -> impl Iterator<Item = Bucket> + '_ {
         let recent_start = self.recent.front().map_or(f64::INFINITY, |p| p.0);
-        self.buckets
+        let closed = self.buckets.partition_point(|b| b.x_first < recent_start);
+        let open = self.open.filter(|o| o.x_first < recent_start);
+        let covered = open
+            .or_else(|| closed.checked_sub(1).map(|i| self.buckets[i]))
+            .map_or(f64::NEG_INFINITY, |b| b.x_last);
+        self.buckets[..closed]
             .iter()
             .copied()
-            .chain(self.open)
-            .filter(move |b| b.x_last < recent_start)
-            .chain(self.recent())
+            .chain(open)
+            .chain(
+                self.recent
+                    .iter()
+                    .filter(move |p| p.0 > covered)
+                    .map(|&(x, y)| Bucket::point(x, y)),
+            )
     }
 
     /// The recent window at full resolution, oldest first.
@@ -505,13 +515,35 @@ mod tests {
         let spike = whole.iter().find(|b| b.max == 100.0).unwrap();
         assert!(spike.x_first <= 4321.0 && spike.x_last >= 4321.0);
         // Every point is accounted for exactly once.
-        let recent_start = s.recent().next().unwrap().x_first;
         let counted: u64 = whole.iter().map(|b| b.n).sum();
-        assert!(counted <= 10_000 && counted > 10_000 - 2 * s.stride());
-        assert_eq!(recent_start, 9_992.0);
+        assert_eq!(counted, 10_000);
+        assert_eq!(s.recent().next().unwrap().x_first, 9_992.0);
         let b = s.bounds().unwrap();
         assert_eq!(b.y, [-50.0, 100.0]);
         assert_eq!(b.x, [0.0, 9_999.0]);
+    }
+
+    #[test]
+    fn a_spike_survives_wherever_it_falls() {
+        // Each halving merges pairs; the spike must survive on either side.
+        for spike_at in [0u64, 1, 2, 3, 777, 2048, 4321, 5000, 6001, 8191, 9990] {
+            let mut s = Series::new(Capacity {
+                history: 8,
+                recent: 4,
+            });
+            for i in 0..10_000u64 {
+                let y = match i {
+                    _ if i == spike_at => 100.0,
+                    _ if i == (spike_at + 5_000) % 10_000 => -100.0,
+                    _ => (i % 3) as f64,
+                };
+                s.push(i as f64, y);
+            }
+            let whole: Vec<Bucket> = s.whole().collect();
+            let max = whole.iter().map(|b| b.max).fold(f64::MIN, f64::max);
+            let min = whole.iter().map(|b| b.min).fold(f64::MAX, f64::min);
+            assert_eq!((min, max), (-100.0, 100.0), "spikes at {spike_at}");
+        }
     }
 
     #[test]
