@@ -290,16 +290,12 @@ impl Series {
         let covered = open
             .or_else(|| closed.checked_sub(1).map(|i| self.buckets[i]))
             .map_or(f64::NEG_INFINITY, |b| b.x_last);
-        self.buckets[..closed]
-            .iter()
-            .copied()
-            .chain(open)
-            .chain(
-                self.recent
-                    .iter()
-                    .filter(move |p| p.0 > covered)
-                    .map(|&(x, y)| Bucket::point(x, y)),
-            )
+        self.buckets[..closed].iter().copied().chain(open).chain(
+            self.recent
+                .iter()
+                .filter(move |p| p.0 > covered)
+                .map(|&(x, y)| Bucket::point(x, y)),
+        )
     }
 
     /// The recent window at full resolution, oldest first.
