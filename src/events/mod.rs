@@ -7,6 +7,7 @@
 //! trainers map onto the same panels.
 
 mod log;
+pub mod watch;
 
 pub use log::{read_log, EventLog, LogReader, ReadReport};
 

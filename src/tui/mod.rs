@@ -1,9 +1,35 @@
 //! The terminal dashboard: live training, replay of a finished run, and
 //! following a log another process writes.
+//!
+//! ```text
+//! trainer thread ──events──▶ event_loop ──apply──▶ App { RunModel, ViewState } ──ui::draw──▶ screen
+//!        ▲                     │  ▲
+//!        └──── Control ────────┘  └── keys (action::KEYMAP), replay clock, file watch
+//! ```
 
-use crate::train::TrainerHandle;
-use anyhow::Result;
+pub mod action;
+pub mod app;
+pub mod event_loop;
+pub mod ingest;
+pub mod logging;
+pub mod panels;
+pub mod replay;
+pub mod run;
+pub mod series;
+pub mod terminal;
+pub mod theme;
+pub mod ui;
+
+use crate::events::watch::{follow, Follower};
+use crate::train::{Control, TrainerHandle};
+use action::Mode;
+use anyhow::{Context, Result};
+use app::App;
+use event_loop::{LiveSource, Source, WatchSource};
+use replay::Replay;
+use run::Level;
 use std::path::Path;
+use theme::Theme;
 
 /// Options shared by every dashboard mode.
 #[derive(Debug, Clone, Default)]
@@ -12,17 +38,126 @@ pub struct UiOptions {
     pub theme: Option<String>,
 }
 
+impl UiOptions {
+    /// Check the options before anything starts (a broken theme stops the
+    /// program here, with file, line and column).
+    pub fn validate(&self) -> Result<()> {
+        Theme::load(self.theme.as_deref()).map(|_| ())
+    }
+}
+
+/// Run the loop on the real terminal; it is restored however this returns.
+fn run_on_terminal(app: &mut App, source: &mut Source) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let mut guard = terminal::enter()?;
+        let result = event_loop::run(&mut guard.terminal, app, source, terminal::input()).await;
+        drop(guard);
+        result
+    })
+}
+
 /// Show the dashboard over a running trainer until the user quits or the run ends.
-pub fn run_live(_handle: TrainerHandle, _opts: &UiOptions) -> Result<()> {
-    anyhow::bail!("the dashboard is not built yet; use --headless")
+pub fn run_live(handle: TrainerHandle, opts: &UiOptions) -> Result<()> {
+    let TrainerHandle {
+        control,
+        events,
+        thread,
+        run_dir,
+    } = handle;
+    let theme = match Theme::load(opts.theme.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            // Callers should `validate` first; never leave a trainer running headless.
+            let _ = control.send(Control::Stop);
+            let _ = thread.join();
+            return Err(e);
+        }
+    };
+    let _log = logging::init(&run_dir, "dashboard.log");
+    tracing::info!("dashboard on {}", run_dir.display());
+    let mut app = App::new(Mode::Live, theme, run_dir.display().to_string());
+    let mut source = Source::Live(LiveSource {
+        events,
+        control,
+        closed: false,
+    });
+    let result = run_on_terminal(&mut app, &mut source);
+    let trainer_done = matches!(&source, Source::Live(l) if l.closed);
+    if let Source::Live(l) = &source {
+        if result.is_err() && !trainer_done {
+            // The dashboard failed: stop training rather than run unseen.
+            let _ = l.control.send(Control::Stop);
+        }
+    }
+    drop(source);
+    result?;
+    if trainer_done || thread.is_finished() {
+        match thread.join() {
+            Ok(outcome) => {
+                outcome.context("training failed")?;
+            }
+            Err(_) => anyhow::bail!("the trainer thread panicked"),
+        }
+    }
+    Ok(())
 }
 
 /// Open a finished run (its directory or its `events.jsonl`) with a timeline.
-pub fn replay(_path: &Path, _opts: &UiOptions) -> Result<()> {
-    anyhow::bail!("replay is not built yet")
+pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
+    let theme = Theme::load(opts.theme.as_deref())?;
+    let _log = logging::init(&logging::state_dir(), "driftui.log");
+    let (replay, _whole) = Replay::open(path)?;
+    drop(_whole);
+    tracing::info!(
+        "replay of {} ({} events)",
+        replay.path().display(),
+        replay.len()
+    );
+    let mut app = App::new(Mode::Replay, theme, path.display().to_string());
+    app.skipped_lines = replay.skipped;
+    if replay.torn_tail {
+        app.run.note(
+            Level::Warning,
+            "the log's last line is cut off (a crash?); it was skipped",
+        );
+    }
+    run_on_terminal(&mut app, &mut Source::Replay(Box::new(replay)))
 }
 
 /// Follow a log that another process is still writing.
-pub fn watch(_path: &Path, _opts: &UiOptions) -> Result<()> {
-    anyhow::bail!("watch is not built yet")
+pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
+    let theme = Theme::load(opts.theme.as_deref())?;
+    let _log = logging::init(&logging::state_dir(), "driftui.log");
+    let file = if path.is_dir() {
+        let f = path.join("events.jsonl");
+        if !f.exists() {
+            anyhow::bail!("{} is not a run: it has no events.jsonl", path.display());
+        }
+        f
+    } else {
+        path.to_path_buf()
+    };
+    let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
+    tracing::info!("watching {}", file.display());
+    let mut app = App::new(Mode::Watch, theme, file.display().to_string());
+    app.skipped_lines = first.skipped;
+    if first.missing {
+        app.run.note(
+            Level::Warning,
+            format!("waiting for {} to appear", file.display()),
+        );
+    }
+    app.apply(&first.events);
+    run_on_terminal(
+        &mut app,
+        &mut Source::Watch(WatchSource {
+            updates,
+            closed: false,
+            handle: Some(handle),
+        }),
+    )
 }

@@ -1,0 +1,333 @@
+//! The dashboard's state: the run as known from its events, plus how the user
+//! is looking at it. Keys become [`Action`]s, actions change the view or
+//! become [`Effect`]s that the event loop carries out.
+
+use super::action::{lookup, Action, Context, Mode};
+use super::run::{Level, RunModel};
+use super::theme::Theme;
+use crate::events::Event;
+use crate::train::Control;
+use crossterm::event::KeyEvent;
+
+/// The panels that can take focus, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Loss,
+    Reward,
+    Stance,
+}
+
+impl Panel {
+    const ORDER: [Panel; 3] = [Panel::Loss, Panel::Reward, Panel::Stance];
+
+    fn step(self, by: isize) -> Panel {
+        let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
+        let n = Self::ORDER.len() as isize;
+        Self::ORDER[((i + by).rem_euclid(n)) as usize]
+    }
+}
+
+/// Whole run or only the recent window, on every chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zoom {
+    WholeRun,
+    Recent,
+}
+
+/// Weight of the debiased EMA when smoothing is on (TensorBoard's default).
+pub const SMOOTHING_WEIGHT: f64 = 0.6;
+
+/// How the user is looking at the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewState {
+    pub focus: Panel,
+    pub enlarged: bool,
+    pub log_scale: bool,
+    pub smoothing: Option<f64>,
+    pub zoom: Zoom,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            focus: Panel::Loss,
+            enlarged: false,
+            log_scale: false,
+            smoothing: None,
+            zoom: Zoom::WholeRun,
+        }
+    }
+}
+
+/// A dialog drawn over the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    ConfirmQuit,
+}
+
+/// Where quitting stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quit {
+    Running,
+    /// Stop sent to the trainer; waiting for its `run_end`.
+    Stopping,
+    Now,
+}
+
+/// A replay navigation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayCommand {
+    PlayPause,
+    Faster,
+    Slower,
+    /// Seek by a fraction of the run, in percent.
+    SeekPercent(i32),
+    PrevPhase,
+    NextPhase,
+    Start,
+    End,
+}
+
+/// Something the event loop must do on the app's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Control(Control),
+    Replay(ReplayCommand),
+    Quit,
+}
+
+/// Where the replay stands, for the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReplayStatus {
+    pub position: usize,
+    pub total: usize,
+    pub playing: bool,
+    pub speed: f64,
+    /// Replay clock and the replay's length, in (gap-capped) log seconds.
+    pub clock: f64,
+    pub duration: f64,
+}
+
+/// The whole dashboard state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub mode: Mode,
+    pub run: RunModel,
+    pub view: ViewState,
+    pub theme: Theme,
+    pub overlay: Overlay,
+    pub quit: Quit,
+    pub replay: Option<ReplayStatus>,
+    /// The file or run being shown, for the header.
+    pub source: String,
+    /// Log lines that could not be read (replay and watch).
+    pub skipped_lines: u64,
+    /// The live trainer's thread has ended (its channel closed).
+    pub trainer_done: bool,
+}
+
+impl App {
+    pub fn new(mode: Mode, theme: Theme, source: impl Into<String>) -> Self {
+        Self {
+            mode,
+            run: RunModel::new(),
+            view: ViewState::default(),
+            theme,
+            overlay: Overlay::None,
+            quit: Quit::Running,
+            replay: None,
+            source: source.into(),
+            skipped_lines: 0,
+            trainer_done: false,
+        }
+    }
+
+    /// Fold events in.
+    pub fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            self.run.apply(e);
+        }
+        if self.quit == Quit::Stopping && self.run.ended.is_some() {
+            self.quit = Quit::Now;
+        }
+    }
+
+    /// The live trainer's event channel closed.
+    pub fn trainer_finished(&mut self) {
+        self.trainer_done = true;
+        if self.quit == Quit::Stopping {
+            self.quit = Quit::Now;
+        } else if self.run.ended.is_none() {
+            self.run.note(
+                Level::Warning,
+                "the trainer stopped without a run_end event",
+            );
+        }
+    }
+
+    /// Where keys are looked up now.
+    pub fn context(&self) -> Context {
+        match self.overlay {
+            Overlay::Help => Context::Help,
+            Overlay::ConfirmQuit => Context::Confirm,
+            Overlay::None => Context::Main {
+                live: true,
+                replay: true,
+                watch: true,
+            },
+        }
+    }
+
+    /// A key press; returns what the loop must do.
+    pub fn on_key(&mut self, key: &KeyEvent) -> Vec<Effect> {
+        match lookup(key, self.context(), self.mode) {
+            Some(a) => self.on_action(a),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether stopping needs the trainer's consent (a live run still going).
+    fn run_is_live(&self) -> bool {
+        self.mode == Mode::Live && !self.trainer_done && self.run.ended.is_none()
+    }
+
+    pub fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match action {
+            Action::Quit => {
+                if self.run_is_live() && self.quit == Quit::Running {
+                    self.overlay = Overlay::ConfirmQuit;
+                } else {
+                    self.quit = Quit::Now;
+                    effects.push(Effect::Quit);
+                }
+            }
+            Action::Interrupt => {
+                if self.run_is_live() && self.quit == Quit::Running {
+                    self.overlay = Overlay::None;
+                    self.begin_stop(&mut effects);
+                } else {
+                    self.quit = Quit::Now;
+                    effects.push(Effect::Quit);
+                }
+            }
+            Action::ConfirmYes => {
+                self.overlay = Overlay::None;
+                self.begin_stop(&mut effects);
+            }
+            Action::ConfirmNo | Action::CloseOverlay => self.overlay = Overlay::None,
+            Action::ToggleHelp => {
+                self.overlay = if self.overlay == Overlay::Help {
+                    Overlay::None
+                } else {
+                    Overlay::Help
+                }
+            }
+            Action::TogglePause => {
+                let c = if self.run.paused {
+                    Control::Resume
+                } else {
+                    Control::Pause
+                };
+                self.run.note(
+                    Level::Info,
+                    if c == Control::Pause {
+                        "pause requested (takes effect after the current step)"
+                    } else {
+                        "resume requested"
+                    },
+                );
+                effects.push(Effect::Control(c));
+            }
+            Action::Snapshot => {
+                self.run.note(Level::Info, "snapshot requested");
+                effects.push(Effect::Control(Control::Snapshot));
+            }
+            Action::ProbeNow => {
+                self.run.note(Level::Info, "probe requested");
+                effects.push(Effect::Control(Control::ProbeNow));
+            }
+            Action::FocusNext => self.view.focus = self.view.focus.step(1),
+            Action::FocusPrev => self.view.focus = self.view.focus.step(-1),
+            Action::ToggleEnlarge => self.view.enlarged = !self.view.enlarged,
+            Action::ToggleLogScale => self.view.log_scale = !self.view.log_scale,
+            Action::ToggleSmoothing => {
+                self.view.smoothing = match self.view.smoothing {
+                    Some(_) => None,
+                    None => Some(SMOOTHING_WEIGHT),
+                }
+            }
+            Action::ToggleZoom => {
+                self.view.zoom = match self.view.zoom {
+                    Zoom::WholeRun => Zoom::Recent,
+                    Zoom::Recent => Zoom::WholeRun,
+                }
+            }
+            Action::PlayPause => effects.push(Effect::Replay(ReplayCommand::PlayPause)),
+            Action::SpeedUp => effects.push(Effect::Replay(ReplayCommand::Faster)),
+            Action::SpeedDown => effects.push(Effect::Replay(ReplayCommand::Slower)),
+            Action::SeekBack => effects.push(Effect::Replay(ReplayCommand::SeekPercent(-2))),
+            Action::SeekForward => effects.push(Effect::Replay(ReplayCommand::SeekPercent(2))),
+            Action::PrevPhase => effects.push(Effect::Replay(ReplayCommand::PrevPhase)),
+            Action::NextPhase => effects.push(Effect::Replay(ReplayCommand::NextPhase)),
+            Action::JumpStart => effects.push(Effect::Replay(ReplayCommand::Start)),
+            Action::JumpEnd => effects.push(Effect::Replay(ReplayCommand::End)),
+        }
+        effects
+    }
+
+    fn begin_stop(&mut self, effects: &mut Vec<Effect>) {
+        self.quit = Quit::Stopping;
+        self.run.note(
+            Level::Info,
+            "stopping: waiting for the final snapshot and run_end (Ctrl-C again to quit now)",
+        );
+        effects.push(Effect::Control(Control::Stop));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossterm::event::{KeyCode, KeyModifiers};
+
+    fn key(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn live_quit_asks_then_stops_and_waits_for_run_end() {
+        let mut app = App::new(Mode::Live, Theme::default(), "run");
+        assert!(app.on_key(&key('q')).is_empty());
+        assert_eq!(app.overlay, Overlay::ConfirmQuit);
+        assert!(app.on_key(&key('n')).is_empty());
+        assert_eq!(app.overlay, Overlay::None);
+        app.on_key(&key('q'));
+        assert_eq!(app.on_key(&key('y')), vec![Effect::Control(Control::Stop)]);
+        assert_eq!(app.quit, Quit::Stopping);
+        app.apply(&[Event::RunEnd(crate::events::RunEnd {
+            t: 1.0,
+            status: "stopped".into(),
+            global_step: 3,
+            seconds: 1.0,
+            message: None,
+        })]);
+        assert_eq!(app.quit, Quit::Now);
+    }
+
+    #[test]
+    fn replay_quits_without_asking() {
+        let mut app = App::new(Mode::Replay, Theme::default(), "run");
+        assert_eq!(app.on_key(&key('q')), vec![Effect::Quit]);
+    }
+
+    #[test]
+    fn second_interrupt_while_stopping_quits_now() {
+        let mut app = App::new(Mode::Live, Theme::default(), "run");
+        let cc = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(app.on_key(&cc), vec![Effect::Control(Control::Stop)]);
+        assert_eq!(app.on_key(&cc), vec![Effect::Quit]);
+    }
+}

@@ -1,0 +1,91 @@
+//! The `?` overlay: every binding of the keymap, grouped, with its
+//! description; bindings that do nothing in this mode are dimmed.
+
+use crate::tui::action::{binding_label, Context, KEYMAP};
+use crate::tui::app::App;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+/// Groups in the order the overlay lists them, in two columns.
+const COLUMNS: [&[&str]; 2] = [&["view", "help", "quit dialog"], &["training", "replay"]];
+
+/// The overlay's two columns of lines (also what tests read).
+pub fn columns(app: &App) -> [Vec<Line<'static>>; 2] {
+    COLUMNS.map(|groups| lines(app, groups))
+}
+
+fn lines(app: &App, groups: &[&str]) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let key_w = KEYMAP
+        .iter()
+        .map(|b| binding_label(b).chars().count())
+        .max()
+        .unwrap_or(8)
+        + 2;
+    let mut out = Vec::new();
+    for &group in groups {
+        let bindings: Vec<_> = KEYMAP
+            .iter()
+            .filter(|b| b.context.group() == group)
+            .collect();
+        if bindings.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(Line::raw(""));
+        }
+        out.push(Line::from(Span::styled(
+            group.to_string(),
+            Style::new().fg(t.title).add_modifier(Modifier::BOLD),
+        )));
+        for b in bindings {
+            let active = match b.context {
+                Context::Main { .. } => b.context.in_mode(app.mode),
+                _ => true,
+            };
+            let (key_style, text_style) = if active {
+                (Style::new().fg(t.accent), Style::new().fg(t.foreground))
+            } else {
+                (Style::new().fg(t.muted), Style::new().fg(t.muted))
+            };
+            let label = binding_label(b);
+            let pad = key_w.saturating_sub(label.chars().count());
+            out.push(Line::from(vec![
+                Span::styled(format!("  {label}{}", " ".repeat(pad)), key_style),
+                Span::styled(b.description.to_string(), text_style),
+            ]));
+        }
+    }
+    out
+}
+
+pub fn render(frame: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let [left, right] = columns(app);
+    let width_of = |ls: &[Line]| ls.iter().map(|l| l.width()).max().unwrap_or(0) as u16;
+    let (lw, rw) = (width_of(&left) + 2, width_of(&right));
+    let width = lw + rw + 4;
+    let height = left.len().max(right.len()) as u16 + 2;
+    let [area] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [area] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(Style::new().fg(t.border_focused))
+        .title(Line::from(" keys (dimmed: not in this mode) ").style(Style::new().fg(t.title)))
+        .title_bottom(Line::from(" ? or Esc closes ").style(Style::new().fg(t.muted)))
+        .style(Style::new().fg(t.foreground).bg(t.background));
+    let inner = block.inner(area);
+    frame.render_widget(Clear, area);
+    frame.render_widget(block, area);
+    let [l, r] = Layout::horizontal([Constraint::Length(lw), Constraint::Min(0)]).areas(inner);
+    frame.render_widget(Paragraph::new(left), l);
+    frame.render_widget(Paragraph::new(right), r);
+}

@@ -1,0 +1,578 @@
+//! What the dashboard knows about a run, folded from its events.
+//!
+//! The same model serves live training, replay and watch: events go in
+//! through [`RunModel::apply`], panels read it. Memory is bounded by the
+//! series' capacities, not by the run's length.
+
+use super::series::{Capacity, Series};
+use crate::events::{Event, ProbeEvent, RunStart, StepEvent};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Metric names the reward panel shows, in TRL's spelling.
+pub const REWARD_METRICS: [&str; 5] = [
+    "rewards/margins",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "kl",
+];
+
+/// Steps over which steps/s and tokens/s are averaged.
+const RATE_WINDOW: usize = 32;
+
+/// One phase as planned, and where it actually started and ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub name: String,
+    pub algorithm: String,
+    pub steps: u64,
+    /// Global step before the phase's first step, once it has started.
+    pub start: Option<u64>,
+    pub ended: bool,
+}
+
+impl Phase {
+    /// Preference phases have rewards to show.
+    pub fn is_preference(&self) -> bool {
+        !matches!(self.algorithm.as_str(), "sft" | "")
+    }
+}
+
+/// One topic's stance over the probes.
+#[derive(Debug, Clone)]
+pub struct TopicTrack {
+    pub first: [f64; 3],
+    pub latest: [f64; 3],
+    pub latest_se: [f64; 3],
+    /// p(stance) per probe, x = global step.
+    pub history: [Series; 3],
+}
+
+impl TopicTrack {
+    fn new(mean: [f64; 3], se: [f64; 3]) -> Self {
+        Self {
+            first: mean,
+            latest: mean,
+            latest_se: se,
+            history: std::array::from_fn(|_| Series::new(Capacity::PROBES)),
+        }
+    }
+
+    /// Index of the stance with the highest latest probability.
+    pub fn leading(&self) -> usize {
+        let m = self.latest;
+        let mut best = 0;
+        for i in 1..3 {
+            if m[i] > m[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// Signed change of each stance since the first probe.
+    pub fn drift(&self) -> [f64; 3] {
+        std::array::from_fn(|i| self.latest[i] - self.first[i])
+    }
+}
+
+/// How serious a status message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// The line the status bar shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusMessage {
+    pub level: Level,
+    pub text: String,
+    pub global_step: u64,
+}
+
+/// A compact, borrowed view of one step: what the model needs of a `step`
+/// event, without its metric map (replay fills it straight from JSON).
+#[derive(Debug, Clone, Default)]
+pub struct StepView<'a> {
+    pub t: f64,
+    pub phase: usize,
+    pub step: u64,
+    pub global_step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub metrics: Vec<(&'a str, f64)>,
+}
+
+impl<'a> StepView<'a> {
+    pub fn of(e: &'a StepEvent) -> Self {
+        Self {
+            t: e.t,
+            phase: e.phase,
+            step: e.step,
+            global_step: e.global_step,
+            loss: e.loss,
+            lr: e.lr,
+            grad_norm: e.grad_norm,
+            tokens: e.tokens,
+            seconds: e.seconds,
+            metrics: e.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+        }
+    }
+}
+
+/// Everything the panels draw.
+#[derive(Debug, Clone, Default)]
+pub struct RunModel {
+    pub run_name: String,
+    pub model_source: String,
+    pub phases: Vec<Phase>,
+    /// Index of the phase now running (or last run).
+    pub phase: Option<usize>,
+    pub step: u64,
+    pub global_step: u64,
+    pub start_t: Option<f64>,
+    pub last_t: Option<f64>,
+    /// Metric series by name (`loss`, `lr`, `grad_norm`, `rewards/margins`, ...).
+    pub series: BTreeMap<String, Series>,
+    /// Stance per topic, in the order topics first appeared.
+    pub topics: Vec<(String, TopicTrack)>,
+    pub probes: u64,
+    pub last_probe_step: Option<u64>,
+    pub paused: bool,
+    pub snapshots: u64,
+    pub last_snapshot: Option<String>,
+    pub status: Option<StatusMessage>,
+    pub alerts: u64,
+    /// `completed`, `stopped` or `failed` once the run has ended.
+    pub ended: Option<String>,
+    pub events: u64,
+    /// (wall time, global step, tokens) of the last steps, for rates.
+    recent_steps: VecDeque<(f64, u64, u64, f64)>,
+}
+
+impl RunModel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Planned steps over all phases.
+    pub fn total_steps(&self) -> u64 {
+        self.phases.iter().map(|p| p.steps).sum()
+    }
+
+    /// Global steps at which a phase after the first began.
+    pub fn phase_boundaries(&self) -> Vec<(u64, &str)> {
+        self.phases
+            .iter()
+            .skip(1)
+            .filter_map(|p| p.start.map(|s| (s, p.name.as_str())))
+            .collect()
+    }
+
+    pub fn current_phase(&self) -> Option<&Phase> {
+        self.phase.and_then(|i| self.phases.get(i))
+    }
+
+    /// Whether any preference phase has started.
+    pub fn has_preference_steps(&self) -> bool {
+        REWARD_METRICS
+            .iter()
+            .any(|m| self.series.get(*m).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// Optimizer steps per second over the last steps (wall time between them).
+    pub fn steps_per_second(&self) -> Option<f64> {
+        let (first, last) = (self.recent_steps.front()?, self.recent_steps.back()?);
+        let dt = last.0 - first.0;
+        let ds = last.1.saturating_sub(first.1) as f64;
+        if dt > 0.0 && ds > 0.0 {
+            return Some(ds / dt);
+        }
+        // One step so far, or clock-less logs: fall back to the steps' own time.
+        let secs: f64 = self.recent_steps.iter().map(|s| s.3).sum();
+        (secs > 0.0).then(|| self.recent_steps.len() as f64 / secs)
+    }
+
+    /// Tokens per second over the last steps.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        let tokens: u64 = self.recent_steps.iter().skip(1).map(|s| s.2).sum();
+        let (first, last) = (self.recent_steps.front()?, self.recent_steps.back()?);
+        let dt = last.0 - first.0;
+        if dt > 0.0 && tokens > 0 {
+            return Some(tokens as f64 / dt);
+        }
+        let secs: f64 = self.recent_steps.iter().map(|s| s.3).sum();
+        let all: u64 = self.recent_steps.iter().map(|s| s.2).sum();
+        (secs > 0.0).then(|| all as f64 / secs)
+    }
+
+    /// Seconds from the run's start to its latest event.
+    pub fn elapsed(&self) -> Option<f64> {
+        Some((self.last_t? - self.start_t?).max(0.0))
+    }
+
+    /// Seconds left at the present rate.
+    pub fn eta(&self) -> Option<f64> {
+        if self.ended.is_some() {
+            return Some(0.0);
+        }
+        let left = self.total_steps().saturating_sub(self.global_step);
+        Some(left as f64 / self.steps_per_second()?)
+    }
+
+    /// Fold one event in.
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        let t = event.time();
+        if t.is_finite() && t > 0.0 {
+            self.last_t = Some(self.last_t.map_or(t, |l| l.max(t)));
+        }
+        match event {
+            Event::RunStart(rs) => self.run_start(rs),
+            Event::PhaseStart(ps) => {
+                self.ensure_phase(ps.phase);
+                let p = &mut self.phases[ps.phase];
+                p.name.clone_from(&ps.name);
+                p.algorithm.clone_from(&ps.algorithm);
+                p.steps = ps.steps;
+                p.start = Some(ps.global_step);
+                p.ended = false;
+                self.phase = Some(ps.phase);
+                self.step = 0;
+                self.global_step = ps.global_step;
+            }
+            Event::Step(s) => {
+                self.events -= 1;
+                self.apply_step(&StepView::of(s));
+            }
+            Event::Probe(p) => self.probe(p),
+            Event::Snapshot(s) => {
+                self.snapshots += 1;
+                self.last_snapshot = Some(s.path.clone());
+                self.say(
+                    Level::Info,
+                    format!(
+                        "snapshot ({}) at step {}: {}",
+                        s.reason, s.global_step, s.path
+                    ),
+                    s.global_step,
+                );
+            }
+            Event::Pause(m) => {
+                self.paused = true;
+                self.say(Level::Info, "training paused".into(), m.global_step);
+            }
+            Event::Resume(m) => {
+                self.paused = false;
+                self.say(Level::Info, "training resumed".into(), m.global_step);
+            }
+            Event::Alert(a) => {
+                self.alerts += 1;
+                let level = if a.level == "error" {
+                    Level::Error
+                } else {
+                    Level::Warning
+                };
+                self.say(level, a.message.clone(), a.global_step);
+            }
+            Event::PhaseEnd(pe) => {
+                self.ensure_phase(pe.phase);
+                self.phases[pe.phase].ended = true;
+                self.global_step = self.global_step.max(pe.global_step);
+            }
+            Event::RunEnd(re) => {
+                self.ended = Some(re.status.clone());
+                self.paused = false;
+                let level = if re.status == "failed" {
+                    Level::Error
+                } else {
+                    Level::Info
+                };
+                let mut text = format!("run {} at step {}", re.status, re.global_step);
+                if let Some(m) = &re.message {
+                    text.push_str(": ");
+                    text.push_str(m);
+                }
+                self.say(level, text, re.global_step);
+            }
+        }
+    }
+
+    /// Fold one step in (the hot path of replay).
+    pub fn apply_step(&mut self, s: &StepView<'_>) {
+        self.events += 1;
+        if s.t.is_finite() && s.t > 0.0 {
+            self.last_t = Some(self.last_t.map_or(s.t, |l| l.max(s.t)));
+        }
+        self.ensure_phase(s.phase);
+        if self.phase != Some(s.phase) {
+            // A log without phase_start (another trainer's): infer the boundary.
+            if self.phases[s.phase].start.is_none() {
+                self.phases[s.phase].start = Some(s.global_step.saturating_sub(1));
+            }
+            self.phase = Some(s.phase);
+        }
+        self.step = s.step;
+        self.global_step = s.global_step;
+        let x = s.global_step as f64;
+        self.push_metric("loss", x, s.loss);
+        self.push_metric("lr", x, s.lr);
+        self.push_metric("grad_norm", x, s.grad_norm);
+        for (name, v) in &s.metrics {
+            self.push_metric(name, x, *v);
+        }
+        if self.recent_steps.len() == RATE_WINDOW {
+            self.recent_steps.pop_front();
+        }
+        self.recent_steps
+            .push_back((s.t, s.global_step, s.tokens, s.seconds));
+    }
+
+    fn push_metric(&mut self, name: &str, x: f64, y: f64) {
+        match self.series.get_mut(name) {
+            Some(s) => s.push(x, y),
+            None => {
+                let mut s = Series::new(Capacity::STEPS);
+                s.push(x, y);
+                self.series.insert(name.to_string(), s);
+            }
+        }
+    }
+
+    fn run_start(&mut self, rs: &RunStart) {
+        if let Some(resume) = &rs.resumed_from {
+            // The log already holds this run; steps after the resume point
+            // were lost with the process and are replaced by what follows.
+            self.truncate_after(resume.global_step);
+            self.ended = None;
+            self.paused = false;
+            self.phase = Some(resume.phase);
+            self.step = resume.step;
+            self.global_step = resume.global_step;
+            self.say(
+                Level::Info,
+                format!(
+                    "run resumed from {} at step {}",
+                    resume.snapshot, resume.global_step
+                ),
+                resume.global_step,
+            );
+        } else {
+            *self = RunModel {
+                events: self.events,
+                last_t: self.last_t,
+                ..RunModel::default()
+            };
+            self.start_t = Some(rs.t);
+        }
+        if self.start_t.is_none() {
+            self.start_t = Some(rs.t);
+        }
+        self.run_name.clone_from(&rs.run);
+        self.model_source.clone_from(&rs.model.source);
+        for (i, plan) in rs.phases.iter().enumerate() {
+            self.ensure_phase(i);
+            let p = &mut self.phases[i];
+            p.name.clone_from(&plan.name);
+            p.algorithm.clone_from(&plan.algorithm);
+            p.steps = plan.steps;
+        }
+    }
+
+    fn truncate_after(&mut self, global_step: u64) {
+        let x = global_step as f64;
+        for s in self.series.values_mut() {
+            s.truncate_after(x);
+        }
+        self.series.retain(|_, s| !s.is_empty());
+        for (_, track) in &mut self.topics {
+            for s in &mut track.history {
+                s.truncate_after(x);
+            }
+            let latest: Option<[f64; 3]> = track
+                .history
+                .iter()
+                .map(|s| s.last().map(|p| p.1))
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| [v[0], v[1], v[2]]);
+            if let Some(l) = latest {
+                track.latest = l;
+            }
+        }
+        self.topics.retain(|(_, t)| !t.history[0].is_empty());
+        for p in &mut self.phases {
+            if p.start.is_some_and(|s| s >= global_step) {
+                p.start = None;
+                p.ended = false;
+            }
+        }
+        if self.last_probe_step.is_some_and(|s| s > global_step) {
+            self.last_probe_step = None;
+        }
+        self.recent_steps.retain(|s| s.1 <= global_step);
+    }
+
+    fn probe(&mut self, p: &ProbeEvent) {
+        if let Some(err) = &p.error {
+            self.say(
+                Level::Warning,
+                format!("probe at step {} failed: {err}", p.global_step),
+                p.global_step,
+            );
+            return;
+        }
+        self.probes += 1;
+        self.last_probe_step = Some(p.global_step);
+        let x = p.global_step as f64;
+        for ts in &p.topics {
+            let idx = match self.topics.iter().position(|(name, _)| *name == ts.topic) {
+                Some(i) => i,
+                None => {
+                    self.topics
+                        .push((ts.topic.clone(), TopicTrack::new(ts.mean, ts.se)));
+                    self.topics.len() - 1
+                }
+            };
+            let track = &mut self.topics[idx].1;
+            track.latest = ts.mean;
+            track.latest_se = ts.se;
+            for (s, &v) in track.history.iter_mut().zip(&ts.mean) {
+                s.push(x, v);
+            }
+        }
+    }
+
+    fn say(&mut self, level: Level, text: String, global_step: u64) {
+        // An info line never hides a warning or error about the same moment.
+        if level == Level::Info {
+            if let Some(prev) = &self.status {
+                if prev.level != Level::Info && prev.global_step == global_step {
+                    return;
+                }
+            }
+        }
+        self.status = Some(StatusMessage {
+            level,
+            text,
+            global_step,
+        });
+    }
+
+    /// A message from the dashboard itself (not from the log).
+    pub fn note(&mut self, level: Level, text: impl Into<String>) {
+        self.status = Some(StatusMessage {
+            level,
+            text: text.into(),
+            global_step: self.global_step,
+        });
+    }
+
+    fn ensure_phase(&mut self, i: usize) {
+        // Guard against absurd indices from a corrupt log.
+        let i = i.min(1024);
+        while self.phases.len() <= i {
+            self.phases.push(Phase {
+                name: format!("phase {}", self.phases.len() + 1),
+                algorithm: String::new(),
+                steps: 0,
+                start: None,
+                ended: false,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ModelInfo, PhasePlan, ResumePoint};
+
+    fn run_start(resumed: Option<u64>) -> Event {
+        Event::RunStart(RunStart {
+            schema: 1,
+            t: 100.0,
+            run: "r".into(),
+            seed: 1,
+            recipe: String::new(),
+            model: ModelInfo::default(),
+            phases: vec![PhasePlan {
+                name: "sft".into(),
+                algorithm: "sft".into(),
+                steps: 10,
+            }],
+            versions: Default::default(),
+            resumed_from: resumed.map(|g| ResumePoint {
+                phase: 0,
+                step: g,
+                global_step: g,
+                snapshot: "snapshots/step-5".into(),
+            }),
+        })
+    }
+
+    fn step(g: u64, loss: f64) -> Event {
+        Event::Step(StepEvent {
+            t: 100.0 + g as f64,
+            phase: 0,
+            step: g,
+            global_step: g,
+            loss,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            tokens: 10,
+            seconds: 1.0,
+            metrics: Default::default(),
+        })
+    }
+
+    #[test]
+    fn resumed_run_drops_steps_after_the_resume_point() {
+        let mut m = RunModel::new();
+        m.apply(&run_start(None));
+        for g in 1..=8 {
+            m.apply(&step(g, 1.0));
+        }
+        m.apply(&run_start(Some(5)));
+        assert_eq!(m.global_step, 5);
+        assert_eq!(m.series["loss"].last(), Some((5.0, 1.0)));
+        for g in 6..=7 {
+            m.apply(&step(g, 2.0));
+        }
+        let loss: Vec<(f64, f64)> = m.series["loss"]
+            .recent()
+            .map(|b| (b.x_first, b.min))
+            .collect();
+        assert_eq!(
+            loss,
+            vec![
+                (1.0, 1.0),
+                (2.0, 1.0),
+                (3.0, 1.0),
+                (4.0, 1.0),
+                (5.0, 1.0),
+                (6.0, 2.0),
+                (7.0, 2.0)
+            ]
+        );
+        assert_eq!(m.start_t, Some(100.0));
+    }
+
+    #[test]
+    fn rates_use_wall_time_between_steps() {
+        let mut m = RunModel::new();
+        m.apply(&run_start(None));
+        for g in 1..=5 {
+            m.apply(&step(g, 1.0));
+        }
+        // Steps one second apart, 10 tokens each.
+        assert!((m.steps_per_second().unwrap() - 1.0).abs() < 1e-9);
+        assert!((m.tokens_per_second().unwrap() - 10.0).abs() < 1e-9);
+        assert!((m.eta().unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!(m.elapsed(), Some(5.0));
+    }
+}

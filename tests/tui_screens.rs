@@ -1,0 +1,353 @@
+//! The dashboard without a terminal: a recorded run in, keys in, screens out.
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use driftui::events::{read_log, Event};
+use driftui::tui::action::{binding_label, Mode, KEYMAP};
+use driftui::tui::app::{App, Overlay, Panel, Quit, Zoom};
+use driftui::tui::event_loop::{self, Source};
+use driftui::tui::panels::help;
+use driftui::tui::replay::Replay;
+use driftui::tui::theme::Theme;
+use driftui::tui::ui;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/sample-run.jsonl")
+}
+
+/// The app after the first `n` events of the sample run (all when `None`).
+fn app_after(mode: Mode, n: Option<usize>, theme: &str) -> App {
+    let (events, report) = read_log(&fixture()).unwrap();
+    assert!(report.skipped.is_empty());
+    let n = n.unwrap_or(events.len());
+    let mut app = App::new(
+        mode,
+        Theme::built_in(theme).unwrap(),
+        "tests/fixtures/events/sample-run.jsonl",
+    );
+    app.apply(&events[..n]);
+    app
+}
+
+/// Index just after the step event with this global step.
+fn after_step(global: u64) -> usize {
+    let (events, _) = read_log(&fixture()).unwrap();
+    events
+        .iter()
+        .position(|e| matches!(e, Event::Step(s) if s.global_step == global))
+        .unwrap()
+        + 1
+}
+
+fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    t
+}
+
+fn text(buf: &Buffer) -> String {
+    let mut s = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, keys: &[KeyEvent]) {
+    for k in keys {
+        app.on_key(k);
+    }
+}
+
+#[test]
+fn mid_sft_screen() {
+    let app = app_after(Mode::Live, Some(after_step(75)), "dark");
+    let t = draw(&app, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("phase 1/2 sft (sft)"), "{screen}");
+    assert!(screen.contains("global 75/180"), "{screen}");
+    assert!(screen.contains("no preference steps yet"), "{screen}");
+    insta::assert_snapshot!("mid_sft_120x40", t.backend());
+}
+
+#[test]
+fn mid_dpo_screen_with_rewards_and_stances() {
+    let app = app_after(Mode::Live, Some(after_step(160)), "dark");
+    let t = draw(&app, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("phase 2/2 dpo (dpo)"), "{screen}");
+    assert!(screen.contains("margin 1.19"), "{screen}");
+    assert!(screen.contains("climate change"), "{screen}");
+    insta::assert_snapshot!("mid_dpo_120x40", t.backend());
+}
+
+#[test]
+fn finished_run_in_replay_with_timeline() {
+    let (mut replay, _) = Replay::open(&fixture()).unwrap();
+    let mut app = App::new(
+        Mode::Replay,
+        Theme::default(),
+        "tests/fixtures/events/sample-run.jsonl",
+    );
+    replay.seek(replay.len(), &mut app.run).unwrap();
+    app.replay = Some(replay.status());
+    let t = draw(&app, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("■ completed"), "{screen}");
+    assert!(
+        screen.contains(&format!("event {0}/{0}", replay.len())),
+        "{screen}"
+    );
+    insta::assert_snapshot!("replay_end_120x40", t.backend());
+}
+
+#[test]
+fn no_probes_yet() {
+    let (events, _) = read_log(&fixture()).unwrap();
+    let mut app = App::new(Mode::Live, Theme::default(), "run");
+    let steps: Vec<Event> = events
+        .into_iter()
+        .filter(|e| !matches!(e, Event::Probe(_)))
+        .take(30)
+        .collect();
+    app.apply(&steps);
+    let screen = text(draw(&app, 100, 30).backend().buffer());
+    assert!(screen.contains("no probes yet"), "{screen}");
+}
+
+#[test]
+fn help_overlay_lists_every_binding() {
+    for mode in [Mode::Live, Mode::Replay, Mode::Watch] {
+        let mut app = app_after(mode, Some(after_step(20)), "dark");
+        press(&mut app, &[key('?')]);
+        assert_eq!(app.overlay, Overlay::Help);
+        let t = draw(&app, 120, 40);
+        let screen = text(t.backend().buffer());
+        for b in KEYMAP {
+            let line = binding_label(b);
+            assert!(
+                screen.contains(&line) && screen.contains(b.description),
+                "{mode:?}: help lacks {line:?} {:?}\n{screen}",
+                b.description
+            );
+        }
+        // Exactly one help line per binding, nothing invented.
+        let entries = help::columns(&app)
+            .iter()
+            .flatten()
+            .filter(|l| l.spans.len() == 2)
+            .count();
+        assert_eq!(entries, KEYMAP.len());
+        if mode == Mode::Live {
+            insta::assert_snapshot!("help_live_120x40", t.backend());
+        }
+        press(&mut app, &[KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)]);
+        assert_eq!(app.overlay, Overlay::None);
+    }
+}
+
+#[test]
+fn keys_change_the_view() {
+    let mut app = app_after(Mode::Live, Some(after_step(170)), "dark");
+    press(&mut app, &[key('l'), key('m'), key('z')]);
+    assert!(app.view.log_scale);
+    assert_eq!(app.view.smoothing, Some(0.6));
+    assert_eq!(app.view.zoom, Zoom::Recent);
+    let t = draw(&app, 120, 40);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("[log · ema 0.6 · recent]"), "{screen}");
+    insta::assert_snapshot!("log_smooth_recent_120x40", t.backend());
+
+    let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
+    let enter = KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE);
+    press(&mut app, &[key('l'), key('m'), key('z'), tab, tab]);
+    assert_eq!(app.view.focus, Panel::Stance);
+    press(&mut app, &[enter]);
+    assert!(app.view.enlarged);
+    let t = draw(&app, 120, 40);
+    insta::assert_snapshot!("stance_enlarged_120x40", t.backend());
+}
+
+#[test]
+fn quit_in_live_mode_asks_first() {
+    let mut app = app_after(Mode::Live, Some(after_step(50)), "dark");
+    press(&mut app, &[key('q')]);
+    let t = draw(&app, 100, 30);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("Stop training?"), "{screen}");
+    insta::assert_snapshot!("confirm_quit_100x30", t.backend());
+    press(&mut app, &[key('n')]);
+    assert_eq!(app.quit, Quit::Running);
+}
+
+#[test]
+fn tiny_terminal_gets_a_readable_notice() {
+    let app = app_after(Mode::Live, Some(after_step(50)), "dark");
+    let t = draw(&app, 40, 12);
+    let screen = text(t.backend().buffer());
+    assert!(screen.contains("too small"), "{screen}");
+    assert!(screen.contains("40×12"), "{screen}");
+    insta::assert_snapshot!("too_small_40x12", t.backend());
+    // Resizing back up draws the dashboard again.
+    let mut t = t;
+    t.backend_mut().resize(120, 40);
+    t.draw(|f| ui::draw(f, &app)).unwrap();
+    assert!(text(t.backend().buffer()).contains("global 50/180"));
+    // And nothing panics at any small size.
+    for w in [1, 5, 20, 59, 60, 61] {
+        for h in [1, 3, 15, 16, 17] {
+            draw(&app, w, h);
+        }
+    }
+}
+
+/// Where `needle` starts on screen.
+fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    for y in 0..buf.area.height {
+        let row: Vec<&str> = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+        let line: String = row.concat();
+        if let Some(byte) = line.find(needle) {
+            let col = line[..byte].chars().count() as u16;
+            return Some((col, y));
+        }
+    }
+    None
+}
+
+#[test]
+fn themes_colour_the_cells() {
+    for name in ["dark", "light", "high-contrast"] {
+        let theme = Theme::built_in(name).unwrap();
+        let app = app_after(Mode::Live, Some(after_step(170)), name);
+        let t = draw(&app, 120, 40);
+        let buf = t.backend().buffer();
+        // The stance bar of the first topic: support █, neutral ▓, oppose ▒.
+        let (_, row) = find(buf, "abortion").unwrap();
+        for (glyph, stance) in [("█", 0), ("▓", 1), ("▒", 2)] {
+            let x = (0..buf.area.width)
+                .find(|&x| buf[(x, row)].symbol() == glyph)
+                .unwrap_or_else(|| panic!("{name}: no {glyph} on the abortion row"));
+            assert_eq!(
+                buf[(x, row)].fg,
+                theme.stance[stance],
+                "{name} stance {stance}"
+            );
+        }
+        // The focused panel (loss) has the focus border colour.
+        let (x, y) = find(buf, " loss ").unwrap();
+        assert_eq!(
+            buf[(x.saturating_sub(1), y)].fg,
+            theme.border_focused,
+            "{name}"
+        );
+        // The header's run name in the accent colour.
+        let (x, y) = find(buf, "demo-sft-dpo").unwrap();
+        assert_eq!(buf[(x, y)].fg, theme.accent, "{name}");
+        // The theme's chart marker: braille dots or half blocks.
+        let screen = text(buf);
+        let braille = screen
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c));
+        let halves = screen.contains('▀') || screen.contains('▄');
+        match name {
+            "high-contrast" => assert!(halves && !braille, "{name}"),
+            _ => assert!(braille, "{name}"),
+        }
+    }
+    assert_ne!(
+        Theme::built_in("dark").unwrap().stance,
+        Theme::built_in("light").unwrap().stance
+    );
+    let light = app_after(Mode::Live, Some(after_step(170)), "light");
+    insta::assert_snapshot!("light_120x40", draw(&light, 120, 40).backend());
+}
+
+#[test]
+fn malformed_lines_are_skipped_and_counted_in_the_status_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let good = std::fs::read_to_string(fixture()).unwrap();
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(5, "this is not json");
+    lines.insert(9, r#"{"kind":"step","t":"soon"}"#);
+    let mut text_in = lines.join("\n");
+    text_in.push_str("\n{\"kind\":\"step\",\"t\":17640"); // torn last line
+    std::fs::write(&path, text_in).unwrap();
+    let (mut replay, _) = Replay::open(dir.path()).unwrap();
+    assert_eq!(replay.skipped, 2);
+    assert!(replay.torn_tail);
+    let mut app = App::new(Mode::Replay, Theme::default(), "run");
+    app.skipped_lines = replay.skipped;
+    replay.seek(replay.len(), &mut app.run).unwrap();
+    app.replay = Some(replay.status());
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(screen.contains("2 bad lines skipped"), "{screen}");
+    assert!(screen.contains("global 180/180"), "{screen}");
+}
+
+#[test]
+fn newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let good = std::fs::read_to_string(fixture()).unwrap();
+    std::fs::write(&path, good.replacen("\"schema\":1,", "\"schema\":7,", 1)).unwrap();
+    let err = Replay::open(&path).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("schema version 7, newer than this driftui reads"),
+        "{msg}"
+    );
+    assert!(msg.contains("line 1"), "{msg}");
+}
+
+/// The real loop, on a TestBackend, with keys as the terminal would send them.
+#[tokio::test(flavor = "current_thread")]
+async fn event_loop_drives_a_replay_with_keys() {
+    let (replay, _) = Replay::open(&fixture()).unwrap();
+    let mut app = App::new(
+        Mode::Replay,
+        Theme::default(),
+        "tests/fixtures/events/sample-run.jsonl",
+    );
+    let mut source = Source::Replay(Box::new(replay));
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    let keys = [
+        key(' '), // pause
+        KeyEvent::new(KeyCode::End, KeyModifiers::NONE),
+        key('['), // back to the start of the DPO phase
+        key('+'),
+        key('+'),
+        KeyEvent::new(KeyCode::Right, KeyModifiers::NONE),
+    ]
+    .map(|k| Ok(TermEvent::Key(k)));
+    let input = futures::stream::iter(keys);
+    event_loop::run(&mut terminal, &mut app, &mut source, input)
+        .await
+        .unwrap();
+    let status = app.replay.unwrap();
+    assert!(!status.playing);
+    assert_eq!(status.speed, 4.0);
+    assert!(app.run.phase == Some(1), "{:?}", app.run.phase);
+    assert!(app.run.global_step > 120 && app.run.global_step < 130);
+    let screen = text(terminal.backend().buffer());
+    assert!(screen.contains("⏸ ×4"), "{screen}");
+    // q quits at once in replay.
+    let input =
+        futures::stream::iter([Ok(TermEvent::Key(key('q')))]).chain(futures::stream::pending());
+    event_loop::run(&mut terminal, &mut app, &mut source, input)
+        .await
+        .unwrap();
+    assert_eq!(app.quit, Quit::Now);
+}
+
+use futures::StreamExt;
