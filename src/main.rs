@@ -37,6 +37,11 @@ fn run(cli: Cli) -> Result<()> {
                 progress: headless,
                 inject_nan_at_step: None,
             };
+            let ui = UiOptions { theme };
+            if !headless {
+                // A broken explicit theme stops us before anything is written.
+                ui.validate()?;
+            }
             let prepared = train::prepare(&opts)?;
             if headless {
                 let (_tx, rx) = std::sync::mpsc::channel();
@@ -48,7 +53,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             } else {
                 let handle = train::spawn(prepared)?;
-                tui::run_live(handle, &UiOptions { theme })
+                tui::run_live(handle, &ui)
             }
         }
         Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),

@@ -287,8 +287,13 @@ fn tokenize_phase(
             for ex in examples {
                 let mut s = data::tokenize_sft(tok, ex)?;
                 if s.len() > p.max_len {
-                    s.ids.truncate(p.max_len);
-                    s.trained.truncate(p.max_len);
+                    // As for preference data: keep the end of the context and
+                    // the start of the answer, so no row loses its answer.
+                    let first = s.trained.iter().position(|&t| t).unwrap_or(0);
+                    let (keep_ctx, keep_rest) = data::truncate_pair(first, s.len() - first, p.max_len);
+                    let range = first - keep_ctx..first + keep_rest;
+                    s.ids = s.ids[range.clone()].to_vec();
+                    s.trained = s.trained[range].to_vec();
                     truncated += 1;
                 }
                 if s.trained_targets() == 0 {

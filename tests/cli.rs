@@ -1,0 +1,188 @@
+//! The `driftui` binary on bad input: a clear error naming the file (and line),
+//! a non-zero exit, and nothing half-written left looking valid.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn driftui(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftui"))
+        .args(args)
+        .output()
+        .expect("run driftui")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// A valid one-phase recipe in `dir`, with `tweak` applied to its text.
+fn recipe(dir: &Path, tweak: impl Fn(String) -> String) -> PathBuf {
+    let text = format!(
+        r#"[run]
+name = "cli"
+seed = 1
+output_dir = "{out}"
+
+[model]
+source = "builtin:micro"
+
+[[phase]]
+name = "sft"
+algorithm = "sft"
+dataset = "{data}"
+steps = 3
+batch_size = 4
+lr = 1e-3
+max_len = 64
+"#,
+        out = dir.join("runs").display(),
+        data = assets().join("demo/sft.jsonl").display()
+    );
+    let p = dir.join("recipe.toml");
+    std::fs::write(&p, tweak(text)).unwrap();
+    p
+}
+
+fn no_run_dir(dir: &Path) {
+    let runs = dir.join("runs");
+    assert!(
+        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "a run directory was left behind"
+    );
+}
+
+#[test]
+fn headless_run_succeeds_and_prints_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t);
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("[sft 1/1] step 3/3 (100%)  loss "), "{err}");
+    assert!(err.contains("run completed: 3 steps"), "{err}");
+}
+
+#[test]
+fn broken_recipe_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 2"));
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&format!("{}:16:1: unknown field `learning_rate`", r.display())), "{err}");
+    no_run_dir(dir.path());
+}
+
+#[test]
+fn bad_dataset_row_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"only a prompt\"}\n",
+    )
+    .unwrap();
+    let r = recipe(dir.path(), |t| {
+        t.replace(assets().join("demo/sft.jsonl").to_str().unwrap(), data.to_str().unwrap())
+    });
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&format!("in the dataset {}: line 3:", data.display())), "{err}");
+    no_run_dir(dir.path());
+
+    std::fs::write(&data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{not json\n").unwrap();
+    let err = stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"]));
+    assert!(err.contains("line 2: not valid JSON"), "{err}");
+
+    std::fs::write(&data, "\n").unwrap();
+    let err = stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"]));
+    assert!(err.contains("the dataset has no rows"), "{err}");
+    no_run_dir(dir.path());
+}
+
+#[test]
+fn missing_model_source_and_unwritable_output_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t.replace("builtin:micro", "models/not-here"));
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let r = recipe(dir.path(), |t| t.replace("builtin:micro", "builtin:huge"));
+    assert!(stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"])).contains("there is no built-in model \"huge\""));
+
+    // An output directory under a file cannot be created.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let r = recipe(dir.path(), |t| t);
+    let out = blocker.join("run");
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot create the run directory"), "{}", stderr(&o));
+}
+
+#[test]
+fn corrupted_snapshot_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t);
+    let out = dir.path().join("run");
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snap = out.join("snapshots/sft-000003");
+    // Flip a byte in the weights.
+    let w = snap.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&w, bytes).unwrap();
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--resume", snap.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("model.safetensors fails its checksum"), "{err}");
+
+    // A directory that is no snapshot at all.
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--resume", dir.path().to_str().unwrap()]);
+    assert!(stderr(&o).contains("not a complete driftui snapshot"), "{}", stderr(&o));
+}
+
+/// A process killed mid-run leaves a log whose complete lines all parse.
+#[test]
+fn killed_run_leaves_a_parseable_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t.replace("steps = 3", "steps = 400"));
+    let out = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftui"))
+        .args(["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = out.join("events.jsonl");
+    let start = std::time::Instant::now();
+    loop {
+        let steps = std::fs::read_to_string(&log)
+            .map(|t| t.matches("\"kind\":\"step\"").count())
+            .unwrap_or(0);
+        if steps >= 5 || start.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (events, report) = driftui::events::read_log(&log).unwrap();
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert!(events.len() >= 5);
+    // No snapshot directory is left looking complete without its manifest.
+    if let Ok(entries) = std::fs::read_dir(out.join("snapshots")) {
+        for e in entries {
+            let p = e.unwrap().path();
+            if !p.file_name().unwrap().to_string_lossy().starts_with(".partial") {
+                driftui::train::snapshot::verify(&p).unwrap();
+            }
+        }
+    }
+}
