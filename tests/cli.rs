@@ -69,11 +69,19 @@ fn headless_run_succeeds_and_prints_progress() {
 #[test]
 fn broken_recipe_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let r = recipe(dir.path(), |t| t.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 2"));
+    let r = recipe(dir.path(), |t| {
+        t.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 2")
+    });
     let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains(&format!("{}:16:1: unknown field `learning_rate`", r.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:16:1: unknown field `learning_rate`",
+            r.display()
+        )),
+        "{err}"
+    );
     no_run_dir(dir.path());
 }
 
@@ -87,15 +95,25 @@ fn bad_dataset_row_names_file_and_line() {
     )
     .unwrap();
     let r = recipe(dir.path(), |t| {
-        t.replace(assets().join("demo/sft.jsonl").to_str().unwrap(), data.to_str().unwrap())
+        t.replace(
+            assets().join("demo/sft.jsonl").to_str().unwrap(),
+            data.to_str().unwrap(),
+        )
     });
     let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains(&format!("in the dataset {}: line 3:", data.display())), "{err}");
+    assert!(
+        err.contains(&format!("in the dataset {}: line 3:", data.display())),
+        "{err}"
+    );
     no_run_dir(dir.path());
 
-    std::fs::write(&data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{not json\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{not json\n",
+    )
+    .unwrap();
     let err = stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"]));
     assert!(err.contains("line 2: not valid JSON"), "{err}");
 
@@ -108,21 +126,36 @@ fn bad_dataset_row_names_file_and_line() {
 #[test]
 fn missing_model_source_and_unwritable_output_are_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let r = recipe(dir.path(), |t| t.replace("builtin:micro", "models/not-here"));
+    let r = recipe(dir.path(), |t| {
+        t.replace("builtin:micro", "models/not-here")
+    });
     let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     let r = recipe(dir.path(), |t| t.replace("builtin:micro", "builtin:huge"));
-    assert!(stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"])).contains("there is no built-in model \"huge\""));
+    assert!(
+        stderr(&driftui(&["train", r.to_str().unwrap(), "--headless"]))
+            .contains("there is no built-in model \"huge\"")
+    );
 
     // An output directory under a file cannot be created.
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
     let r = recipe(dir.path(), |t| t);
     let out = blocker.join("run");
-    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()]);
+    let o = driftui(&[
+        "train",
+        r.to_str().unwrap(),
+        "--headless",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot create the run directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot create the run directory"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -130,7 +163,13 @@ fn corrupted_snapshot_is_refused_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), |t| t);
     let out = dir.path().join("run");
-    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()]);
+    let o = driftui(&[
+        "train",
+        r.to_str().unwrap(),
+        "--headless",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let snap = out.join("snapshots/sft-000003");
     // Flip a byte in the weights.
@@ -139,14 +178,33 @@ fn corrupted_snapshot_is_refused_on_resume() {
     let n = bytes.len();
     bytes[n - 5] ^= 0x40;
     std::fs::write(&w, bytes).unwrap();
-    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--resume", snap.to_str().unwrap()]);
+    let o = driftui(&[
+        "train",
+        r.to_str().unwrap(),
+        "--headless",
+        "--resume",
+        snap.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("model.safetensors fails its checksum"), "{err}");
+    assert!(
+        err.contains("model.safetensors fails its checksum"),
+        "{err}"
+    );
 
     // A directory that is no snapshot at all.
-    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--resume", dir.path().to_str().unwrap()]);
-    assert!(stderr(&o).contains("not a complete driftui snapshot"), "{}", stderr(&o));
+    let o = driftui(&[
+        "train",
+        r.to_str().unwrap(),
+        "--headless",
+        "--resume",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("not a complete driftui snapshot"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A process killed mid-run leaves a log whose complete lines all parse.
@@ -156,7 +214,13 @@ fn killed_run_leaves_a_parseable_log() {
     let r = recipe(dir.path(), |t| t.replace("steps = 3", "steps = 400"));
     let out = dir.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_driftui"))
-        .args(["train", r.to_str().unwrap(), "--headless", "--output", out.to_str().unwrap()])
+        .args([
+            "train",
+            r.to_str().unwrap(),
+            "--headless",
+            "--output",
+            out.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -180,7 +244,12 @@ fn killed_run_leaves_a_parseable_log() {
     if let Ok(entries) = std::fs::read_dir(out.join("snapshots")) {
         for e in entries {
             let p = e.unwrap().path();
-            if !p.file_name().unwrap().to_string_lossy().starts_with(".partial") {
+            if !p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".partial")
+            {
                 driftui::train::snapshot::verify(&p).unwrap();
             }
         }

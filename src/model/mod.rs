@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod config;
 pub mod decoder;
+pub mod generate;
 pub mod lora;
 pub mod source;
 pub mod weights;

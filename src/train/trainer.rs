@@ -290,7 +290,8 @@ fn tokenize_phase(
                     // As for preference data: keep the end of the context and
                     // the start of the answer, so no row loses its answer.
                     let first = s.trained.iter().position(|&t| t).unwrap_or(0);
-                    let (keep_ctx, keep_rest) = data::truncate_pair(first, s.len() - first, p.max_len);
+                    let (keep_ctx, keep_rest) =
+                        data::truncate_pair(first, s.len() - first, p.max_len);
                     let range = first - keep_ctx..first + keep_rest;
                     s.ids = s.ids[range.clone()].to_vec();
                     s.trained = s.trained[range].to_vec();
