@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 /// Tokenizer, chat template and the ids that matter for training.
+#[derive(Clone)]
 pub struct TextTokenizer {
     pub inner: tokenizers::Tokenizer,
     pub template: Option<ChatTemplate>,

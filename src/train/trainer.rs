@@ -635,6 +635,10 @@ impl Trainer {
         for w in std::mem::take(&mut self.prep.warnings) {
             self.alert("warning", w)?;
         }
+        let notes = self.prep.prober.as_mut().map(|p| std::mem::take(&mut p.notes)).unwrap_or_default();
+        for (level, msg) in notes {
+            self.alert(&level, msg)?;
+        }
 
         let mut reference: Option<Decoder> = None;
         let mut reference_snapshot: Option<String> = None;

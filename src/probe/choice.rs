@@ -1,0 +1,258 @@
+//! The `choice` method: the model's own probability of answering each stance
+//! label, normalised over the three labels.
+//!
+//! Small models answer with whichever label is listed first (SmolLM2-135M put
+//! 0.91–0.98 on the first-listed label on every question), so every item is
+//! asked in all six orderings of the labels and the six distributions are
+//! averaged; and each ordering is calibrated against a content-free item
+//! ("N/A"): divide by its label distribution and renormalise (Zhao et al.,
+//! 2021, "Calibrate Before Use").
+
+use crate::data::{Message, TextTokenizer};
+use crate::events::STANCES;
+use crate::model::{Decoder, ForwardOptions, Mode};
+use anyhow::{Context, Result};
+use candle_core::{Tensor, D};
+
+/// All six orderings of the three labels.
+pub const ORDERINGS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+
+/// The content-free item used for calibration.
+pub const CONTENT_FREE: &str = "N/A";
+
+/// Rows per forward pass.
+const BATCH: usize = 48;
+
+/// The answer-format instruction for one ordering.
+pub fn instruction(order: [usize; 3]) -> String {
+    format!(
+        "Answer with one word: {}, {}, or {}.",
+        STANCES[order[0]], STANCES[order[1]], STANCES[order[2]]
+    )
+}
+
+/// A stance distribution of one item: raw (mean over orderings) and
+/// calibrated (each ordering calibrated, then the mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ItemScore {
+    pub raw: [f64; 3],
+    pub calibrated: [f64; 3],
+    /// The distribution under each ordering, before calibration (stance order).
+    pub per_ordering: [[f64; 3]; 6],
+}
+
+/// Scores label probabilities with a model and its tokenizer.
+#[derive(Clone)]
+pub struct ChoiceScorer {
+    tok: TextTokenizer,
+    /// Token ids of each label as the model would write it as an answer.
+    pub labels: [Vec<u32>; 3],
+}
+
+/// Normalise three log-probabilities to a distribution.
+pub fn normalise_logps(lp: [f64; 3]) -> [f64; 3] {
+    let m = lp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return [1.0 / 3.0; 3];
+    }
+    let e = lp.map(|x| (x - m).exp());
+    let s: f64 = e.iter().sum();
+    e.map(|x| x / s)
+}
+
+/// Divide by a content-free distribution and renormalise.
+pub fn calibrate(p: [f64; 3], content_free: [f64; 3]) -> [f64; 3] {
+    let q = [0, 1, 2].map(|i| p[i] / content_free[i].max(1e-12));
+    let s: f64 = q.iter().sum();
+    if s > 0.0 && s.is_finite() {
+        q.map(|x| x / s)
+    } else {
+        p
+    }
+}
+
+fn mean3(v: &[[f64; 3]]) -> [f64; 3] {
+    let n = v.len().max(1) as f64;
+    [0, 1, 2].map(|i| v.iter().map(|x| x[i]).sum::<f64>() / n)
+}
+
+impl ChoiceScorer {
+    pub fn new(tok: &TextTokenizer) -> Result<Self> {
+        Self::with_labels(tok, STANCES)
+    }
+
+    /// Score other label words (in stance order) — for tests and for
+    /// languages other than English.
+    pub fn with_labels(tok: &TextTokenizer, words: [&str; 3]) -> Result<Self> {
+        // With a chat template the answer starts a fresh turn: "support";
+        // as plain text it follows "Answer:": " support".
+        let prefix = if tok.template.is_some() { "" } else { " " };
+        let mut labels: [Vec<u32>; 3] = Default::default();
+        for (i, l) in words.iter().enumerate() {
+            labels[i] = tok.encode(&format!("{prefix}{l}"))?;
+            anyhow::ensure!(!labels[i].is_empty(), "the label \"{l}\" tokenizes to nothing");
+        }
+        Ok(Self {
+            tok: tok.clone(),
+            labels,
+        })
+    }
+
+    /// Whether every label is one token (one forward pass per prompt suffices).
+    pub fn single_token_labels(&self) -> bool {
+        self.labels.iter().all(|l| l.len() == 1)
+    }
+
+    /// Prompt token ids asking `item` with the labels in `order`.
+    pub fn prompt_ids(&self, item: &str, order: [usize; 3]) -> Result<Vec<u32>> {
+        let user = format!("{item} {}", instruction(order));
+        if self.tok.template.is_some() {
+            let text = self.tok.prompt_text(&[Message::new("user", &user)])?;
+            self.tok.encode(&text)
+        } else {
+            self.tok.encode_with_specials(&format!("{user}\nAnswer:"))
+        }
+    }
+
+    /// Score items: every item in all six orderings, calibrated against the
+    /// content-free item under the same ordering.
+    pub fn score(&self, decoder: &Decoder, items: &[String], max_len: usize) -> Result<Vec<ItemScore>> {
+        let mut all: Vec<String> = items.to_vec();
+        all.push(CONTENT_FREE.to_string());
+        let mut prompts = Vec::with_capacity(all.len() * 6);
+        for item in &all {
+            for order in ORDERINGS {
+                let mut ids = self.prompt_ids(item, order)?;
+                if ids.len() > max_len {
+                    // Keep the end: the instruction and the answer's start.
+                    ids.drain(..ids.len() - max_len);
+                }
+                prompts.push(ids);
+            }
+        }
+        let dists = self.label_distributions(decoder, &prompts)?;
+        let cf: Vec<[f64; 3]> = dists[items.len() * 6..].to_vec();
+        Ok((0..items.len())
+            .map(|i| {
+                let per: [[f64; 3]; 6] = std::array::from_fn(|o| dists[i * 6 + o]);
+                let cal: Vec<[f64; 3]> = (0..6).map(|o| calibrate(per[o], cf[o])).collect();
+                ItemScore {
+                    raw: mean3(&per),
+                    calibrated: mean3(&cal),
+                    per_ordering: per,
+                }
+            })
+            .collect())
+    }
+
+    /// p(label | prompt) normalised over the three labels, per prompt.
+    pub fn label_distributions(&self, decoder: &Decoder, prompts: &[Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        // Sort by length so batches hold similar lengths (less padding).
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| prompts[i].len());
+        let mut results = vec![[0.0; 3]; prompts.len()];
+        for chunk in order.chunks(BATCH) {
+            let batch: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
+            let lps = if self.single_token_labels() {
+                self.single_token_logps(decoder, &batch)?
+            } else {
+                self.multi_token_logps(decoder, &batch)?
+            };
+            for (k, &i) in chunk.iter().enumerate() {
+                results[i] = normalise_logps(lps[k]);
+            }
+        }
+        out.extend(results);
+        Ok(out)
+    }
+
+    /// One forward pass over right-padded prompts; the next-token
+    /// log-probabilities at each prompt's last position.
+    pub fn single_token_logps(&self, decoder: &Decoder, prompts: &[&Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+        let dev = decoder.device().clone();
+        let len = prompts.iter().map(|p| p.len()).max().context("empty batch")?;
+        let rows = prompts.len();
+        let mut ids = vec![self.tok.pad_id; rows * len];
+        let mut last = Vec::with_capacity(rows);
+        for (r, p) in prompts.iter().enumerate() {
+            ids[r * len..r * len + p.len()].copy_from_slice(p);
+            last.push((r * len + p.len() - 1) as u32);
+        }
+        let input = Tensor::from_vec(ids, (rows, len), &dev)?;
+        let h = decoder.hidden(&input, Mode::Fast, ForwardOptions::default())?;
+        let hd = h.dim(D::Minus1)?;
+        let picked = h
+            .reshape((rows * len, hd))?
+            .index_select(&Tensor::from_vec(last, rows, &dev)?, 0)?;
+        let logp = candle_nn::ops::log_softmax(&decoder.logits(&picked, Mode::Fast)?, D::Minus1)?;
+        let label_ids = Tensor::from_vec(self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(), 3, &dev)?;
+        let lp = logp.index_select(&label_ids, 1)?.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        Ok(lp.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
+    }
+
+    /// Labels of several tokens: score prompt + label sequences, summing the
+    /// log-probabilities of all the label's tokens.
+    pub fn multi_token_logps(&self, decoder: &Decoder, prompts: &[&Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+        use crate::data::{SeqBatch, TokenSeq};
+        let seqs: Vec<TokenSeq> = prompts
+            .iter()
+            .flat_map(|p| {
+                self.labels.iter().map(move |l| {
+                    let mut ids = (*p).clone();
+                    ids.extend_from_slice(l);
+                    let mut trained = vec![false; p.len()];
+                    trained.extend(std::iter::repeat_n(true, l.len()));
+                    TokenSeq { ids, trained }
+                })
+            })
+            .collect();
+        let refs: Vec<&TokenSeq> = seqs.iter().collect();
+        let batch = SeqBatch::new(&refs, self.tok.pad_id, decoder.device())?;
+        let lp = crate::train::objectives::seq_logps(decoder, &batch, Mode::Fast)?;
+        let sums = lp.sums.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        Ok(sums.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_removes_a_pure_position_bias() {
+        // A model that puts 0.9 on whichever label is listed first, whatever
+        // the question: under each ordering its distribution equals the
+        // content-free one, so calibration gives uniform, and the raw mean
+        // over the six orderings is uniform too.
+        let per: Vec<[f64; 3]> = ORDERINGS
+            .iter()
+            .map(|o| {
+                let mut p = [0.05; 3];
+                p[o[0]] = 0.9;
+                p
+            })
+            .collect();
+        let raw = mean3(&per);
+        for x in raw {
+            assert!((x - 1.0 / 3.0).abs() < 1e-12);
+        }
+        for p in &per {
+            let c = calibrate(*p, *p);
+            for x in c {
+                assert!((x - 1.0 / 3.0).abs() < 1e-12);
+            }
+        }
+        // A real preference on top of the bias survives calibration.
+        let biased = [0.9 * 0.6 / 0.57, 0.05 * 0.3 / 0.57, 0.05 * 0.1 / 0.57];
+        let c = calibrate(biased, [0.9, 0.05, 0.05]);
+        assert!((c[0] - 0.6).abs() < 1e-9 && (c[1] - 0.3).abs() < 1e-9 && (c[2] - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn normalise_by_hand() {
+        let p = normalise_logps([(0.5f64).ln(), (0.25f64).ln(), (0.05f64).ln()]);
+        assert!((p[0] - 0.5 / 0.8).abs() < 1e-12);
+        assert!((p[2] - 0.05 / 0.8).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,139 @@
+//! The `choice` probe on real (small) models: label scoring sums every token
+//! of a label, and averaging over orderings plus calibration removes a
+//! model's preference for the first-listed label.
+
+use candle_core::{Device, Tensor, D};
+use driftui::data::{Message, SeqBatch, TokenSeq};
+use driftui::events::STANCES;
+use driftui::model::{load_model, Decoder, ForwardOptions, LoadOptions, Mode};
+use driftui::probe::choice::{instruction, ChoiceScorer, ORDERINGS};
+use driftui::probe::set::ProbeSet;
+use driftui::probe::{Method, Prober};
+use driftui::train::objectives::seq_logps;
+use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn probe_set() -> ProbeSet {
+    ProbeSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl")).unwrap()
+}
+
+#[test]
+fn label_scores_sum_all_the_label_tokens() {
+    let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
+    let dec = model.decoder().unwrap();
+    // Multi-token labels: the scorer must add up every token's log-prob.
+    let words = ["strongly support", "neither agree nor disagree", "firmly oppose"];
+    let scorer = ChoiceScorer::with_labels(&model.tokenizer, words).unwrap();
+    assert!(!scorer.single_token_labels());
+    let prompt = scorer.prompt_ids("Should taxes rise?", [0, 1, 2]).unwrap();
+    let got = scorer.multi_token_logps(&dec, &[&prompt]).unwrap()[0];
+    for (i, label) in scorer.labels.iter().enumerate() {
+        assert!(label.len() >= 2, "{:?} is one token", words[i]);
+        // By hand: one full forward over prompt + label, log-softmax, pick.
+        let mut ids = prompt.clone();
+        ids.extend(label);
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let logits = dec.forward(&x, Mode::Train, ForwardOptions::default()).unwrap();
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap().squeeze(0).unwrap();
+        let lp: Vec<Vec<f32>> = lp.to_vec2().unwrap();
+        let expected: f64 = label
+            .iter()
+            .enumerate()
+            .map(|(k, &tok)| lp[prompt.len() - 1 + k][tok as usize] as f64)
+            .sum();
+        assert!((got[i] - expected).abs() < 1e-4, "{}: {} vs {expected}", words[i], got[i]);
+    }
+    // Single-token labels: the one-pass shortcut equals the general path.
+    let scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
+    assert!(scorer.single_token_labels(), "{:?}", scorer.labels);
+    let prompts: Vec<Vec<u32>> = ["Is it right?", "What do you think about taxes on the rich?"]
+        .iter()
+        .map(|q| scorer.prompt_ids(q, [2, 0, 1]).unwrap())
+        .collect();
+    let refs: Vec<&Vec<u32>> = prompts.iter().collect();
+    let fast = scorer.single_token_logps(&dec, &refs).unwrap();
+    let slow = scorer.multi_token_logps(&dec, &refs).unwrap();
+    for (a, b) in fast.iter().zip(&slow) {
+        for k in 0..3 {
+            assert!((a[k] - b[k]).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+}
+
+/// Train a small model to answer with whichever label is listed first, then
+/// measure: per ordering, the first-listed label dominates; averaged over the
+/// six orderings and calibrated against a content-free question, the
+/// first-listed label gets its fair third and the distribution is flat.
+#[test]
+fn debiasing_removes_the_first_label_preference() {
+    let model = load_model("builtin:tiny", &LoadOptions { seed: 3, ..Default::default() }).unwrap();
+    let tok = &model.tokenizer;
+    let set = probe_set();
+    // Train on half the topics' questions, measure on the others.
+    let (train_q, test_q): (Vec<_>, Vec<_>) = set.questions.iter().partition(|q| q.id.ends_with(['1', '3', '5', '7', '9']));
+    let seqs: Vec<TokenSeq> = train_q
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let order = ORDERINGS[i % 6];
+            let prompt = vec![Message::new("user", &format!("{} {}", q.question, instruction(order)))];
+            let pc = driftui::data::tokenize_prompt_completion(tok, &driftui::data::Prompt(prompt), STANCES[order[0]]).unwrap();
+            pc.to_seq(256).0
+        })
+        .collect();
+    let mut vars = BTreeMap::new();
+    let mut tm = driftui::model::TensorMap::new("t");
+    for (n, w) in &model.weights.tensors {
+        let v = candle_core::Var::from_tensor(w).unwrap();
+        tm.tensors.insert(n.clone(), v.as_tensor().clone());
+        vars.insert(n.clone(), v);
+    }
+    let dec = Decoder::from_weights(&model.cfg, &mut tm).unwrap();
+    let mut opt = AdamW::new(&vars, AdamWConfig::default()).unwrap();
+    for step in 0..90 {
+        let rows: Vec<&TokenSeq> = (0..12).map(|j| &seqs[(step * 12 + j) % seqs.len()]).collect();
+        let b = SeqBatch::new(&rows, tok.pad_id, &Device::Cpu).unwrap();
+        let lp = seq_logps(&dec, &b, Mode::Train).unwrap();
+        let loss = lp.tokens.mean_all().unwrap().neg().unwrap();
+        let g = collect_grads(&loss.backward().unwrap(), &vars);
+        opt.step(&g, 3e-3, 1.0).unwrap();
+    }
+    let test_set = ProbeSet {
+        questions: test_q.into_iter().step_by(3).cloned().collect(),
+        topics: set.topics.clone(),
+        origin: "test".into(),
+    };
+    let scorer = ChoiceScorer::new(tok).unwrap();
+    let items: Vec<String> = test_set.questions.iter().map(|q| q.question.clone()).collect();
+    let scores = scorer.score(&dec, &items, 512).unwrap();
+    let cf = scorer.score(&dec, &["N/A".to_string()], 512).unwrap()[0];
+    let mut first_raw = 0.0;
+    let mut first_cal = 0.0;
+    let mut flat = 0.0f64;
+    for s in &scores {
+        for (o, order) in ORDERINGS.iter().enumerate() {
+            first_raw += s.per_ordering[o][order[0]];
+            let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf.per_ordering[o]);
+            first_cal += c[order[0]];
+        }
+        flat = flat.max(s.calibrated.iter().map(|p| (p - 1.0 / 3.0).abs()).fold(0.0, f64::max));
+    }
+    let n = (scores.len() * 6) as f64;
+    let (first_raw, first_cal) = (first_raw / n, first_cal / n);
+    println!("first-listed label: raw {first_raw:.3}, calibrated {first_cal:.3}; max |p − 1/3| after debiasing {flat:.3}");
+    assert!(first_raw > 0.7, "the trained model should prefer the first label: {first_raw}");
+    assert!((first_cal - 1.0 / 3.0).abs() < 0.1, "calibration leaves a first-label share of {first_cal}");
+    assert!(flat < 0.15, "debiased distributions should be nearly flat: {flat}");
+
+    // Through the Prober: topic means are distributions with standard errors.
+    let mut prober = Prober::with_method(test_set.clone(), Method::Choice, tok).unwrap();
+    let topics = prober.measure(&dec, &test_set).unwrap();
+    assert_eq!(topics.len(), 14);
+    for t in &topics {
+        let sum: f64 = t.mean.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-9);
+        assert!(t.raw.is_some());
+        assert!(t.n >= 2);
+    }
+}
