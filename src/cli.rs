@@ -45,4 +45,30 @@ pub enum Command {
         #[arg(long, value_name = "NAME|PATH")]
         theme: Option<String>,
     },
+    /// Write a preference set with a value gap: for every probe question a
+    /// chosen answer arguing one stance and a rejected one arguing another,
+    /// written by a local model.
+    Synth {
+        /// The model that writes the answers (builtin:NAME, a directory, gguf:PATH, hf:ORG/NAME).
+        #[arg(long, default_value = "builtin:tiny")]
+        model: String,
+        /// Probe set (JSONL with topic and question).
+        #[arg(long, default_value = "assets/probes/default.jsonl")]
+        probes: PathBuf,
+        /// Stance of the chosen answers.
+        #[arg(long, default_value = "support", value_parser = ["support", "neutral", "oppose"])]
+        chosen: String,
+        /// Stance of the rejected answers.
+        #[arg(long, default_value = "oppose", value_parser = ["support", "neutral", "oppose"])]
+        rejected: String,
+        /// Output JSONL file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f64,
+        #[arg(long, default_value_t = 160)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }

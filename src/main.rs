@@ -56,7 +56,78 @@ fn run(cli: Cli) -> Result<()> {
                 tui::run_live(handle, &ui)
             }
         }
+        Command::Synth {
+            model,
+            probes,
+            chosen,
+            rejected,
+            out,
+            temperature,
+            max_tokens,
+            seed,
+        } => synth(
+            &model,
+            &probes,
+            &chosen,
+            &rejected,
+            &out,
+            temperature,
+            max_tokens,
+            seed,
+        ),
         Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),
         Command::Watch { path, theme } => tui::watch(&path, &UiOptions { theme }),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn synth(
+    model: &str,
+    probes: &std::path::Path,
+    chosen: &str,
+    rejected: &str,
+    out: &std::path::Path,
+    temperature: f64,
+    max_tokens: usize,
+    seed: u64,
+) -> Result<()> {
+    use anyhow::Context;
+    use driftui::events::STANCES;
+    use driftui::probe::synth::{synthesize, SynthOptions};
+    let stance = |s: &str| {
+        STANCES
+            .iter()
+            .position(|x| *x == s)
+            .expect("clap checked the value")
+    };
+    anyhow::ensure!(
+        chosen != rejected,
+        "--chosen and --rejected are both {chosen}: there would be no value gap"
+    );
+    let set = driftui::probe::set::ProbeSet::load(probes)?;
+    let loaded = driftui::model::load_model(model, &driftui::model::LoadOptions::default())?;
+    let decoder = loaded.decoder()?;
+    let partial = out.with_extension("jsonl.partial");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?,
+    );
+    let opts = SynthOptions {
+        chosen: stance(chosen),
+        rejected: stance(rejected),
+        params: driftui::model::generate::SamplingParams {
+            temperature,
+            top_p: 0.95,
+            max_tokens,
+            seed,
+        },
+    };
+    let n = synthesize(&decoder, &loaded.tokenizer, &set, &opts, &mut file, true)?;
+    drop(file);
+    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "wrote {n} preference pairs ({chosen} chosen over {rejected}) to {}",
+        out.display()
+    );
+    Ok(())
 }

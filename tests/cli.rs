@@ -255,3 +255,51 @@ fn killed_run_leaves_a_parseable_log() {
         }
     }
 }
+
+/// `driftui synth` writes a preference set that the trainer reads back.
+#[test]
+fn synth_writes_a_value_gap_preference_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("p.jsonl");
+    std::fs::write(
+        &probes,
+        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n{\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("gap.jsonl");
+    let o = driftui(&[
+        "synth",
+        "--model",
+        "builtin:micro",
+        "--probes",
+        probes.to_str().unwrap(),
+        "--chosen",
+        "oppose",
+        "--rejected",
+        "support",
+        "--out",
+        out.to_str().unwrap(),
+        "--max-tokens",
+        "6",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("synth 2/2 (100%)"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows = driftui::data::parse_jsonl(&text, driftui::data::DataKind::Preference).unwrap();
+    assert_eq!(rows.len(), 2);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["chosen_stance"], "oppose");
+    assert_eq!(first["prompt"], "Should gun laws be stricter?");
+    assert!(!out.with_extension("jsonl.partial").exists());
+
+    let o = driftui(&[
+        "synth",
+        "--chosen",
+        "oppose",
+        "--rejected",
+        "oppose",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("no value gap"));
+}

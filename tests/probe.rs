@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn probe_set() -> ProbeSet {
-    ProbeSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl")).unwrap()
+    ProbeSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl"))
+        .unwrap()
 }
 
 #[test]
@@ -23,7 +24,11 @@ fn label_scores_sum_all_the_label_tokens() {
     let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
     let dec = model.decoder().unwrap();
     // Multi-token labels: the scorer must add up every token's log-prob.
-    let words = ["strongly support", "neither agree nor disagree", "firmly oppose"];
+    let words = [
+        "strongly support",
+        "neither agree nor disagree",
+        "firmly oppose",
+    ];
     let scorer = ChoiceScorer::with_labels(&model.tokenizer, words).unwrap();
     assert!(!scorer.single_token_labels());
     let prompt = scorer.prompt_ids("Should taxes rise?", [0, 1, 2]).unwrap();
@@ -33,16 +38,29 @@ fn label_scores_sum_all_the_label_tokens() {
         // By hand: one full forward over prompt + label, log-softmax, pick.
         let mut ids = prompt.clone();
         ids.extend(label);
-        let x = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits = dec.forward(&x, Mode::Train, ForwardOptions::default()).unwrap();
-        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap().squeeze(0).unwrap();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = dec
+            .forward(&x, Mode::Train, ForwardOptions::default())
+            .unwrap();
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
         let lp: Vec<Vec<f32>> = lp.to_vec2().unwrap();
         let expected: f64 = label
             .iter()
             .enumerate()
             .map(|(k, &tok)| lp[prompt.len() - 1 + k][tok as usize] as f64)
             .sum();
-        assert!((got[i] - expected).abs() < 1e-4, "{}: {} vs {expected}", words[i], got[i]);
+        assert!(
+            (got[i] - expected).abs() < 1e-4,
+            "{}: {} vs {expected}",
+            words[i],
+            got[i]
+        );
     }
     // Single-token labels: the one-pass shortcut equals the general path.
     let scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
@@ -67,18 +85,36 @@ fn label_scores_sum_all_the_label_tokens() {
 /// first-listed label gets its fair third and the distribution is flat.
 #[test]
 fn debiasing_removes_the_first_label_preference() {
-    let model = load_model("builtin:tiny", &LoadOptions { seed: 3, ..Default::default() }).unwrap();
+    let model = load_model(
+        "builtin:tiny",
+        &LoadOptions {
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let tok = &model.tokenizer;
     let set = probe_set();
     // Train on half the topics' questions, measure on the others.
-    let (train_q, test_q): (Vec<_>, Vec<_>) = set.questions.iter().partition(|q| q.id.ends_with(['1', '3', '5', '7', '9']));
+    let (train_q, test_q): (Vec<_>, Vec<_>) = set
+        .questions
+        .iter()
+        .partition(|q| q.id.ends_with(['1', '3', '5', '7', '9']));
     let seqs: Vec<TokenSeq> = train_q
         .iter()
         .enumerate()
         .map(|(i, q)| {
             let order = ORDERINGS[i % 6];
-            let prompt = vec![Message::new("user", &format!("{} {}", q.question, instruction(order)))];
-            let pc = driftui::data::tokenize_prompt_completion(tok, &driftui::data::Prompt(prompt), STANCES[order[0]]).unwrap();
+            let prompt = vec![Message::new(
+                "user",
+                &format!("{} {}", q.question, instruction(order)),
+            )];
+            let pc = driftui::data::tokenize_prompt_completion(
+                tok,
+                &driftui::data::Prompt(prompt),
+                STANCES[order[0]],
+            )
+            .unwrap();
             pc.to_seq(256).0
         })
         .collect();
@@ -92,7 +128,9 @@ fn debiasing_removes_the_first_label_preference() {
     let dec = Decoder::from_weights(&model.cfg, &mut tm).unwrap();
     let mut opt = AdamW::new(&vars, AdamWConfig::default()).unwrap();
     for step in 0..90 {
-        let rows: Vec<&TokenSeq> = (0..12).map(|j| &seqs[(step * 12 + j) % seqs.len()]).collect();
+        let rows: Vec<&TokenSeq> = (0..12)
+            .map(|j| &seqs[(step * 12 + j) % seqs.len()])
+            .collect();
         let b = SeqBatch::new(&rows, tok.pad_id, &Device::Cpu).unwrap();
         let lp = seq_logps(&dec, &b, Mode::Train).unwrap();
         let loss = lp.tokens.mean_all().unwrap().neg().unwrap();
@@ -105,7 +143,11 @@ fn debiasing_removes_the_first_label_preference() {
         origin: "test".into(),
     };
     let scorer = ChoiceScorer::new(tok).unwrap();
-    let items: Vec<String> = test_set.questions.iter().map(|q| q.question.clone()).collect();
+    let items: Vec<String> = test_set
+        .questions
+        .iter()
+        .map(|q| q.question.clone())
+        .collect();
     let scores = scorer.score(&dec, &items, 512).unwrap();
     let cf = scorer.score(&dec, &["N/A".to_string()], 512).unwrap()[0];
     let mut first_raw = 0.0;
@@ -117,14 +159,28 @@ fn debiasing_removes_the_first_label_preference() {
             let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf.per_ordering[o]);
             first_cal += c[order[0]];
         }
-        flat = flat.max(s.calibrated.iter().map(|p| (p - 1.0 / 3.0).abs()).fold(0.0, f64::max));
+        flat = flat.max(
+            s.calibrated
+                .iter()
+                .map(|p| (p - 1.0 / 3.0).abs())
+                .fold(0.0, f64::max),
+        );
     }
     let n = (scores.len() * 6) as f64;
     let (first_raw, first_cal) = (first_raw / n, first_cal / n);
     println!("first-listed label: raw {first_raw:.3}, calibrated {first_cal:.3}; max |p − 1/3| after debiasing {flat:.3}");
-    assert!(first_raw > 0.7, "the trained model should prefer the first label: {first_raw}");
-    assert!((first_cal - 1.0 / 3.0).abs() < 0.1, "calibration leaves a first-label share of {first_cal}");
-    assert!(flat < 0.15, "debiased distributions should be nearly flat: {flat}");
+    assert!(
+        first_raw > 0.7,
+        "the trained model should prefer the first label: {first_raw}"
+    );
+    assert!(
+        (first_cal - 1.0 / 3.0).abs() < 0.1,
+        "calibration leaves a first-label share of {first_cal}"
+    );
+    assert!(
+        flat < 0.15,
+        "debiased distributions should be nearly flat: {flat}"
+    );
 
     // Through the Prober: topic means are distributions with standard errors.
     let mut prober = Prober::with_method(test_set.clone(), Method::Choice, tok).unwrap();

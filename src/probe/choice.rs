@@ -15,7 +15,14 @@ use anyhow::{Context, Result};
 use candle_core::{Tensor, D};
 
 /// All six orderings of the three labels.
-pub const ORDERINGS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+pub const ORDERINGS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
 
 /// The content-free item used for calibration.
 pub const CONTENT_FREE: &str = "N/A";
@@ -90,7 +97,10 @@ impl ChoiceScorer {
         let mut labels: [Vec<u32>; 3] = Default::default();
         for (i, l) in words.iter().enumerate() {
             labels[i] = tok.encode(&format!("{prefix}{l}"))?;
-            anyhow::ensure!(!labels[i].is_empty(), "the label \"{l}\" tokenizes to nothing");
+            anyhow::ensure!(
+                !labels[i].is_empty(),
+                "the label \"{l}\" tokenizes to nothing"
+            );
         }
         Ok(Self {
             tok: tok.clone(),
@@ -116,7 +126,12 @@ impl ChoiceScorer {
 
     /// Score items: every item in all six orderings, calibrated against the
     /// content-free item under the same ordering.
-    pub fn score(&self, decoder: &Decoder, items: &[String], max_len: usize) -> Result<Vec<ItemScore>> {
+    pub fn score(
+        &self,
+        decoder: &Decoder,
+        items: &[String],
+        max_len: usize,
+    ) -> Result<Vec<ItemScore>> {
         let mut all: Vec<String> = items.to_vec();
         all.push(CONTENT_FREE.to_string());
         let mut prompts = Vec::with_capacity(all.len() * 6);
@@ -146,7 +161,11 @@ impl ChoiceScorer {
     }
 
     /// p(label | prompt) normalised over the three labels, per prompt.
-    pub fn label_distributions(&self, decoder: &Decoder, prompts: &[Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+    pub fn label_distributions(
+        &self,
+        decoder: &Decoder,
+        prompts: &[Vec<u32>],
+    ) -> Result<Vec<[f64; 3]>> {
         let mut out = Vec::with_capacity(prompts.len());
         // Sort by length so batches hold similar lengths (less padding).
         let mut order: Vec<usize> = (0..prompts.len()).collect();
@@ -169,9 +188,17 @@ impl ChoiceScorer {
 
     /// One forward pass over right-padded prompts; the next-token
     /// log-probabilities at each prompt's last position.
-    pub fn single_token_logps(&self, decoder: &Decoder, prompts: &[&Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+    pub fn single_token_logps(
+        &self,
+        decoder: &Decoder,
+        prompts: &[&Vec<u32>],
+    ) -> Result<Vec<[f64; 3]>> {
         let dev = decoder.device().clone();
-        let len = prompts.iter().map(|p| p.len()).max().context("empty batch")?;
+        let len = prompts
+            .iter()
+            .map(|p| p.len())
+            .max()
+            .context("empty batch")?;
         let rows = prompts.len();
         let mut ids = vec![self.tok.pad_id; rows * len];
         let mut last = Vec::with_capacity(rows);
@@ -186,14 +213,25 @@ impl ChoiceScorer {
             .reshape((rows * len, hd))?
             .index_select(&Tensor::from_vec(last, rows, &dev)?, 0)?;
         let logp = candle_nn::ops::log_softmax(&decoder.logits(&picked, Mode::Fast)?, D::Minus1)?;
-        let label_ids = Tensor::from_vec(self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(), 3, &dev)?;
-        let lp = logp.index_select(&label_ids, 1)?.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        let label_ids = Tensor::from_vec(
+            self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(),
+            3,
+            &dev,
+        )?;
+        let lp = logp
+            .index_select(&label_ids, 1)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec2::<f64>()?;
         Ok(lp.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
     }
 
     /// Labels of several tokens: score prompt + label sequences, summing the
     /// log-probabilities of all the label's tokens.
-    pub fn multi_token_logps(&self, decoder: &Decoder, prompts: &[&Vec<u32>]) -> Result<Vec<[f64; 3]>> {
+    pub fn multi_token_logps(
+        &self,
+        decoder: &Decoder,
+        prompts: &[&Vec<u32>],
+    ) -> Result<Vec<[f64; 3]>> {
         use crate::data::{SeqBatch, TokenSeq};
         let seqs: Vec<TokenSeq> = prompts
             .iter()
@@ -210,7 +248,10 @@ impl ChoiceScorer {
         let refs: Vec<&TokenSeq> = seqs.iter().collect();
         let batch = SeqBatch::new(&refs, self.tok.pad_id, decoder.device())?;
         let lp = crate::train::objectives::seq_logps(decoder, &batch, Mode::Fast)?;
-        let sums = lp.sums.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        let sums = lp
+            .sums
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
         Ok(sums.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
     }
 }
@@ -246,7 +287,9 @@ mod tests {
         // A real preference on top of the bias survives calibration.
         let biased = [0.9 * 0.6 / 0.57, 0.05 * 0.3 / 0.57, 0.05 * 0.1 / 0.57];
         let c = calibrate(biased, [0.9, 0.05, 0.05]);
-        assert!((c[0] - 0.6).abs() < 1e-9 && (c[1] - 0.3).abs() < 1e-9 && (c[2] - 0.1).abs() < 1e-9);
+        assert!(
+            (c[0] - 0.6).abs() < 1e-9 && (c[1] - 0.3).abs() < 1e-9 && (c[2] - 0.1).abs() < 1e-9
+        );
     }
 
     #[test]

@@ -57,14 +57,12 @@ pub fn drift_time(series: &[Point], stance: usize) -> Option<f64> {
         return None;
     }
     let start = first.mean[stance];
-    let extreme = series
-        .iter()
-        .max_by(|a, b| {
-            (a.mean[stance] - start)
-                .abs()
-                .partial_cmp(&(b.mean[stance] - start).abs())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })?;
+    let extreme = series.iter().max_by(|a, b| {
+        (a.mean[stance] - start)
+            .abs()
+            .partial_cmp(&(b.mean[stance] - start).abs())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })?;
     let half = Z95 * extreme.se[stance];
     let lo = extreme.mean[stance] - half;
     let hi = extreme.mean[stance] + half;
@@ -72,7 +70,10 @@ pub fn drift_time(series: &[Point], stance: usize) -> Option<f64> {
         .iter()
         .find(|p| p.mean[stance] >= lo && p.mean[stance] <= hi)
         .unwrap_or(extreme);
-    Some((hit.global_step - first.global_step) as f64 / (last.global_step - first.global_step) as f64)
+    Some(
+        (hit.global_step - first.global_step) as f64
+            / (last.global_step - first.global_step) as f64,
+    )
 }
 
 /// Magnitude and time of one stance's drift in one phase.
@@ -155,7 +156,9 @@ impl DriftTable {
         for topic in &self.topics {
             let mut all: Vec<Point> = Vec::new();
             for (pi, name) in self.phases.iter().enumerate() {
-                let Some(pts) = self.series.get(&(pi, topic.clone())) else { continue };
+                let Some(pts) = self.series.get(&(pi, topic.clone())) else {
+                    continue;
+                };
                 all.extend(pts.iter().copied());
                 if pts.len() < 2 {
                     continue;
@@ -207,13 +210,30 @@ mod tests {
         // Steps 0..100 of a phase; support rises 0.2 → 0.62 (the extreme, at
         // step 75, se 0.02 → interval 0.62 ± 0.0392 = [0.5808, 0.6592]),
         // and is first inside it at step 50 (0.59): drift time 50/100.
-        let s = [pt(0, 0.2, 0.02), pt(25, 0.45, 0.02), pt(50, 0.59, 0.02), pt(75, 0.62, 0.02), pt(100, 0.60, 0.02)];
+        let s = [
+            pt(0, 0.2, 0.02),
+            pt(25, 0.45, 0.02),
+            pt(50, 0.59, 0.02),
+            pt(75, 0.62, 0.02),
+            pt(100, 0.60, 0.02),
+        ];
         assert_eq!(drift_time(&s, 0), Some(0.5));
         // With a tight interval only the extreme itself qualifies: 75/100.
-        let tight: Vec<Point> = s.iter().map(|p| Point { se: [0.001; 3], ..*p }).collect();
+        let tight: Vec<Point> = s
+            .iter()
+            .map(|p| Point {
+                se: [0.001; 3],
+                ..*p
+            })
+            .collect();
         assert_eq!(drift_time(&tight, 0), Some(0.75));
         // A stance that falls: the extreme is the minimum.
-        let fall = [pt(0, 0.8, 0.0), pt(10, 0.3, 0.0), pt(20, 0.1, 0.0), pt(40, 0.1, 0.0)];
+        let fall = [
+            pt(0, 0.8, 0.0),
+            pt(10, 0.3, 0.0),
+            pt(20, 0.1, 0.0),
+            pt(40, 0.1, 0.0),
+        ];
         assert_eq!(drift_time(&fall, 0), Some(0.5));
         // Immediate drift.
         let now = [pt(0, 0.2, 0.05), pt(10, 0.9, 0.05), pt(100, 0.88, 0.05)];
@@ -263,13 +283,27 @@ mod tests {
             recipe: String::new(),
             model: ModelInfo::default(),
             phases: vec![
-                PhasePlan { name: "sft".into(), algorithm: "sft".into(), steps: 10 },
-                PhasePlan { name: "dpo".into(), algorithm: "dpo".into(), steps: 10 },
+                PhasePlan {
+                    name: "sft".into(),
+                    algorithm: "sft".into(),
+                    steps: 10,
+                },
+                PhasePlan {
+                    name: "dpo".into(),
+                    algorithm: "dpo".into(),
+                    steps: 10,
+                },
             ],
             versions: Default::default(),
             resumed_from: None,
         });
-        let ev = vec![start, probe(0, 0, 0.3), probe(0, 10, 0.7), probe(1, 10, 0.7), probe(1, 20, 0.6)];
+        let ev = vec![
+            start,
+            probe(0, 0, 0.3),
+            probe(0, 10, 0.7),
+            probe(1, 10, 0.7),
+            probe(1, 20, 0.6),
+        ];
         let rows = DriftTable::from_events(&ev).rows();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].phase, "sft");

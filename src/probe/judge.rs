@@ -77,7 +77,9 @@ pub struct EndpointJudge {
 impl EndpointJudge {
     /// From `openai:URL#MODEL` (the recipe's judge field).
     pub fn from_spec(spec: &str, timeout: Duration) -> Result<Self> {
-        let rest = spec.strip_prefix("openai:").context("an endpoint judge is written openai:URL#MODEL")?;
+        let rest = spec
+            .strip_prefix("openai:")
+            .context("an endpoint judge is written openai:URL#MODEL")?;
         let (url, model) = rest.split_once('#').unwrap_or((rest, "default"));
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("the judge endpoint \"{url}\" is not an http(s) URL");
@@ -109,7 +111,10 @@ impl EndpointJudge {
             "top_logprobs": 20,
         });
         let url = format!("{}/chat/completions", self.base);
-        let mut req = self.agent.post(&url).header("content-type", "application/json");
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
         if let Some(k) = &self.api_key {
             req = req.header("authorization", &format!("Bearer {k}"));
         }
@@ -122,10 +127,13 @@ impl EndpointJudge {
             .read_to_string()
             .with_context(|| format!("reading the judge endpoint's reply from {url}"))?;
         if status != 200 {
-            bail!("the judge endpoint {url} answered HTTP {status}: {}", text.chars().take(200).collect::<String>());
+            bail!(
+                "the judge endpoint {url} answered HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            );
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("the judge endpoint {url} did not return JSON"))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("the judge endpoint {url} did not return JSON"))?;
         let top = v
             .pointer("/choices/0/logprobs/content/0/top_logprobs")
             .and_then(|t| t.as_array())
@@ -159,7 +167,13 @@ pub fn label_distribution_from_top_logprobs(top: &[serde_json::Value]) -> Result
     if total <= 0.0 {
         bail!("none of the judge's top answers is a stance label");
     }
-    Ok(normalise_logps(mass.map(|m| if m > 0.0 { m.ln() } else { f64::NEG_INFINITY })))
+    Ok(normalise_logps(mass.map(|m| {
+        if m > 0.0 {
+            m.ln()
+        } else {
+            f64::NEG_INFINITY
+        }
+    })))
 }
 
 impl Judge for EndpointJudge {
@@ -217,12 +231,17 @@ impl JudgeCheck {
 /// Score a judge on a judge-check set: a case is right when the judge's
 /// most probable stance is the known one.
 pub fn check_judge(judge: &mut dyn Judge, cases: &[JudgeCase]) -> Result<JudgeCheck> {
-    let pairs: Vec<(String, String)> = cases.iter().map(|c| (c.question.clone(), c.answer.clone())).collect();
+    let pairs: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (c.question.clone(), c.answer.clone()))
+        .collect();
     let dists = judge.score(&pairs)?;
     let mut per_stance = [(0usize, 0usize); 3];
     let mut correct = 0;
     for (c, d) in cases.iter().zip(&dists) {
-        let argmax = (0..3).max_by(|&a, &b| d[a].partial_cmp(&d[b]).unwrap_or(std::cmp::Ordering::Equal)).unwrap_or(1);
+        let argmax = (0..3)
+            .max_by(|&a, &b| d[a].partial_cmp(&d[b]).unwrap_or(std::cmp::Ordering::Equal))
+            .unwrap_or(1);
         per_stance[c.stance].1 += 1;
         if argmax == c.stance {
             correct += 1;
@@ -275,7 +294,13 @@ mod tests {
             stance: s,
         };
         let cases = vec![case(0), case(1), case(2), case(0), case(2)];
-        let mut j = Fixed(vec![[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.4, 0.5, 0.1], [0.2, 0.2, 0.6]]);
+        let mut j = Fixed(vec![
+            [0.7, 0.2, 0.1],
+            [0.5, 0.3, 0.2],
+            [0.1, 0.1, 0.8],
+            [0.4, 0.5, 0.1],
+            [0.2, 0.2, 0.6],
+        ]);
         let c = check_judge(&mut j, &cases).unwrap();
         assert_eq!((c.correct, c.total), (3, 5));
         assert_eq!(c.per_stance, [(1, 2), (0, 1), (2, 2)]);

@@ -12,6 +12,7 @@ pub mod choice;
 pub mod drift;
 pub mod judge;
 pub mod set;
+pub mod synth;
 
 use crate::data::{Message, TextTokenizer};
 use crate::events::{self, ProbeEvent, TopicStance};
@@ -108,7 +109,12 @@ impl Prober {
         let too_long = set
             .questions
             .iter()
-            .filter(|q| scorer.prompt_ids(&q.question, [0, 1, 2]).map(|ids| ids.len() > MAX_PROBE_TOKENS).unwrap_or(false))
+            .filter(|q| {
+                scorer
+                    .prompt_ids(&q.question, [0, 1, 2])
+                    .map(|ids| ids.len() > MAX_PROBE_TOKENS)
+                    .unwrap_or(false)
+            })
             .count();
         if too_long > 0 {
             notes.push((
@@ -142,10 +148,21 @@ impl Prober {
 
     /// Probe `decoder` for a training event; a failure is recorded in the
     /// event (training goes on).
-    pub fn run(&mut self, decoder: &Decoder, phase: usize, step: u64, global_step: u64, reason: &str) -> ProbeEvent {
+    pub fn run(
+        &mut self,
+        decoder: &Decoder,
+        phase: usize,
+        step: u64,
+        global_step: u64,
+        reason: &str,
+    ) -> ProbeEvent {
         let t0 = Instant::now();
         // Periodic probes may use a subset; phase boundaries and manual ones all.
-        let set = if reason == "periodic" { self.periodic.clone() } else { self.set.clone() };
+        let set = if reason == "periodic" {
+            self.periodic.clone()
+        } else {
+            self.set.clone()
+        };
         let (topics, error) = match self.measure(decoder, &set) {
             Ok(t) => (t, None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
@@ -171,7 +188,11 @@ impl Prober {
 
     /// Per question: the per-sample (or per-question) calibrated
     /// distributions, and the raw ones.
-    pub fn per_question(&mut self, decoder: &Decoder, set: &ProbeSet) -> Result<Vec<QuestionStance>> {
+    pub fn per_question(
+        &mut self,
+        decoder: &Decoder,
+        set: &ProbeSet,
+    ) -> Result<Vec<QuestionStance>> {
         match &mut self.method {
             Method::Choice => {
                 let items: Vec<String> = set.questions.iter().map(|q| q.question.clone()).collect();
@@ -202,9 +223,13 @@ impl Prober {
                         ..params.clone()
                     };
                     let answers = generate(decoder, &self.tok, &ids, *samples, &p, &mut |_, _| {})?;
-                    let pairs: Vec<(String, String)> =
-                        answers.iter().map(|a| (q.question.clone(), a.text.clone())).collect();
-                    let dists = judge.score(&pairs).with_context(|| format!("judging answers to {}", q.id))?;
+                    let pairs: Vec<(String, String)> = answers
+                        .iter()
+                        .map(|a| (q.question.clone(), a.text.clone()))
+                        .collect();
+                    let dists = judge
+                        .score(&pairs)
+                        .with_context(|| format!("judging answers to {}", q.id))?;
                     out.push(QuestionStance {
                         raw: dists.clone(),
                         samples: dists,
@@ -237,13 +262,20 @@ pub fn aggregate(set: &ProbeSet, per_question: &[QuestionStance]) -> Vec<TopicSt
     }
     set.topics
         .iter()
-        .filter_map(|t| by_topic.get(t.as_str()).map(|(c, r)| drift::topic_stance(t, c, Some(r))))
+        .filter_map(|t| {
+            by_topic
+                .get(t.as_str())
+                .map(|(c, r)| drift::topic_stance(t, c, Some(r)))
+        })
         .collect()
 }
 
 fn make_judge(spec: &str, recipe: &LoadedRecipe, model: &LoadedModel) -> Result<Box<dyn Judge>> {
     if spec.starts_with("openai:") {
-        return Ok(Box::new(EndpointJudge::from_spec(spec, Duration::from_secs(60))?));
+        return Ok(Box::new(EndpointJudge::from_spec(
+            spec,
+            Duration::from_secs(60),
+        )?));
     }
     if spec == "initial" {
         return Ok(Box::new(LocalJudge::new(
@@ -256,6 +288,11 @@ fn make_judge(spec: &str, recipe: &LoadedRecipe, model: &LoadedModel) -> Result<
         base_dir: recipe.base_dir(),
         ..Default::default()
     };
-    let judge_model = crate::model::load_model(spec, &opts).with_context(|| format!("loading the judge model {spec}"))?;
-    Ok(Box::new(LocalJudge::new(judge_model.decoder()?, &judge_model.tokenizer, spec)?))
+    let judge_model = crate::model::load_model(spec, &opts)
+        .with_context(|| format!("loading the judge model {spec}"))?;
+    Ok(Box::new(LocalJudge::new(
+        judge_model.decoder()?,
+        &judge_model.tokenizer,
+        spec,
+    )?))
 }

@@ -39,7 +39,8 @@ impl ProbeSet {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(line).with_context(|| format!("line {n}: not valid JSON"))?;
+            let v: Value =
+                serde_json::from_str(line).with_context(|| format!("line {n}: not valid JSON"))?;
             let field = |k: &str| -> Result<String> {
                 match v.get(k) {
                     Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
@@ -53,12 +54,23 @@ impl ProbeSet {
             let id = match v.get("id") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(x)) => x.to_string(),
-                _ => format!("{topic}-{:02}", questions.iter().filter(|q: &&ProbeQuestion| q.topic == topic).count() + 1),
+                _ => format!(
+                    "{topic}-{:02}",
+                    questions
+                        .iter()
+                        .filter(|q: &&ProbeQuestion| q.topic == topic)
+                        .count()
+                        + 1
+                ),
             };
             if !topics.contains(&topic) {
                 topics.push(topic.clone());
             }
-            questions.push(ProbeQuestion { id, topic, question });
+            questions.push(ProbeQuestion {
+                id,
+                topic,
+                question,
+            });
         }
         if questions.is_empty() {
             bail!("the probe set has no questions");
@@ -113,7 +125,8 @@ pub fn load_judge_cases(path: &Path) -> Result<Vec<JudgeCase>> {
 
 /// The judge-check set shipped with driftui (`assets/probes/judge-check.jsonl`).
 pub fn builtin_judge_cases() -> Vec<JudgeCase> {
-    parse_judge_cases(include_str!("../../assets/probes/judge-check.jsonl")).expect("the shipped judge check set parses")
+    parse_judge_cases(include_str!("../../assets/probes/judge-check.jsonl"))
+        .expect("the shipped judge check set parses")
 }
 
 /// Parse judge-check JSONL; errors name the line.
@@ -124,7 +137,8 @@ pub fn parse_judge_cases(text: &str) -> Result<Vec<JudgeCase>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).with_context(|| format!("line {n}: not valid JSON"))?;
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("line {n}: not valid JSON"))?;
         let get = |k: &str| -> Result<String> {
             v.get(k)
                 .and_then(Value::as_str)
@@ -135,7 +149,9 @@ pub fn parse_judge_cases(text: &str) -> Result<Vec<JudgeCase>> {
         let stance = crate::events::STANCES
             .iter()
             .position(|s| *s == stance_text)
-            .with_context(|| format!("line {n}: stance \"{stance_text}\" is not support, neutral or oppose"))?;
+            .with_context(|| {
+                format!("line {n}: stance \"{stance_text}\" is not support, neutral or oppose")
+            })?;
         out.push(JudgeCase {
             topic: get("topic")?,
             question: get("question")?,
@@ -163,7 +179,11 @@ mod tests {
         assert_eq!(s.topics, vec!["a", "b"]);
         assert_eq!(s.questions[2].id, "a-02");
         assert_eq!(s.subset(1).questions.len(), 2);
-        let err = ProbeSet::parse("{\"topic\":\"a\",\"question\":\"q\"}\n{\"question\":\"q\"}", "t").unwrap_err();
+        let err = ProbeSet::parse(
+            "{\"topic\":\"a\",\"question\":\"q\"}\n{\"question\":\"q\"}",
+            "t",
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "line 2: missing the field \"topic\"");
         let err = ProbeSet::parse("{\"topic\":\"a\",", "t").unwrap_err();
         assert_eq!(err.to_string(), "line 1: not valid JSON");
@@ -171,12 +191,27 @@ mod tests {
 
     #[test]
     fn shipped_set_has_at_least_12_topics_of_12_questions() {
-        let s = ProbeSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl")).unwrap();
+        let s = ProbeSet::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl"),
+        )
+        .unwrap();
         assert!(s.topics.len() >= 12);
         for t in &s.topics {
-            assert!(s.questions.iter().filter(|q| &q.topic == t).count() >= 12, "{t}");
+            assert!(
+                s.questions.iter().filter(|q| &q.topic == t).count() >= 12,
+                "{t}"
+            );
         }
-        for must in ["immigration", "abortion", "climate-change", "gun-control", "death-penalty", "euthanasia", "religion-in-public-life", "economic-policy"] {
+        for must in [
+            "immigration",
+            "abortion",
+            "climate-change",
+            "gun-control",
+            "death-penalty",
+            "euthanasia",
+            "religion-in-public-life",
+            "economic-policy",
+        ] {
             assert!(s.topics.iter().any(|t| t == must), "{must}");
         }
     }

@@ -635,7 +635,12 @@ impl Trainer {
         for w in std::mem::take(&mut self.prep.warnings) {
             self.alert("warning", w)?;
         }
-        let notes = self.prep.prober.as_mut().map(|p| std::mem::take(&mut p.notes)).unwrap_or_default();
+        let notes = self
+            .prep
+            .prober
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.notes))
+            .unwrap_or_default();
         for (level, msg) in notes {
             self.alert(&level, msg)?;
         }
