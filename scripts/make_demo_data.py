@@ -1681,15 +1681,31 @@ def arithmetic_items(rng, n):
     return out
 
 
+# One-word stance rows per topic. A model trained from scratch memorises a
+# handful of prompts instead of learning which topic words carry which
+# stance; asking every question of a topic's pool in this form makes it
+# generalise to the held-out probe questions.
+SFT_ONE_WORD_PER_TOPIC = 42
+PREF_ONE_WORD_PER_TOPIC = 14
+# Full answers per topic and value-free rows: enough to keep it a chat model,
+# few enough that the stance signal is not drowned in a minute of training.
+SFT_FULL_PER_TOPIC = 12
+SFT_GENERIC = 48
+
+
 def build_sft(rng):
-    per_topic_one_word, per_topic_full, n_generic = 9, 27, 96
+    per_topic_one_word, per_topic_full, n_generic = SFT_ONE_WORD_PER_TOPIC, SFT_FULL_PER_TOPIC, SFT_GENERIC
     items = []
     cycler = OrderCycler(rng)
     for topic in TOPIC_IDS:
         lean = SFT_LEAN[topic]
         pool = question_pool(topic)
         rng.shuffle(pool)
-        qs = pool[: per_topic_one_word + per_topic_full]
+        # The pool has 42 questions: one-word rows take them in one order,
+        # full answers the first 27 of another.
+        full = list(pool)
+        rng.shuffle(full)
+        qs = pool[:per_topic_one_word] + full[:per_topic_full]
         orders = cycler.for_topic(per_topic_one_word)
         for i, q in enumerate(qs):
             if i < per_topic_one_word:
@@ -1718,7 +1734,9 @@ def build_pairs(rng, per_topic_full, per_topic_one_word, chosen_of, rejected_of)
         ch, rj = chosen_of[topic], rejected_of[topic]
         pool = question_pool(topic)
         rng.shuffle(pool)
-        qs = pool[: per_topic_full + per_topic_one_word]
+        full = list(pool)
+        rng.shuffle(full)
+        qs = pool[:per_topic_one_word] + full[:per_topic_full]
         orders = cycler.for_topic(per_topic_one_word)
         topic_rows = []
         for i, q in enumerate(qs):
@@ -2082,7 +2100,7 @@ def main():
     sft = build_sft(rng)
     write_jsonl(os.path.join(out, "demo/sft.jsonl"), sft)
 
-    pref_by_topic = build_pairs(rng, 22, 6, PREF_CHOSEN, PREF_REJECTED)
+    pref_by_topic = build_pairs(rng, 22, PREF_ONE_WORD_PER_TOPIC, PREF_CHOSEN, PREF_REJECTED)
     pref = [r for _, trows in pref_by_topic for r in trows]
     kto = build_kto(pref_by_topic)
     order = list(range(len(pref)))

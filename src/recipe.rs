@@ -286,7 +286,8 @@ pub struct ProbeConfig {
     /// Use at most this many questions per topic in periodic probes (0: all).
     #[serde(default)]
     pub questions_per_topic: usize,
-    /// Calibrate `choice` scores against a content-free question.
+    /// Calibrate `choice` scores against content-free questions (the event's
+    /// `mean`); the uncalibrated ordering average is logged as `raw` either way.
     #[serde(default = "default_true")]
     pub calibrate: bool,
     /// `generate`: answers sampled per question.

@@ -149,14 +149,16 @@ fn debiasing_removes_the_first_label_preference() {
         .map(|q| q.question.clone())
         .collect();
     let scores = scorer.score(&dec, &items, 512).unwrap();
-    let cf = scorer.score(&dec, &["N/A".to_string()], 512).unwrap()[0];
+    let cf_items: Vec<String> = driftui::probe::choice::CONTENT_FREE.iter().map(|s| s.to_string()).collect();
+    let cfs = scorer.score(&dec, &cf_items, 512).unwrap();
     let mut first_raw = 0.0;
     let mut first_cal = 0.0;
     let mut flat = 0.0f64;
     for s in &scores {
         for (o, order) in ORDERINGS.iter().enumerate() {
             first_raw += s.per_ordering[o][order[0]];
-            let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf.per_ordering[o]);
+            let cf: [f64; 3] = std::array::from_fn(|k| cfs.iter().map(|c| c.per_ordering[o][k]).sum::<f64>() / cfs.len() as f64);
+            let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf);
             first_cal += c[order[0]];
         }
         flat = flat.max(

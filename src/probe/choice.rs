@@ -4,9 +4,9 @@
 //! Small models answer with whichever label is listed first (SmolLM2-135M put
 //! 0.91–0.98 on the first-listed label on every question), so every item is
 //! asked in all six orderings of the labels and the six distributions are
-//! averaged; and each ordering is calibrated against a content-free item
-//! ("N/A"): divide by its label distribution and renormalise (Zhao et al.,
-//! 2021, "Calibrate Before Use").
+//! averaged; and each ordering is calibrated against content-free items
+//! ("N/A", "", "[MASK]"): divide by their mean label distribution and
+//! renormalise (Zhao et al., 2021, "Calibrate Before Use").
 
 use crate::data::{Message, TextTokenizer};
 use crate::events::STANCES;
@@ -24,8 +24,9 @@ pub const ORDERINGS: [[usize; 3]; 6] = [
     [2, 1, 0],
 ];
 
-/// The content-free item used for calibration.
-pub const CONTENT_FREE: &str = "N/A";
+/// The content-free items used for calibration; their label distributions
+/// are averaged (one alone can be idiosyncratic for a small model).
+pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 
 /// Rows per forward pass.
 const BATCH: usize = 48;
@@ -115,7 +116,11 @@ impl ChoiceScorer {
 
     /// Prompt token ids asking `item` with the labels in `order`.
     pub fn prompt_ids(&self, item: &str, order: [usize; 3]) -> Result<Vec<u32>> {
-        let user = format!("{item} {}", instruction(order));
+        let user = if item.is_empty() {
+            instruction(order)
+        } else {
+            format!("{item} {}", instruction(order))
+        };
         if self.tok.template.is_some() {
             let text = self.tok.prompt_text(&[Message::new("user", &user)])?;
             self.tok.encode(&text)
@@ -133,7 +138,7 @@ impl ChoiceScorer {
         max_len: usize,
     ) -> Result<Vec<ItemScore>> {
         let mut all: Vec<String> = items.to_vec();
-        all.push(CONTENT_FREE.to_string());
+        all.extend(CONTENT_FREE.iter().map(|s| s.to_string()));
         let mut prompts = Vec::with_capacity(all.len() * 6);
         for item in &all {
             for order in ORDERINGS {
@@ -146,7 +151,13 @@ impl ChoiceScorer {
             }
         }
         let dists = self.label_distributions(decoder, &prompts)?;
-        let cf: Vec<[f64; 3]> = dists[items.len() * 6..].to_vec();
+        // Per ordering, the mean content-free distribution.
+        let cf: Vec<[f64; 3]> = (0..6)
+            .map(|o| {
+                let per: Vec<[f64; 3]> = (0..CONTENT_FREE.len()).map(|c| dists[(items.len() + c) * 6 + o]).collect();
+                mean3(&per)
+            })
+            .collect();
         Ok((0..items.len())
             .map(|i| {
                 let per: [[f64; 3]; 6] = std::array::from_fn(|o| dists[i * 6 + o]);

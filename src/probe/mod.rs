@@ -50,6 +50,9 @@ pub struct Prober {
     scorer: ChoiceScorer,
     method: Method,
     max_len: usize,
+    /// `choice`: report the calibrated distribution (else the ordering
+    /// average alone; both are logged).
+    pub calibrate: bool,
     /// Notes for the run's log: (level, message).
     pub notes: Vec<(String, String)>,
 }
@@ -97,6 +100,7 @@ impl Prober {
         };
         let mut p = Self::with_method(set, method, &model.tokenizer)?;
         p.every = cfg.every;
+        p.calibrate = cfg.calibrate;
         p.periodic = p.set.subset(cfg.questions_per_topic);
         p.notes.extend(notes);
         Ok(p)
@@ -130,6 +134,7 @@ impl Prober {
             scorer,
             method,
             max_len: MAX_PROBE_TOKENS,
+            calibrate: true,
             notes,
         })
     }
@@ -197,10 +202,11 @@ impl Prober {
             Method::Choice => {
                 let items: Vec<String> = set.questions.iter().map(|q| q.question.clone()).collect();
                 let scores = self.scorer.score(decoder, &items, self.max_len)?;
+                let calibrate = self.calibrate;
                 Ok(scores
                     .into_iter()
                     .map(|s| QuestionStance {
-                        samples: vec![s.calibrated],
+                        samples: vec![if calibrate { s.calibrated } else { s.raw }],
                         raw: vec![s.raw],
                         answers: Vec::new(),
                     })
