@@ -411,7 +411,7 @@ impl App {
                     self.run.note(Level::Warning, msg);
                 }
             }
-            Action::EditQuestion => self.probe.editing = true,
+            Action::EditQuestion => self.probe.start_editing(),
             Action::StopEditing => self.probe.editing = false,
             Action::NextQuestion => self.probe.step_question(1),
             Action::PrevQuestion => self.probe.step_question(-1),

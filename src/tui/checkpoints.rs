@@ -65,6 +65,8 @@ pub struct ProbeScreen {
     pub source: QuestionSource,
     /// Keys go to the question while typing.
     pub editing: bool,
+    /// The first key typed replaces the probe set's question (Backspace edits it).
+    pub replace_on_type: bool,
     pub set: Option<ProbeSet>,
     /// Why the run's own probe set is not the one shown, if it is not.
     pub set_note: Option<String>,
@@ -78,6 +80,8 @@ pub struct ProbeScreen {
     /// The question the columns answer.
     pub asked: String,
     pub loaded_for: Option<PathBuf>,
+    /// The running job failed as a whole (not one checkpoint of it).
+    pub job_error: Option<String>,
 }
 
 impl Default for ProbeScreen {
@@ -89,6 +93,7 @@ impl Default for ProbeScreen {
             question: String::new(),
             source: QuestionSource::Typed,
             editing: false,
+            replace_on_type: false,
             set: None,
             set_note: None,
             judge: JudgeChoice::StartingModel,
@@ -99,6 +104,7 @@ impl Default for ProbeScreen {
             columns: Vec::new(),
             asked: String::new(),
             loaded_for: None,
+            job_error: None,
         }
     }
 }
@@ -199,7 +205,16 @@ impl ProbeScreen {
         }
     }
 
+    /// Start typing: a question from the probe set is replaced by what is typed.
+    pub fn start_editing(&mut self) {
+        self.editing = true;
+        self.replace_on_type = matches!(self.source, QuestionSource::Set(_));
+    }
+
     pub fn type_char(&mut self, c: char) {
+        if std::mem::take(&mut self.replace_on_type) {
+            self.question.clear();
+        }
         if self.question.chars().count() < 2000 {
             self.question.push(c);
             self.source = QuestionSource::Typed;
@@ -207,6 +222,7 @@ impl ProbeScreen {
     }
 
     pub fn backspace(&mut self) {
+        self.replace_on_type = false;
         self.question.pop();
         self.source = QuestionSource::Typed;
     }
@@ -262,6 +278,7 @@ impl ProbeScreen {
             })
             .collect();
         self.running = Some(id);
+        self.job_error = None;
         self.asked = question.clone();
         Ok(ProbeJob {
             id,
@@ -339,9 +356,19 @@ impl ProbeScreen {
                 let name = column
                     .and_then(|c| self.columns.get(c))
                     .map(|c| c.name.clone());
-                if let Some(c) = column.and_then(|c| self.columns.get_mut(c)) {
-                    c.status = "failed".into();
-                    c.error = Some(error.clone());
+                match column.and_then(|c| self.columns.get_mut(c)) {
+                    Some(c) => {
+                        c.status = "failed".into();
+                        c.error = Some(error.clone());
+                    }
+                    None => {
+                        for c in &mut self.columns {
+                            if c.seconds.is_none() && c.error.is_none() {
+                                c.status = "failed".into();
+                            }
+                        }
+                        self.job_error = Some(error.clone());
+                    }
                 }
                 return Some((
                     true,
@@ -353,6 +380,9 @@ impl ProbeScreen {
             }
             JobEvent::Finished { cancelled } => {
                 self.running = None;
+                if self.job_error.is_some() {
+                    return None; // the failure already said it
+                }
                 for c in &mut self.columns {
                     if c.seconds.is_none() && c.error.is_none() {
                         c.status = if cancelled { "cancelled" } else { "stopped" }.into();
@@ -375,10 +405,9 @@ impl ProbeScreen {
                         ),
                     )
                 } else {
-                    (
-                        false,
-                        format!("checkpoint probe done ({} checkpoints)", self.columns.len()),
-                    )
+                    let n = self.columns.len();
+                    let noun = if n == 1 { "checkpoint" } else { "checkpoints" };
+                    (false, format!("checkpoint probe done ({n} {noun})"))
                 });
             }
         }

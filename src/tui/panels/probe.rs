@@ -134,7 +134,9 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.probe;
     let muted = Style::new().fg(t.muted);
-    let title = if p.editing {
+    let title = if p.editing && p.replace_on_type {
+        " question · typing replaces it (Backspace edits it) · Enter asks · Esc stops "
+    } else if p.editing {
         " question · typing: Enter asks · Esc stops · Ctrl-u clears "
     } else {
         " question · e types · n/N probe set · t judge · Enter asks "
@@ -271,21 +273,22 @@ fn column(frame: &mut Frame, app: &App, area: Rect, k: usize, c: &ColumnView) {
     lines.push(Line::from(choice));
     if let Some((name, check, trusted)) = &c.judge {
         let verdict = if *trusted {
-            Span::styled(" passed the known-stance check", Style::new().fg(t.ok))
+            Span::styled("passed the known-stance check", Style::new().fg(t.ok))
         } else {
             Span::styled(
-                " ⚠ untrusted: tiny models are not judges",
+                "⚠ untrusted: tiny models are not judges",
                 Style::new().fg(t.warning).add_modifier(Modifier::BOLD),
             )
         };
         lines.push(Line::from(vec![
             Span::styled("judge  ", muted),
             Span::raw(name.clone()),
-            verdict,
         ]));
+        lines.push(Line::from(vec![Span::raw("       "), verdict]));
         if let Some(check) = check {
             // "judge X: 5/42 = 12% on answers of known stance (…)": the score part.
             let score = check.split_once(": ").map_or(check.as_str(), |(_, s)| s);
+            let score = score.split(" — ").next().unwrap_or(score);
             lines.push(Line::from(Span::styled(format!("       {score}"), muted)));
         }
     }

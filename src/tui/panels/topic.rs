@@ -12,7 +12,7 @@
 //! ```
 
 use super::drift::{fmt_magnitude, fmt_time};
-use super::stance::{initial, pad, prob};
+use super::stance::{initial, pad};
 use crate::events::STANCES;
 use crate::probe::drift::Point;
 use crate::tui::app::App;
@@ -268,10 +268,10 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
         for i in 0..3 {
             now.push(Span::styled(
                 format!(
-                    "{} {} ± {}  ",
+                    "{} {:.3} ± {:.3}  ",
                     initial(i),
-                    prob(tr.latest[i]),
-                    prob(tr.latest_se[i])
+                    tr.latest[i],
+                    tr.latest_se[i]
                 ),
                 Style::new().fg(t.stance[i]),
             ));
