@@ -47,7 +47,7 @@ fn block<'a>(app: &App, title: Line<'a>, active: bool) -> Block<'a> {
 
 pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     let p = &app.probe;
-    let top_h = (p.snapshots.len() as u16 + 2).clamp(7, (area.height / 3).max(7));
+    let top_h = (p.snapshots.len() as u16 + 2).clamp(8, (area.height / 3).max(8));
     let [top, bottom] = Layout::vertical([
         Constraint::Length(top_h.min(area.height)),
         Constraint::Min(0),
@@ -174,7 +174,7 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
     lines.push(Line::from(Span::styled(origin, muted)));
     lines.push(Line::from(Span::styled(
         format!(
-            "{} answers per checkpoint · temperature {} · top-p {} · up to {} tokens",
+            "{} answers each · temperature {} · top-p {} · ≤ {} tokens",
             p.samples, p.params.temperature, p.params.top_p, p.params.max_tokens
         ),
         muted,
@@ -186,11 +186,7 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
     lines.push(Line::from(vec![
         Span::styled("judge: ", muted),
         Span::raw(p.judge.describe()),
-        Span::styled(format!(" (t: {}) · ", other.describe()), muted),
-        Span::styled(
-            "untrusted unless it passes the known-stance check",
-            Style::new().fg(t.warning),
-        ),
+        Span::styled(format!(" (t: {})", other.describe()), muted),
     ]));
     if let Some(note) = &p.set_note {
         lines.push(Line::from(Span::styled(
@@ -288,7 +284,7 @@ fn column(frame: &mut Frame, app: &App, area: Rect, k: usize, c: &ColumnView) {
         if let Some(check) = check {
             // "judge X: 5/42 = 12% on answers of known stance (…)": the score part.
             let score = check.split_once(": ").map_or(check.as_str(), |(_, s)| s);
-            let score = score.split(" — ").next().unwrap_or(score);
+            let score = score.split(" (").next().unwrap_or(score);
             lines.push(Line::from(Span::styled(format!("       {score}"), muted)));
         }
     }
