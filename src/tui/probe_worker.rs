@@ -21,7 +21,7 @@ use crate::probe::MAX_PROBE_TOKENS;
 use crate::report::checkpoint::{load_checkpoint, RunContext};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -227,12 +227,12 @@ pub struct CandleEngine {
 }
 
 impl CandleEngine {
-    fn context(&mut self, run_dir: &PathBuf) -> Arc<RunContext> {
+    fn context(&mut self, run_dir: &Path) -> Arc<RunContext> {
         self.contexts
-            .entry(run_dir.clone())
+            .entry(run_dir.to_path_buf())
             .or_insert_with(|| {
                 Arc::new(RunContext::read(run_dir).unwrap_or_else(|_| RunContext {
-                    run_dir: run_dir.clone(),
+                    run_dir: run_dir.to_path_buf(),
                     ..Default::default()
                 }))
             })
@@ -285,7 +285,7 @@ impl CandleEngine {
         let tok = &model.tokenizer;
         status(emit, "scoring the question (choice)…");
         let scorer = ChoiceScorer::new(tok)?;
-        let score = scorer.score(&decoder, &[job.question.clone()], MAX_PROBE_TOKENS)?;
+        let score = scorer.score(&decoder, std::slice::from_ref(&job.question), MAX_PROBE_TOKENS)?;
         if let Some(s) = score.first() {
             emit(JobEvent::Choice {
                 column,

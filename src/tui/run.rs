@@ -651,6 +651,40 @@ mod tests {
     }
 
     #[test]
+    fn topic_points_stay_bounded_and_keep_each_phase_s_ends() {
+        let mut track = TopicTrack::new([0.3; 3], [0.0; 3]);
+        let n = MAX_TOPIC_POINTS as u64 + 10;
+        for g in 0..n {
+            let phase = usize::from(g >= n / 2);
+            let mean = [g as f64, 0.0, 0.0];
+            track.push_point(
+                phase,
+                Point {
+                    global_step: g,
+                    mean,
+                    se: [0.0; 3],
+                },
+            );
+        }
+        assert!(track.points.len() <= MAX_TOPIC_POINTS);
+        let steps: Vec<u64> = track.points.iter().map(|(_, p)| p.global_step).collect();
+        for must in [0, n / 2 - 1, n / 2, n - 1] {
+            assert!(steps.contains(&must), "step {must} was dropped");
+        }
+        assert!(steps.windows(2).all(|w| w[0] < w[1]));
+        // A repeated probe at a step replaces the earlier one.
+        track.push_point(
+            1,
+            Point {
+                global_step: n - 1,
+                mean: [9.0; 3],
+                se: [0.0; 3],
+            },
+        );
+        assert_eq!(track.points.last().unwrap().1.mean, [9.0; 3]);
+    }
+
+    #[test]
     fn rates_use_wall_time_between_steps() {
         let mut m = RunModel::new();
         m.apply(&run_start(None));

@@ -153,20 +153,20 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
                 .style(Style::new().fg(t.phase_boundary))
         })
         .collect();
-    for s in 0..3 {
+    for (s, band) in bands.iter().enumerate() {
         datasets.push(
             Dataset::default()
-                .data(&bands[s])
+                .data(band)
                 .marker(Marker::Dot)
                 .graph_type(GraphType::Scatter)
                 .style(Style::new().fg(t.stance[s])),
         );
     }
-    for s in 0..3 {
+    for (s, line) in lines.iter().enumerate() {
         datasets.push(
             Dataset::default()
                 .name(STANCES[s])
-                .data(&lines[s])
+                .data(line)
                 .marker(t.marker)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(t.stance[s])),
