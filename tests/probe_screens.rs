@@ -433,6 +433,17 @@ async fn probe_screen_streams_two_checkpoints_side_by_side_from_the_worker() {
         "{screen}"
     );
     insta::assert_snapshot!("probe_screen_two_checkpoints_120x40", terminal.backend());
+    // PgDn scrolls the answers; the snapshot list keeps its place.
+    app.on_key(&code(KeyCode::PageDown));
+    assert_eq!(app.probe.scroll, 5);
+    terminal.draw(|f| ui::draw(f, &app)).unwrap();
+    let screen = text(terminal.backend().buffer());
+    assert!(
+        screen.contains("A · dpo-000180 · step 180 · done in 1.5 s · ↓5"),
+        "{screen}"
+    );
+    assert!(!screen.contains("choice S .50"), "{screen}");
+    assert!(screen.contains("A dpo-000180 step 180"), "{screen}");
 }
 
 #[tokio::test(flavor = "current_thread")]

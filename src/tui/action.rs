@@ -462,6 +462,18 @@ pub const KEYMAP: &[Binding] = &[
         "previous snapshot",
     ),
     bind(
+        &[code(KeyCode::PageDown)],
+        Action::PageDown,
+        Context::Probe,
+        "scroll the answers down",
+    ),
+    bind(
+        &[code(KeyCode::PageUp)],
+        Action::PageUp,
+        Context::Probe,
+        "scroll the answers up",
+    ),
+    bind(
         &[key(' ')],
         Action::PickSnapshot,
         Context::Probe,

@@ -385,13 +385,17 @@ impl App {
             Action::OpenProbe => self.open(Screen::Probe),
             Action::Back => self.open(Screen::Dashboard),
             Action::Down | Action::Up | Action::PageDown | Action::PageUp => {
-                let by = match action {
+                let by: isize = match action {
                     Action::Down => 1,
                     Action::Up => -1,
                     Action::PageDown => 10,
                     _ => -10,
                 };
-                if self.screen == Screen::Probe {
+                if self.screen == Screen::Probe && by.abs() > 1 {
+                    let lines = if by > 0 { 5 } else { -5 };
+                    self.probe.scroll =
+                        (self.probe.scroll as isize + lines).clamp(0, 10_000) as u16;
+                } else if self.screen == Screen::Probe {
                     self.probe.move_cursor(by);
                 } else {
                     self.drift_row = (self.drift_row as isize + by).max(0) as usize;

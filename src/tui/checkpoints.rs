@@ -82,6 +82,8 @@ pub struct ProbeScreen {
     pub loaded_for: Option<PathBuf>,
     /// The running job failed as a whole (not one checkpoint of it).
     pub job_error: Option<String>,
+    /// Lines the answer columns are scrolled down by.
+    pub scroll: u16,
 }
 
 impl Default for ProbeScreen {
@@ -105,6 +107,7 @@ impl Default for ProbeScreen {
             asked: String::new(),
             loaded_for: None,
             job_error: None,
+            scroll: 0,
         }
     }
 }
@@ -279,6 +282,7 @@ impl ProbeScreen {
             .collect();
         self.running = Some(id);
         self.job_error = None;
+        self.scroll = 0;
         self.asked = question.clone();
         Ok(ProbeJob {
             id,

@@ -285,7 +285,11 @@ impl CandleEngine {
         let tok = &model.tokenizer;
         status(emit, "scoring the question (choice)…");
         let scorer = ChoiceScorer::new(tok)?;
-        let score = scorer.score(&decoder, std::slice::from_ref(&job.question), MAX_PROBE_TOKENS)?;
+        let score = scorer.score(
+            &decoder,
+            std::slice::from_ref(&job.question),
+            MAX_PROBE_TOKENS,
+        )?;
         if let Some(s) = score.first() {
             emit(JobEvent::Choice {
                 column,

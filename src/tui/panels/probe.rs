@@ -245,8 +245,13 @@ fn column(frame: &mut Frame, app: &App, area: Rect, k: usize, c: &ColumnView) {
     let step = c
         .global_step
         .map_or(String::new(), |g| format!(" · step {g}"));
+    let scrolled = if app.probe.scroll > 0 {
+        format!("· ↓{} ", app.probe.scroll)
+    } else {
+        String::new()
+    };
     let title = Line::from(format!(
-        " {} · {}{} · {} ",
+        " {} · {}{} · {} {scrolled}",
         COLUMN_NAMES.get(k).unwrap_or(&"?"),
         c.name,
         step,
@@ -313,5 +318,10 @@ fn column(frame: &mut Frame, app: &App, area: Rect, k: usize, c: &ColumnView) {
             }
         }
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.probe.scroll, 0)),
+        inner,
+    );
 }
