@@ -71,4 +71,23 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Probe one checkpoint's stance per topic (the `choice` method), headless.
+    Probe {
+        /// A snapshot or model directory, or a model source (builtin:NAME).
+        checkpoint: String,
+        /// Probe set (JSONL); default: the run's, else the shipped one.
+        #[arg(long, value_name = "FILE")]
+        probes: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a run's drift table (markdown, CSV, JSON) and plots (SVG, PNG).
+    Report {
+        /// The run directory or its events.jsonl.
+        run: PathBuf,
+        /// Where to write (default: RUN_DIR/report).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }

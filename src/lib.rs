@@ -9,5 +9,6 @@ pub mod events;
 pub mod model;
 pub mod probe;
 pub mod recipe;
+pub mod report;
 pub mod train;
 pub mod tui;

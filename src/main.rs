@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use driftui::cli::{Cli, Command};
+use driftui::report;
 use driftui::train::{self, TrainOptions};
 use driftui::tui::{self, UiOptions};
 use std::process::ExitCode;
@@ -77,6 +78,32 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),
         Command::Watch { path, theme } => tui::watch(&path, &UiOptions { theme }),
+        Command::Probe {
+            checkpoint,
+            probes,
+            json,
+        } => {
+            let p = report::checkpoint::probe_checkpoint(&checkpoint, probes.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", report::checkpoint::format_table(&p));
+            }
+            Ok(())
+        }
+        Command::Report { run, out } => {
+            let r = report::write_report(&run, out.as_deref())?;
+            println!(
+                "report of {} topics ({} drift rows) in {}:",
+                r.topics,
+                r.rows,
+                r.dir.display()
+            );
+            for f in &r.files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
     }
 }
 

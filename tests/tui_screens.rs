@@ -3,7 +3,7 @@
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use driftui::events::{read_log, Event};
 use driftui::tui::action::{binding_label, Mode, KEYMAP};
-use driftui::tui::app::{App, Overlay, Panel, Quit, Zoom};
+use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
 use driftui::tui::event_loop::{self, Source};
 use driftui::tui::panels::help;
 use driftui::tui::replay::Replay;
@@ -127,33 +127,52 @@ fn no_probes_yet() {
 
 #[test]
 fn help_overlay_lists_every_binding() {
+    let mut listed = std::collections::HashSet::new();
     for mode in [Mode::Live, Mode::Replay, Mode::Watch] {
-        let mut app = app_after(mode, Some(after_step(20)), "dark");
-        press(&mut app, &[key('?')]);
-        assert_eq!(app.overlay, Overlay::Help);
-        let t = draw(&app, 120, 40);
-        let screen = text(t.backend().buffer());
-        for b in KEYMAP {
-            let line = binding_label(b);
-            assert!(
-                screen.contains(&line) && screen.contains(b.description),
-                "{mode:?}: help lacks {line:?} {:?}\n{screen}",
-                b.description
-            );
+        for screen in [
+            Screen::Dashboard,
+            Screen::Topic,
+            Screen::Drift,
+            Screen::Probe,
+        ] {
+            let mut app = app_after(mode, Some(after_step(20)), "dark");
+            app.screen = screen;
+            press(&mut app, &[key('?')]);
+            assert_eq!(app.overlay, Overlay::Help);
+            let t = draw(&app, 120, 40);
+            let screen_text = text(t.backend().buffer());
+            // Every binding of the groups this screen lists is on it.
+            let groups = help::groups_on(screen);
+            let shown: Vec<_> = KEYMAP
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| groups.contains(&b.context.group()))
+                .collect();
+            for (i, b) in &shown {
+                let line = binding_label(b);
+                assert!(
+                    screen_text.contains(&line) && screen_text.contains(b.description),
+                    "{mode:?} {screen:?}: help lacks {line:?} {:?}\n{screen_text}",
+                    b.description
+                );
+                listed.insert(*i);
+            }
+            // Exactly one help line per binding, nothing invented.
+            let entries = help::columns(&app)
+                .iter()
+                .flatten()
+                .filter(|l| l.spans.len() == 2)
+                .count();
+            assert_eq!(entries, shown.len(), "{mode:?} {screen:?}");
+            if mode == Mode::Live && screen == Screen::Dashboard {
+                insta::assert_snapshot!("help_live_120x40", t.backend());
+            }
+            press(&mut app, &[KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)]);
+            assert_eq!(app.overlay, Overlay::None);
         }
-        // Exactly one help line per binding, nothing invented.
-        let entries = help::columns(&app)
-            .iter()
-            .flatten()
-            .filter(|l| l.spans.len() == 2)
-            .count();
-        assert_eq!(entries, KEYMAP.len());
-        if mode == Mode::Live {
-            insta::assert_snapshot!("help_live_120x40", t.backend());
-        }
-        press(&mut app, &[KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)]);
-        assert_eq!(app.overlay, Overlay::None);
     }
+    // Over all screens, the help shows the whole keymap.
+    assert_eq!(listed.len(), KEYMAP.len());
 }
 
 #[test]
@@ -170,12 +189,15 @@ fn keys_change_the_view() {
 
     let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
     let enter = KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE);
-    press(&mut app, &[key('l'), key('m'), key('z'), tab, tab]);
+    // Enter enlarges the loss panel; Tab moves the enlarged view to stance.
+    press(&mut app, &[key('l'), key('m'), key('z'), enter, tab, tab]);
     assert_eq!(app.view.focus, Panel::Stance);
-    press(&mut app, &[enter]);
     assert!(app.view.enlarged);
     let t = draw(&app, 120, 40);
     insta::assert_snapshot!("stance_enlarged_120x40", t.backend());
+    // On the stance panel, Enter opens the selected topic's curves.
+    press(&mut app, &[enter]);
+    assert_eq!(app.screen, Screen::Topic);
 }
 
 #[test]

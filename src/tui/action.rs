@@ -31,6 +31,31 @@ pub enum Action {
     NextPhase,
     JumpStart,
     JumpEnd,
+    /// Select the next / previous topic of the stance panel (or, on a
+    /// topic's screen, show the next / previous topic).
+    NextTopic,
+    PrevTopic,
+    /// Open or close the drift table.
+    ToggleDrift,
+    /// Open the checkpoint probe screen.
+    OpenProbe,
+    /// Back to the dashboard (or out of typing).
+    Back,
+    Down,
+    Up,
+    PageDown,
+    PageUp,
+    /// Drift table: open the topic of the row under the cursor.
+    OpenTopic,
+    PickSnapshot,
+    EditQuestion,
+    NextQuestion,
+    PrevQuestion,
+    ToggleJudge,
+    Ask,
+    CancelProbe,
+    Rescan,
+    StopEditing,
 }
 
 /// Which dashboard is showing.
@@ -51,6 +76,14 @@ pub enum Context {
     },
     Help,
     Confirm,
+    /// A topic's stance curves.
+    Topic,
+    /// The drift table.
+    Drift,
+    /// The checkpoint probe screen.
+    Probe,
+    /// Typing a question on the probe screen.
+    ProbeInput,
 }
 
 impl Context {
@@ -107,7 +140,16 @@ impl Context {
             Context::Main { .. } => "view",
             Context::Help => "help",
             Context::Confirm => "quit dialog",
+            Context::Topic => "stance topic",
+            Context::Drift => "drift table",
+            Context::Probe => "checkpoint probe",
+            Context::ProbeInput => "typing a question",
         }
+    }
+
+    /// A screen of its own: keys it does not bind fall through to the main ones.
+    pub fn falls_through(self) -> bool {
+        matches!(self, Context::Topic | Context::Drift | Context::Probe)
     }
 }
 
@@ -292,6 +334,30 @@ pub const KEYMAP: &[Binding] = &[
         Context::ALL,
         "zoom: recent window / whole run",
     ),
+    bind(
+        &[key('j')],
+        Action::NextTopic,
+        Context::ALL,
+        "stance panel: select the next topic",
+    ),
+    bind(
+        &[key('k')],
+        Action::PrevTopic,
+        Context::ALL,
+        "stance panel: select the previous topic",
+    ),
+    bind(
+        &[key('d')],
+        Action::ToggleDrift,
+        Context::ALL,
+        "drift table (topic × stance × phase)",
+    ),
+    bind(
+        &[key('c')],
+        Action::OpenProbe,
+        Context::ALL,
+        "probe checkpoints: answers and stances",
+    ),
     bind(&[key('?')], Action::ToggleHelp, Context::ALL, "this help"),
     bind(
         &[key('q')],
@@ -322,6 +388,156 @@ pub const KEYMAP: &[Binding] = &[
         Action::ConfirmNo,
         Context::Confirm,
         "keep training",
+    ),
+    bind(
+        &[code(KeyCode::Esc), code(KeyCode::Backspace)],
+        Action::Back,
+        Context::Topic,
+        "back to the dashboard",
+    ),
+    bind(
+        &[key('j'), code(KeyCode::Down)],
+        Action::NextTopic,
+        Context::Topic,
+        "next topic",
+    ),
+    bind(
+        &[key('k'), code(KeyCode::Up)],
+        Action::PrevTopic,
+        Context::Topic,
+        "previous topic",
+    ),
+    bind(
+        &[code(KeyCode::Esc), code(KeyCode::Backspace), key('d')],
+        Action::Back,
+        Context::Drift,
+        "back to the dashboard",
+    ),
+    bind(
+        &[key('j'), code(KeyCode::Down)],
+        Action::Down,
+        Context::Drift,
+        "next row",
+    ),
+    bind(
+        &[key('k'), code(KeyCode::Up)],
+        Action::Up,
+        Context::Drift,
+        "previous row",
+    ),
+    bind(
+        &[code(KeyCode::PageDown)],
+        Action::PageDown,
+        Context::Drift,
+        "a page down",
+    ),
+    bind(
+        &[code(KeyCode::PageUp)],
+        Action::PageUp,
+        Context::Drift,
+        "a page up",
+    ),
+    bind(
+        &[code(KeyCode::Enter)],
+        Action::OpenTopic,
+        Context::Drift,
+        "this row's topic: its stance curves",
+    ),
+    bind(
+        &[code(KeyCode::Esc)],
+        Action::Back,
+        Context::Probe,
+        "back to the dashboard (a running probe goes on)",
+    ),
+    bind(
+        &[key('j'), code(KeyCode::Down)],
+        Action::Down,
+        Context::Probe,
+        "next snapshot",
+    ),
+    bind(
+        &[key('k'), code(KeyCode::Up)],
+        Action::Up,
+        Context::Probe,
+        "previous snapshot",
+    ),
+    bind(
+        &[code(KeyCode::PageDown)],
+        Action::PageDown,
+        Context::Probe,
+        "scroll the answers down",
+    ),
+    bind(
+        &[code(KeyCode::PageUp)],
+        Action::PageUp,
+        Context::Probe,
+        "scroll the answers up",
+    ),
+    bind(
+        &[key(' ')],
+        Action::PickSnapshot,
+        Context::Probe,
+        "pick / unpick a snapshot (two side by side)",
+    ),
+    bind(
+        &[key('e'), key('/')],
+        Action::EditQuestion,
+        Context::Probe,
+        "type a question",
+    ),
+    bind(
+        &[key('n')],
+        Action::NextQuestion,
+        Context::Probe,
+        "next question of the probe set",
+    ),
+    bind(
+        &[key('N')],
+        Action::PrevQuestion,
+        Context::Probe,
+        "previous question of the probe set",
+    ),
+    bind(
+        &[key('t')],
+        Action::ToggleJudge,
+        Context::Probe,
+        "judge: starting model / checkpoint itself",
+    ),
+    bind(
+        &[code(KeyCode::Enter)],
+        Action::Ask,
+        Context::Probe,
+        "ask: sample answers, score their stances",
+    ),
+    bind(
+        &[key('x')],
+        Action::CancelProbe,
+        Context::Probe,
+        "cancel the running probe",
+    ),
+    bind(
+        &[key('r')],
+        Action::Rescan,
+        Context::Probe,
+        "re-read the run's snapshots",
+    ),
+    bind(
+        &[code(KeyCode::Enter)],
+        Action::Ask,
+        Context::ProbeInput,
+        "ask this question",
+    ),
+    bind(
+        &[code(KeyCode::Esc)],
+        Action::StopEditing,
+        Context::ProbeInput,
+        "stop typing (Ctrl-u clears)",
+    ),
+    bind(
+        &[ctrl('c')],
+        Action::Interrupt,
+        Context::ProbeInput,
+        "quit now",
     ),
     bind(&[ctrl('c')], Action::Interrupt, Context::Help, "quit now"),
     bind(
@@ -365,6 +581,9 @@ pub fn key_label(k: &Key) -> String {
         KeyCode::Down => "↓".into(),
         KeyCode::Home => "Home".into(),
         KeyCode::End => "End".into(),
+        KeyCode::Backspace => "Bksp".into(),
+        KeyCode::PageDown => "PgDn".into(),
+        KeyCode::PageUp => "PgUp".into(),
         other => format!("{other:?}"),
     };
     if k.mods.contains(KeyModifiers::CONTROL) {
@@ -423,7 +642,37 @@ mod tests {
     }
 
     #[test]
+    fn screens_fall_through_to_the_main_keys() {
+        let j = press(KeyCode::Char('j'), KeyModifiers::NONE);
+        assert_eq!(lookup(&j, Context::Drift, Mode::Live), Some(Action::Down));
+        let q = press(KeyCode::Char('q'), KeyModifiers::NONE);
+        assert_eq!(lookup(&q, Context::Drift, Mode::Live), None);
+        assert!(Context::Drift.falls_through() && !Context::ProbeInput.falls_through());
+        let space = press(KeyCode::Char(' '), KeyModifiers::NONE);
+        assert_eq!(
+            lookup(&space, Context::Probe, Mode::Replay),
+            Some(Action::PickSnapshot)
+        );
+    }
+
+    #[test]
     fn no_key_is_bound_twice_in_one_context() {
+        for ctx in [
+            Context::Topic,
+            Context::Drift,
+            Context::Probe,
+            Context::ProbeInput,
+            Context::Help,
+            Context::Confirm,
+        ] {
+            let mut seen = Vec::new();
+            for b in KEYMAP.iter().filter(|b| b.context == ctx) {
+                for k in b.keys {
+                    assert!(!seen.contains(k), "{k:?} bound twice in {ctx:?}");
+                    seen.push(*k);
+                }
+            }
+        }
         for mode in [Mode::Live, Mode::Replay, Mode::Watch] {
             let mut seen = Vec::new();
             for b in KEYMAP.iter().filter(|b| b.context.in_mode(mode)) {

@@ -3,11 +3,14 @@
 //! become [`Effect`]s that the event loop carries out.
 
 use super::action::{lookup, Action, Context, Mode};
+use super::checkpoints::ProbeScreen;
+use super::probe_worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use super::run::{Level, RunModel};
 use super::theme::Theme;
 use crate::events::Event;
 use crate::train::Control;
-use crossterm::event::KeyEvent;
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use std::path::PathBuf;
 
 /// The panels that can take focus, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,13 @@ pub enum Zoom {
     Recent,
 }
 
+/// The main screen's context (bindings then filter by mode).
+const MAIN: Context = Context::Main {
+    live: true,
+    replay: true,
+    watch: true,
+};
+
 /// Weight of the debiased EMA when smoothing is on (TensorBoard's default).
 pub const SMOOTHING_WEIGHT: f64 = 0.6;
 
@@ -57,6 +67,18 @@ impl Default for ViewState {
             zoom: Zoom::WholeRun,
         }
     }
+}
+
+/// What fills the body between the header and the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Dashboard,
+    /// The selected topic's three stance curves.
+    Topic,
+    /// Drift magnitude and time per topic, stance and phase.
+    Drift,
+    /// Probing checkpoints: answers and their stances.
+    Probe,
 }
 
 /// A dialog drawn over the dashboard.
@@ -91,10 +113,13 @@ pub enum ReplayCommand {
 }
 
 /// Something the event loop must do on the app's behalf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Control(Control),
     Replay(ReplayCommand),
+    /// Hand a job to the probe worker.
+    Probe(Box<ProbeJob>),
+    CancelProbe,
     Quit,
 }
 
@@ -126,6 +151,14 @@ pub struct App {
     pub skipped_lines: u64,
     /// The live trainer's thread has ended (its channel closed).
     pub trainer_done: bool,
+    pub screen: Screen,
+    /// Index into `run.topics` of the topic the stance panel selects.
+    pub selected_topic: usize,
+    /// Row under the drift table's cursor.
+    pub drift_row: usize,
+    pub probe: ProbeScreen,
+    /// The run's directory, where its snapshots are (none for foreign logs).
+    pub run_dir: Option<PathBuf>,
 }
 
 impl App {
@@ -141,13 +174,41 @@ impl App {
             source: source.into(),
             skipped_lines: 0,
             trainer_done: false,
+            screen: Screen::Dashboard,
+            selected_topic: 0,
+            drift_row: 0,
+            probe: ProbeScreen::default(),
+            run_dir: None,
+        }
+    }
+
+    /// The run directory's snapshots change: keep the probe screen's list current.
+    fn refresh_snapshots(&mut self) {
+        let dir = self.run_dir.clone();
+        self.probe
+            .refresh(dir.as_deref(), &self.run.snapshot_events);
+    }
+
+    /// A message from the probe worker.
+    pub fn on_worker(&mut self, update: WorkerUpdate) {
+        if let Some((is_error, text)) = self.probe.apply(update) {
+            let level = if is_error {
+                Level::Warning
+            } else {
+                Level::Info
+            };
+            self.run.note(level, text);
         }
     }
 
     /// Fold events in.
     pub fn apply(&mut self, events: &[Event]) {
+        let snapshots = self.run.snapshot_events.len();
         for e in events {
             self.run.apply(e);
+        }
+        if self.screen == Screen::Probe && self.run.snapshot_events.len() != snapshots {
+            self.refresh_snapshots();
         }
         if self.quit == Quit::Stopping && self.run.ended.is_some() {
             self.quit = Quit::Now;
@@ -172,20 +233,68 @@ impl App {
         match self.overlay {
             Overlay::Help => Context::Help,
             Overlay::ConfirmQuit => Context::Confirm,
-            Overlay::None => Context::Main {
-                live: true,
-                replay: true,
-                watch: true,
+            Overlay::None => match self.screen {
+                Screen::Dashboard => MAIN,
+                Screen::Topic => Context::Topic,
+                Screen::Drift => Context::Drift,
+                Screen::Probe if self.probe.editing => Context::ProbeInput,
+                Screen::Probe => Context::Probe,
             },
         }
     }
 
     /// A key press; returns what the loop must do.
     pub fn on_key(&mut self, key: &KeyEvent) -> Vec<Effect> {
-        match lookup(key, self.context(), self.mode) {
+        let context = self.context();
+        if context == Context::ProbeInput && key.kind != KeyEventKind::Release {
+            let plain = key.modifiers - KeyModifiers::SHIFT;
+            match key.code {
+                KeyCode::Char('u') if plain == KeyModifiers::CONTROL => {
+                    self.probe.clear_question();
+                    return Vec::new();
+                }
+                KeyCode::Char(c) if plain.is_empty() => {
+                    self.probe.type_char(c);
+                    return Vec::new();
+                }
+                KeyCode::Backspace => {
+                    self.probe.backspace();
+                    return Vec::new();
+                }
+                _ => {}
+            }
+        }
+        let action = lookup(key, context, self.mode).or_else(|| {
+            if context.falls_through() {
+                lookup(key, MAIN, self.mode)
+            } else {
+                None
+            }
+        });
+        match action {
             Some(a) => self.on_action(a),
             None => Vec::new(),
         }
+    }
+
+    fn open(&mut self, screen: Screen) {
+        self.screen = screen;
+        if screen == Screen::Probe {
+            self.refresh_snapshots();
+        }
+    }
+
+    fn step_topic(&mut self, by: isize) {
+        let n = self.run.topics.len();
+        if n == 0 {
+            return;
+        }
+        let i = self.selected_topic.min(n - 1) as isize + by;
+        self.selected_topic = if self.screen == Screen::Topic {
+            i.rem_euclid(n as isize) as usize
+        } else {
+            i.clamp(0, n as isize - 1) as usize
+        };
     }
 
     /// Whether stopping needs the trainer's consent (a live run still going).
@@ -251,7 +360,98 @@ impl App {
             }
             Action::FocusNext => self.view.focus = self.view.focus.step(1),
             Action::FocusPrev => self.view.focus = self.view.focus.step(-1),
-            Action::ToggleEnlarge => self.view.enlarged = !self.view.enlarged,
+            Action::ToggleEnlarge => {
+                if self.view.focus == Panel::Stance && !self.run.topics.is_empty() {
+                    self.selected_topic = self.selected_topic.min(self.run.topics.len() - 1);
+                    self.open(Screen::Topic);
+                } else {
+                    self.view.enlarged = !self.view.enlarged;
+                }
+            }
+            Action::NextTopic | Action::PrevTopic => {
+                if self.screen == Screen::Dashboard {
+                    self.view.focus = Panel::Stance;
+                }
+                self.step_topic(if action == Action::NextTopic { 1 } else { -1 });
+            }
+            Action::ToggleDrift => {
+                let to = if self.screen == Screen::Drift {
+                    Screen::Dashboard
+                } else {
+                    Screen::Drift
+                };
+                self.open(to);
+            }
+            Action::OpenProbe => self.open(Screen::Probe),
+            Action::Back => self.open(Screen::Dashboard),
+            Action::Down | Action::Up | Action::PageDown | Action::PageUp => {
+                let by: isize = match action {
+                    Action::Down => 1,
+                    Action::Up => -1,
+                    Action::PageDown => 10,
+                    _ => -10,
+                };
+                if self.screen == Screen::Probe && by.abs() > 1 {
+                    let lines = if by > 0 { 5 } else { -5 };
+                    self.probe.scroll =
+                        (self.probe.scroll as isize + lines).clamp(0, 10_000) as u16;
+                } else if self.screen == Screen::Probe {
+                    self.probe.move_cursor(by);
+                } else {
+                    self.drift_row = (self.drift_row as isize + by).max(0) as usize;
+                }
+            }
+            Action::OpenTopic => {
+                let rows = self.run.drift_table().rows();
+                if let Some(r) = rows.get(self.drift_row.min(rows.len().saturating_sub(1))) {
+                    if let Some(i) = self.run.topics.iter().position(|(n, _)| *n == r.topic) {
+                        self.selected_topic = i;
+                        self.open(Screen::Topic);
+                    }
+                }
+            }
+            Action::PickSnapshot => {
+                if let Some(msg) = self.probe.toggle_pick() {
+                    self.run.note(Level::Warning, msg);
+                }
+            }
+            Action::EditQuestion => self.probe.start_editing(),
+            Action::StopEditing => self.probe.editing = false,
+            Action::NextQuestion => self.probe.step_question(1),
+            Action::PrevQuestion => self.probe.step_question(-1),
+            Action::ToggleJudge => {
+                self.probe.judge = match self.probe.judge {
+                    JudgeChoice::StartingModel => JudgeChoice::Checkpoint,
+                    JudgeChoice::Checkpoint => JudgeChoice::StartingModel,
+                }
+            }
+            Action::Ask => {
+                self.probe.editing = false;
+                let dir = self.run_dir.clone();
+                match self.probe.job(dir.as_deref()) {
+                    Ok(job) => {
+                        self.run.note(
+                            Level::Info,
+                            format!(
+                                "probing {} (answers stream in; the dashboard goes on)",
+                                job.checkpoints
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" and ")
+                            ),
+                        );
+                        effects.push(Effect::Probe(Box::new(job)));
+                    }
+                    Err(msg) => self.run.note(Level::Warning, msg),
+                }
+            }
+            Action::CancelProbe => {
+                if self.probe.running.is_some() {
+                    effects.push(Effect::CancelProbe);
+                }
+            }
+            Action::Rescan => self.refresh_snapshots(),
             Action::ToggleLogScale => self.view.log_scale = !self.view.log_scale,
             Action::ToggleSmoothing => {
                 self.view.smoothing = match self.view.smoothing {

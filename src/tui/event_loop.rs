@@ -7,6 +7,7 @@
 //! backend so tests drive it on a `TestBackend`.
 
 use super::app::{App, Effect, Quit};
+use super::probe_worker::{ProbeWorker, WorkerUpdate};
 use super::replay::Replay;
 use super::run::{Level, RunModel};
 use super::ui;
@@ -55,11 +56,21 @@ enum Wake {
     Input(Option<std::io::Result<TermEvent>>),
     Live(Option<Box<Event>>),
     Watch(Option<WatchMessage>),
+    Worker(Option<WorkerUpdate>),
     Redraw,
     Tick,
 }
 
 async fn recv_or_pending<T>(rx: Option<&mut tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_unbounded_or_pending<T>(
+    rx: Option<&mut tokio::sync::mpsc::UnboundedReceiver<T>>,
+) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -74,12 +85,28 @@ async fn sleep_or_pending(at: Option<Instant>) {
 }
 
 /// Run until the user quits (or, live, the stop they asked for completes),
-/// or `input` ends.
+/// or `input` ends. Without a probe worker: the probe screen says so.
 pub async fn run<B, I>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     source: &mut Source,
+    input: I,
+) -> Result<()>
+where
+    B: Backend,
+    B::Error: std::error::Error + Send + Sync + 'static,
+    I: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+{
+    run_with_worker(terminal, app, source, input, None).await
+}
+
+/// [`run`], with a worker thread that probes checkpoints for the probe screen.
+pub async fn run_with_worker<B, I>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    source: &mut Source,
     mut input: I,
+    mut worker: Option<&mut ProbeWorker>,
 ) -> Result<()>
 where
     B: Backend,
@@ -122,9 +149,11 @@ where
                 Source::Watch(w) if !w.closed => (None, Some(&mut w.updates)),
                 _ => (None, None),
             };
+            let worker_rx = worker.as_mut().map(|w| &mut w.updates);
             tokio::select! {
                 biased;
                 e = input.next() => Wake::Input(e),
+                u = recv_unbounded_or_pending(worker_rx) => Wake::Worker(u),
                 e = recv_or_pending(live_rx) => Wake::Live(e.map(Box::new)),
                 m = recv_or_pending(watch_rx) => Wake::Watch(m),
                 _ = sleep_or_pending(tick_at) => Wake::Tick,
@@ -137,7 +166,7 @@ where
             Wake::Input(Some(Ok(TermEvent::Key(key)))) => {
                 dirty = true;
                 for effect in app.on_key(&key) {
-                    carry_out(effect, app, source, &mut last_tick);
+                    carry_out(effect, app, source, &mut last_tick, worker.as_deref_mut());
                 }
             }
             Wake::Input(Some(Ok(TermEvent::Resize(..)))) => dirty = true,
@@ -191,6 +220,20 @@ where
                     dirty = true;
                 }
             }
+            Wake::Worker(Some(update)) => {
+                app.on_worker(update);
+                if let Some(w) = worker.as_mut() {
+                    while let Ok(u) = w.updates.try_recv() {
+                        app.on_worker(u);
+                    }
+                }
+                dirty = true;
+            }
+            Wake::Worker(None) => {
+                worker = None;
+                app.run.note(Level::Error, "the probe worker stopped");
+                dirty = true;
+            }
             Wake::Redraw => {}
         }
     }
@@ -228,8 +271,34 @@ fn apply_watch(app: &mut App, msg: WatchMessage) {
     }
 }
 
-fn carry_out(effect: Effect, app: &mut App, source: &mut Source, last_tick: &mut Instant) {
+fn carry_out(
+    effect: Effect,
+    app: &mut App,
+    source: &mut Source,
+    last_tick: &mut Instant,
+    worker: Option<&mut ProbeWorker>,
+) {
     match (effect, source) {
+        (Effect::Probe(job), _) => match worker {
+            Some(w) => {
+                if let Err(e) = w.submit(*job) {
+                    app.run.note(Level::Error, format!("{e:#}"));
+                    app.probe.running = None;
+                }
+            }
+            None => {
+                app.probe.running = None;
+                app.run.note(
+                    Level::Warning,
+                    "checkpoint probing is not available here (no probe worker)",
+                );
+            }
+        },
+        (Effect::CancelProbe, _) => {
+            if let Some(w) = worker {
+                w.cancel();
+            }
+        }
         (Effect::Quit, _) => app.quit = Quit::Now,
         (Effect::Control(c), Source::Live(l)) if l.control.send(c).is_err() => {
             app.run

@@ -5,14 +5,18 @@
 //! trainer thread ──events──▶ event_loop ──apply──▶ App { RunModel, ViewState } ──ui::draw──▶ screen
 //!        ▲                     │  ▲
 //!        └──── Control ────────┘  └── keys (action::KEYMAP), replay clock, file watch
+//!                                  ▲
+//!   probe worker thread ──updates──┘  (checkpoint probing for the probe screen)
 //! ```
 
 pub mod action;
 pub mod app;
+pub mod checkpoints;
 pub mod event_loop;
 pub mod ingest;
 pub mod logging;
 pub mod panels;
+pub mod probe_worker;
 pub mod replay;
 pub mod run;
 pub mod series;
@@ -26,9 +30,10 @@ use action::Mode;
 use anyhow::{Context, Result};
 use app::App;
 use event_loop::{LiveSource, Source, WatchSource};
+use probe_worker::ProbeWorker;
 use replay::Replay;
 use run::Level;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use theme::Theme;
 
 /// Options shared by every dashboard mode.
@@ -52,12 +57,43 @@ fn run_on_terminal(app: &mut App, source: &mut Source) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Checkpoint probing runs on a thread of its own; without it the probe
+    // screen says so and the dashboard works as before.
+    let mut worker = match ProbeWorker::candle() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            app.run.note(Level::Warning, format!("{e:#}"));
+            None
+        }
+    };
     rt.block_on(async {
         let mut guard = terminal::enter()?;
-        let result = event_loop::run(&mut guard.terminal, app, source, terminal::input()).await;
+        let result = event_loop::run_with_worker(
+            &mut guard.terminal,
+            app,
+            source,
+            terminal::input(),
+            worker.as_mut(),
+        )
+        .await;
         drop(guard);
         result
     })
+}
+
+/// The run directory a log path belongs to (the directory itself, or the
+/// directory of its `events.jsonl`).
+fn run_dir_of(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        return Some(path.to_path_buf());
+    }
+    let parent = path.parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    Some(parent.to_path_buf())
 }
 
 /// Show the dashboard over a running trainer until the user quits or the run ends.
@@ -80,6 +116,7 @@ pub fn run_live(handle: TrainerHandle, opts: &UiOptions) -> Result<()> {
     let _log = logging::init(&run_dir, "dashboard.log");
     tracing::info!("dashboard on {}", run_dir.display());
     let mut app = App::new(Mode::Live, theme, run_dir.display().to_string());
+    app.run_dir = Some(run_dir.clone());
     let mut source = Source::Live(LiveSource {
         events,
         control,
@@ -118,6 +155,7 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
         replay.len()
     );
     let mut app = App::new(Mode::Replay, theme, path.display().to_string());
+    app.run_dir = run_dir_of(path);
     app.skipped_lines = replay.skipped;
     if replay.torn_tail {
         app.run.note(
@@ -144,6 +182,7 @@ pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
     tracing::info!("watching {}", file.display());
     let mut app = App::new(Mode::Watch, theme, file.display().to_string());
+    app.run_dir = run_dir_of(&file);
     app.skipped_lines = first.skipped;
     if first.missing {
         app.run.note(

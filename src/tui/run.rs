@@ -5,7 +5,8 @@
 //! series' capacities, not by the run's length.
 
 use super::series::{Capacity, Series};
-use crate::events::{Event, ProbeEvent, RunStart, StepEvent};
+use crate::events::{Event, ProbeEvent, RunStart, SnapshotEvent, StepEvent};
+use crate::probe::drift::{DriftTable, Point};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Metric names the reward panel shows, in TRL's spelling.
@@ -38,6 +39,11 @@ impl Phase {
     }
 }
 
+/// Most probe points a topic keeps for its curves and drift table; past
+/// it, every other interior point is dropped (each phase keeps its first
+/// and last probe, so magnitudes stay exact).
+pub const MAX_TOPIC_POINTS: usize = 4096;
+
 /// One topic's stance over the probes.
 #[derive(Debug, Clone)]
 pub struct TopicTrack {
@@ -46,6 +52,9 @@ pub struct TopicTrack {
     pub latest_se: [f64; 3],
     /// p(stance) per probe, x = global step.
     pub history: [Series; 3],
+    /// Every probe (up to [`MAX_TOPIC_POINTS`]) with its phase and standard
+    /// errors, in step order: the drill-down's curves and the drift table.
+    pub points: Vec<(usize, Point)>,
 }
 
 impl TopicTrack {
@@ -55,6 +64,37 @@ impl TopicTrack {
             latest: mean,
             latest_se: se,
             history: std::array::from_fn(|_| Series::new(Capacity::PROBES)),
+            points: Vec::new(),
+        }
+    }
+
+    fn push_point(&mut self, phase: usize, p: Point) {
+        // A repeated probe at the same step (manual + periodic) keeps the last.
+        if let Some(i) = self
+            .points
+            .iter()
+            .rposition(|(ph, q)| *ph == phase && q.global_step == p.global_step)
+        {
+            self.points[i] = (phase, p);
+            return;
+        }
+        let at = self
+            .points
+            .partition_point(|(ph, q)| (*ph, q.global_step) <= (phase, p.global_step));
+        self.points.insert(at, (phase, p));
+        if self.points.len() > MAX_TOPIC_POINTS {
+            let n = self.points.len();
+            let keep: Vec<bool> = (0..n)
+                .map(|i| {
+                    let edge = i == 0
+                        || i + 1 == n
+                        || self.points[i - 1].0 != self.points[i].0
+                        || self.points[i + 1].0 != self.points[i].0;
+                    edge || i % 2 == 0
+                })
+                .collect();
+            let mut k = keep.iter();
+            self.points.retain(|_| *k.next().unwrap_or(&true));
         }
     }
 
@@ -143,9 +183,17 @@ pub struct RunModel {
     pub topics: Vec<(String, TopicTrack)>,
     pub probes: u64,
     pub last_probe_step: Option<u64>,
+    /// Probes that failed (their `error` set).
+    pub failed_probes: u64,
+    /// Wall time all probes took, successful or not.
+    pub probe_seconds: f64,
+    /// `choice` or `generate`, from the last successful probe.
+    pub probe_method: String,
     pub paused: bool,
     pub snapshots: u64,
     pub last_snapshot: Option<String>,
+    /// Every snapshot the log announced, in order.
+    pub snapshot_events: Vec<SnapshotEvent>,
     pub status: Option<StatusMessage>,
     pub alerts: u64,
     /// `completed`, `stopped` or `failed` once the run has ended.
@@ -211,6 +259,27 @@ impl RunModel {
         (secs > 0.0).then(|| all as f64 / secs)
     }
 
+    /// Share of the elapsed wall time spent in probes.
+    pub fn probe_share(&self) -> Option<f64> {
+        let elapsed = self.elapsed()?;
+        (elapsed > 0.0 && self.probe_seconds > 0.0).then(|| (self.probe_seconds / elapsed).min(1.0))
+    }
+
+    /// The drift table of the probes seen so far (see [`crate::probe::drift`]).
+    pub fn drift_table(&self) -> DriftTable {
+        let mut t = DriftTable {
+            phases: self.phases.iter().map(|p| p.name.clone()).collect(),
+            ..Default::default()
+        };
+        for (name, track) in &self.topics {
+            t.topics.push(name.clone());
+            for (phase, p) in &track.points {
+                t.series.entry((*phase, name.clone())).or_default().push(*p);
+            }
+        }
+        t
+    }
+
     /// Seconds from the run's start to its latest event.
     pub fn elapsed(&self) -> Option<f64> {
         Some((self.last_t? - self.start_t?).max(0.0))
@@ -254,6 +323,7 @@ impl RunModel {
             Event::Snapshot(s) => {
                 self.snapshots += 1;
                 self.last_snapshot = Some(s.path.clone());
+                self.snapshot_events.push(s.clone());
                 self.say(
                     Level::Info,
                     format!(
@@ -404,7 +474,12 @@ impl RunModel {
                 track.latest = l;
             }
         }
+        for (_, track) in &mut self.topics {
+            track.points.retain(|(_, p)| p.global_step <= global_step);
+        }
         self.topics.retain(|(_, t)| !t.history[0].is_empty());
+        self.snapshot_events
+            .retain(|s| s.global_step <= global_step);
         for p in &mut self.phases {
             if p.start.is_some_and(|s| s >= global_step) {
                 p.start = None;
@@ -418,7 +493,11 @@ impl RunModel {
     }
 
     fn probe(&mut self, p: &ProbeEvent) {
+        if p.seconds.is_finite() && p.seconds > 0.0 {
+            self.probe_seconds += p.seconds;
+        }
         if let Some(err) = &p.error {
+            self.failed_probes += 1;
             self.say(
                 Level::Warning,
                 format!("probe at step {} failed: {err}", p.global_step),
@@ -428,6 +507,7 @@ impl RunModel {
         }
         self.probes += 1;
         self.last_probe_step = Some(p.global_step);
+        self.probe_method.clone_from(&p.method);
         let x = p.global_step as f64;
         for ts in &p.topics {
             let idx = match self.topics.iter().position(|(name, _)| *name == ts.topic) {
@@ -444,6 +524,14 @@ impl RunModel {
             for (s, &v) in track.history.iter_mut().zip(&ts.mean) {
                 s.push(x, v);
             }
+            track.push_point(
+                p.phase,
+                Point {
+                    global_step: p.global_step,
+                    mean: ts.mean,
+                    se: ts.se,
+                },
+            );
         }
     }
 
@@ -560,6 +648,40 @@ mod tests {
             ]
         );
         assert_eq!(m.start_t, Some(100.0));
+    }
+
+    #[test]
+    fn topic_points_stay_bounded_and_keep_each_phase_s_ends() {
+        let mut track = TopicTrack::new([0.3; 3], [0.0; 3]);
+        let n = MAX_TOPIC_POINTS as u64 + 10;
+        for g in 0..n {
+            let phase = usize::from(g >= n / 2);
+            let mean = [g as f64, 0.0, 0.0];
+            track.push_point(
+                phase,
+                Point {
+                    global_step: g,
+                    mean,
+                    se: [0.0; 3],
+                },
+            );
+        }
+        assert!(track.points.len() <= MAX_TOPIC_POINTS);
+        let steps: Vec<u64> = track.points.iter().map(|(_, p)| p.global_step).collect();
+        for must in [0, n / 2 - 1, n / 2, n - 1] {
+            assert!(steps.contains(&must), "step {must} was dropped");
+        }
+        assert!(steps.windows(2).all(|w| w[0] < w[1]));
+        // A repeated probe at a step replaces the earlier one.
+        track.push_point(
+            1,
+            Point {
+                global_step: n - 1,
+                mean: [9.0; 3],
+                se: [0.0; 3],
+            },
+        );
+        assert_eq!(track.points.last().unwrap().1.mean, [9.0; 3]);
     }
 
     #[test]

@@ -21,8 +21,10 @@
 //! Below [`MIN_WIDTH`]×[`MIN_HEIGHT`] only a "too small" notice is drawn.
 
 use super::action::Mode;
-use super::app::{App, Overlay, Panel};
-use super::panels::{confirm, header, help, loss, reward, stance, status, timeline};
+use super::app::{App, Overlay, Panel, Screen};
+use super::panels::{
+    confirm, drift, header, help, loss, probe, reward, stance, status, timeline, topic,
+};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -56,6 +58,24 @@ pub fn draw(frame: &mut Frame, app: &App) {
     ])
     .areas(area);
     header::render(frame, app, header_area);
+    match app.screen {
+        Screen::Topic => topic::render(frame, app, body),
+        Screen::Drift => drift::render(frame, app, body),
+        Screen::Probe => probe::render(frame, app, body),
+        Screen::Dashboard => dashboard(frame, app, body),
+    }
+    if timeline_h > 0 {
+        timeline::render(frame, app, timeline_area);
+    }
+    status::render(frame, app, status_area);
+    match app.overlay {
+        Overlay::Help => help::render(frame, app, area),
+        Overlay::ConfirmQuit => confirm::render(frame, app, area),
+        Overlay::None => {}
+    }
+}
+
+fn dashboard(frame: &mut Frame, app: &App, body: Rect) {
     if app.view.enlarged {
         match app.view.focus {
             Panel::Loss => loss::render(frame, app, body),
@@ -74,15 +94,6 @@ pub fn draw(frame: &mut Frame, app: &App) {
         loss::render(frame, app, loss_area);
         reward::render(frame, app, reward_area);
         stance::render(frame, app, stance_area);
-    }
-    if timeline_h > 0 {
-        timeline::render(frame, app, timeline_area);
-    }
-    status::render(frame, app, status_area);
-    match app.overlay {
-        Overlay::Help => help::render(frame, app, area),
-        Overlay::ConfirmQuit => confirm::render(frame, app, area),
-        Overlay::None => {}
     }
 }
 

@@ -114,6 +114,14 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         "ETA ",
         run.eta().map_or("—".into(), fmt_duration),
     ));
+    if run.probes > 0 || run.failed_probes > 0 {
+        // What probing costs: its share of the wall time so far.
+        second.push(Span::raw("  "));
+        let share = run
+            .probe_share()
+            .map_or("—".to_string(), |s| format!("{:.1}%", s * 100.0));
+        second.extend(label_value(app, "probing ", format!("{share} of time")));
+    }
     if !run.model_source.is_empty() {
         second.push(Span::raw("  "));
         second.extend(label_value(app, "model ", run.model_source.clone()));

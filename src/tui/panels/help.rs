@@ -2,19 +2,41 @@
 //! description; bindings that do nothing in this mode are dimmed.
 
 use crate::tui::action::{binding_label, Context, KEYMAP};
-use crate::tui::app::App;
+use crate::tui::app::{App, Screen};
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-/// Groups in the order the overlay lists them, in two columns.
-const COLUMNS: [&[&str]; 2] = [&["view", "help", "quit dialog"], &["training", "replay"]];
+/// Groups in the order the overlay lists them, in two columns, per screen:
+/// a screen's own keys first, then the ones that still work there.
+fn groups(screen: Screen) -> [&'static [&'static str]; 2] {
+    match screen {
+        Screen::Dashboard => [&["view", "help", "quit dialog"], &["training", "replay"]],
+        Screen::Topic => [
+            &["stance topic", "view", "help"],
+            &["training", "replay", "quit dialog"],
+        ],
+        Screen::Drift => [
+            &["drift table", "view", "help"],
+            &["training", "replay", "quit dialog"],
+        ],
+        Screen::Probe => [
+            &["checkpoint probe", "typing a question", "help"],
+            &["training", "quit dialog", "view"],
+        ],
+    }
+}
 
 /// The overlay's two columns of lines (also what tests read).
 pub fn columns(app: &App) -> [Vec<Line<'static>>; 2] {
-    COLUMNS.map(|groups| lines(app, groups))
+    groups(app.screen).map(|groups| lines(app, groups))
+}
+
+/// The keymap groups the overlay lists on `screen`.
+pub fn groups_on(screen: Screen) -> Vec<&'static str> {
+    groups(screen).concat()
 }
 
 fn lines(app: &App, groups: &[&str]) -> Vec<Line<'static>> {

@@ -3,13 +3,16 @@
 
 pub mod chart;
 pub mod confirm;
+pub mod drift;
 pub mod header;
 pub mod help;
 pub mod loss;
+pub mod probe;
 pub mod reward;
 pub mod stance;
 pub mod status;
 pub mod timeline;
+pub mod topic;
 
 use super::app::{App, Panel};
 use ratatui::style::{Modifier, Style};

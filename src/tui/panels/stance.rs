@@ -12,7 +12,7 @@ use crate::events::STANCES;
 use crate::tui::app::{App, Panel};
 use crate::tui::run::TopicTrack;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
@@ -94,8 +94,24 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     } else {
         run.topics.len()
     };
-    for (name, track) in run.topics.iter().take(shown) {
-        let mut spans = vec![Span::raw(pad(&truncate(name, topic_w - 1), topic_w))];
+    // The selected topic (j/k, Enter opens it) stays in view.
+    let focused = app.view.focus == Panel::Stance;
+    let selected = app.selected_topic.min(run.topics.len() - 1);
+    let first = if focused && shown > 0 && selected >= shown {
+        selected + 1 - shown
+    } else {
+        0
+    };
+    for (i, (name, track)) in run.topics.iter().enumerate().skip(first).take(shown) {
+        let name_style = if focused && i == selected {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new()
+        };
+        let mut spans = vec![
+            Span::styled(truncate(name, topic_w - 1), name_style),
+            Span::raw(" ".repeat(topic_w - truncate(name, topic_w - 1).chars().count())),
+        ];
         spans.extend(sparkline(app, track, spark_w));
         if show_bar {
             spans.extend(distribution_bar(app, track.latest, BAR_WIDTH));
@@ -123,7 +139,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     if hidden > 0 {
         lines.push(Line::from(Span::styled(
             format!(
-                "… {} more topics (Enter enlarges this panel)",
+                "… {} more topics (j/k select, Enter opens one)",
                 run.topics.len() - shown
             ),
             muted,
@@ -184,7 +200,7 @@ pub fn distribution_bar<'a>(app: &App, mean: [f64; 3], width: usize) -> Vec<Span
         .collect()
 }
 
-fn initial(stance: usize) -> char {
+pub fn initial(stance: usize) -> char {
     STANCES[stance]
         .chars()
         .next()
@@ -192,7 +208,7 @@ fn initial(stance: usize) -> char {
 }
 
 /// `.62`, `1.0`
-fn prob(p: f64) -> String {
+pub fn prob(p: f64) -> String {
     if p >= 0.995 {
         "1.0".into()
     } else {
@@ -203,7 +219,7 @@ fn prob(p: f64) -> String {
 }
 
 /// `+.12`, `−.03`, ` .00`
-fn signed(d: f64) -> String {
+pub fn signed(d: f64) -> String {
     let mag = prob(d.abs());
     if d >= 0.005 {
         format!("+{mag}")
@@ -214,7 +230,7 @@ fn signed(d: f64) -> String {
     }
 }
 
-fn pad(s: &str, w: usize) -> String {
+pub fn pad(s: &str, w: usize) -> String {
     let n = s.chars().count();
     if n >= w {
         s.chars().take(w).collect()
@@ -223,7 +239,7 @@ fn pad(s: &str, w: usize) -> String {
     }
 }
 
-fn truncate(s: &str, w: usize) -> String {
+pub fn truncate(s: &str, w: usize) -> String {
     if s.chars().count() <= w {
         s.to_string()
     } else {

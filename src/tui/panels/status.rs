@@ -19,6 +19,12 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(t.warning),
         ));
     }
+    if run.failed_probes > 0 {
+        right.push(Span::styled(
+            format!("{} failed", plural(run.failed_probes, "probe")),
+            Style::new().fg(t.warning),
+        ));
+    }
     if run.alerts > 0 {
         right.push(Span::styled(
             plural(run.alerts, "alert"),

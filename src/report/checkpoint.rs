@@ -1,0 +1,381 @@
+//! One checkpoint's stance, headless (`driftui probe`), and what probing a
+//! run's snapshots needs: listing them, loading one with clear errors, the
+//! run's probe set and its starting model.
+
+use crate::data::TemplateChoice;
+use crate::events::{Event, SnapshotEvent, TopicStance, STANCES};
+use crate::model::{load_model, LoadOptions, LoadedModel};
+use crate::probe::set::ProbeSet;
+use crate::probe::{Method, Prober};
+use crate::recipe::Recipe;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The probe set shipped with driftui, compiled in so it is there wherever
+/// the binary runs.
+pub const DEFAULT_PROBES: &str = include_str!("../../assets/probes/default.jsonl");
+
+/// The shipped probe set (`assets/probes/default.jsonl`).
+pub fn default_probe_set() -> ProbeSet {
+    ProbeSet::parse(DEFAULT_PROBES, "assets/probes/default.jsonl (built in)")
+        .expect("the shipped probe set parses")
+}
+
+/// The run a snapshot directory belongs to (`RUN/snapshots/NAME`), if any.
+pub fn run_dir_of(checkpoint: &Path) -> Option<PathBuf> {
+    let parent = checkpoint.parent()?;
+    if parent.file_name()? != "snapshots" {
+        return None;
+    }
+    let run = parent.parent()?;
+    run.join("events.jsonl")
+        .is_file()
+        .then(|| run.to_path_buf())
+}
+
+/// How a run loaded its model, from its log's `run_start` and its recipe.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    pub run_dir: PathBuf,
+    pub model_source: String,
+    pub seed: u64,
+    pub recipe: Option<Recipe>,
+}
+
+impl RunContext {
+    /// Read the first record of `RUN/events.jsonl` (and the recipe it carries).
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        let log = run_dir.join("events.jsonl");
+        let file =
+            std::fs::File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
+        let mut first = String::new();
+        std::io::BufReader::new(file)
+            .read_line(&mut first)
+            .with_context(|| format!("cannot read {}", log.display()))?;
+        let Ok(Event::RunStart(rs)) = serde_json::from_str::<Event>(first.trim_end()) else {
+            bail!("{} does not start with a run_start record", log.display());
+        };
+        let recipe = crate::recipe::parse(&rs.recipe).ok().or_else(|| {
+            std::fs::read_to_string(run_dir.join("recipe.toml"))
+                .ok()
+                .and_then(|t| crate::recipe::parse(&t).ok())
+        });
+        Ok(Self {
+            run_dir: run_dir.to_path_buf(),
+            model_source: rs.model.source,
+            seed: rs.seed,
+            recipe,
+        })
+    }
+
+    /// Options that load models the way the run did (on the CPU, in f32).
+    pub fn load_options(&self) -> LoadOptions {
+        let template = match self.recipe.as_ref().map(|r| r.model.chat_template.as_str()) {
+            None | Some("model") => TemplateChoice::Model,
+            Some("none") => TemplateChoice::None,
+            Some(custom) => TemplateChoice::Custom(custom.to_string()),
+        };
+        LoadOptions {
+            seed: self.seed,
+            template,
+            base_dir: self.run_dir.clone(),
+            ..LoadOptions::default()
+        }
+    }
+
+    /// Places a path the recipe wrote relative to itself may be found, now
+    /// that only the run directory is known.
+    fn candidates(&self, rel: &str) -> Vec<PathBuf> {
+        let p = Path::new(rel);
+        if p.is_absolute() {
+            return vec![p.to_path_buf()];
+        }
+        let mut bases = vec![self.run_dir.clone()];
+        if let Some(parent) = self.run_dir.parent() {
+            bases.push(parent.to_path_buf());
+            bases.push(parent.join("recipes"));
+            if let Some(grand) = parent.parent() {
+                bases.push(grand.join("recipes"));
+            }
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            bases.push(cwd.join("recipes"));
+            bases.push(cwd);
+        }
+        bases.into_iter().map(|b| b.join(p)).collect()
+    }
+
+    /// The run's starting model (built in from the run's seed, or the
+    /// directory its recipe named).
+    pub fn starting_model(&self) -> Result<LoadedModel> {
+        let src = &self.model_source;
+        if src.is_empty() {
+            bail!("the run's log does not name its model");
+        }
+        let mut opts = self.load_options();
+        if src.starts_with("builtin:") || src.contains(':') {
+            return load_model(src, &opts)
+                .with_context(|| format!("cannot load the run's starting model {src}"));
+        }
+        for c in self.candidates(src) {
+            if c.is_dir() {
+                opts.base_dir = PathBuf::from(".");
+                return load_model(&c.display().to_string(), &opts)
+                    .with_context(|| format!("cannot load the run's starting model {src}"));
+            }
+        }
+        bail!("the run's starting model {src} was not found (it is relative to the recipe's directory)")
+    }
+
+    /// The run's probe set (the recipe's `[probe] file`), or the shipped set
+    /// with a note saying why.
+    pub fn probe_set(&self) -> (ProbeSet, Option<String>) {
+        let Some(file) = self
+            .recipe
+            .as_ref()
+            .and_then(|r| r.probe.as_ref())
+            .map(|p| p.file.clone())
+        else {
+            return (default_probe_set(), None);
+        };
+        for c in self.candidates(&file) {
+            if c.is_file() {
+                return match ProbeSet::load(&c) {
+                    Ok(set) => (set, None),
+                    Err(e) => (
+                        default_probe_set(),
+                        Some(format!("{e:#}; using the built-in probe set")),
+                    ),
+                };
+            }
+        }
+        (
+            default_probe_set(),
+            Some(format!(
+                "the recipe's probe file {file} was not found from {}; using the built-in probe set",
+                self.run_dir.display()
+            )),
+        )
+    }
+}
+
+/// Load a checkpoint: a snapshot or model directory, or any model source
+/// (`builtin:NAME`). Errors say what is wrong with the directory.
+pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
+    let path = Path::new(spec);
+    if !spec.starts_with("builtin:") && !path.exists() && !spec.contains(':') {
+        bail!("the checkpoint {spec} does not exist");
+    }
+    if path.is_dir() {
+        if path.join("events.jsonl").is_file() {
+            let names: Vec<String> = list_snapshots(path, &[])
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            if names.is_empty() {
+                bail!("{spec} is a run directory without snapshots; name a snapshot or model directory");
+            }
+            bail!(
+                "{spec} is a run directory; name one of its snapshots, e.g. {}",
+                path.join("snapshots")
+                    .join(&names[names.len() - 1])
+                    .display()
+            );
+        }
+        if path.join("adapter_model.safetensors").is_file()
+            && !path.join("model.safetensors").is_file()
+        {
+            bail!(
+                "{spec} holds LoRA adapters only; probing needs merged weights (not supported yet)"
+            );
+        }
+    }
+    let mut opts = opts.clone();
+    if path.is_absolute() || path.exists() {
+        opts.base_dir = PathBuf::from(".");
+    }
+    load_model(spec, &opts).with_context(|| format!("cannot load the checkpoint {spec}"))
+}
+
+/// A snapshot of a run, as the probe screen lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotEntry {
+    /// Directory name, e.g. `sft-000050`.
+    pub name: String,
+    pub path: PathBuf,
+    pub phase: String,
+    pub step: Option<u64>,
+    pub global_step: Option<u64>,
+    /// `cadence`, `manual`, `phase_end`, `stop`, `reference`, or `on disk`.
+    pub reason: String,
+    /// Why it cannot be probed, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// The snapshots of the run at `run_dir`: those its log names (`known`) and
+/// those on disk under `snapshots/`, ordered by step.
+pub fn list_snapshots(run_dir: &Path, known: &[SnapshotEvent]) -> Vec<SnapshotEntry> {
+    let mut out: Vec<SnapshotEntry> = Vec::new();
+    for s in known {
+        let path = run_dir.join(&s.path);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| s.path.clone());
+        out.retain(|e| e.name != name);
+        out.push(SnapshotEntry {
+            phase: name
+                .rsplit_once('-')
+                .map_or(String::new(), |(p, _)| p.to_string()),
+            name,
+            step: Some(s.step),
+            global_step: Some(s.global_step),
+            reason: s.reason.clone(),
+            problem: problem(&path),
+            path,
+        });
+    }
+    if let Ok(dir) = std::fs::read_dir(run_dir.join("snapshots")) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !entry.path().is_dir() || out.iter().any(|e| e.name == name)
+            {
+                continue;
+            }
+            let (phase, tail) = name.rsplit_once('-').unwrap_or((name.as_str(), ""));
+            let step = tail.parse::<u64>().ok();
+            out.push(SnapshotEntry {
+                phase: phase.to_string(),
+                step,
+                global_step: None,
+                reason: if tail == "reference" {
+                    "reference".into()
+                } else {
+                    "on disk".into()
+                },
+                problem: problem(&entry.path()),
+                path: entry.path(),
+                name,
+            });
+        }
+    }
+    for e in &mut out {
+        if e.problem.is_none() && !e.path.is_dir() {
+            e.problem = Some("missing on disk".into());
+        }
+    }
+    out.sort_by(|a, b| {
+        a.global_step
+            .unwrap_or(u64::MAX)
+            .cmp(&b.global_step.unwrap_or(u64::MAX))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out
+}
+
+fn problem(dir: &Path) -> Option<String> {
+    if !dir.is_dir() {
+        return Some("missing on disk".into());
+    }
+    if dir.join("adapter_model.safetensors").is_file() && !dir.join("model.safetensors").is_file() {
+        return Some("LoRA adapters only".into());
+    }
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        if !dir.join(f).is_file() {
+            return Some(format!("no {f}"));
+        }
+    }
+    None
+}
+
+/// The result of `driftui probe`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointProbe {
+    pub checkpoint: String,
+    pub method: String,
+    /// Where the questions came from.
+    pub probes: String,
+    pub questions: usize,
+    pub seconds: f64,
+    pub topics: Vec<TopicStance>,
+    /// Warnings (a probe file that was not found, truncated questions).
+    pub notes: Vec<String>,
+}
+
+/// Run the `choice` probe of a checkpoint over a probe set: `probes` if
+/// given, else the run's set when the checkpoint is one of a run's
+/// snapshots, else the shipped set.
+pub fn probe_checkpoint(spec: &str, probes: Option<&Path>) -> Result<CheckpointProbe> {
+    let path = Path::new(spec);
+    let run = run_dir_of(path).and_then(|d| RunContext::read(&d).ok());
+    let mut notes = Vec::new();
+    let set = match probes {
+        Some(p) => ProbeSet::load(p)?,
+        None => match &run {
+            Some(ctx) => {
+                let (set, note) = ctx.probe_set();
+                notes.extend(note);
+                set
+            }
+            None => default_probe_set(),
+        },
+    };
+    let opts = run
+        .as_ref()
+        .map(RunContext::load_options)
+        .unwrap_or_default();
+    let model = load_checkpoint(spec, &opts)?;
+    let decoder = model.decoder()?;
+    let t0 = Instant::now();
+    let mut prober = Prober::with_method(set.clone(), Method::Choice, &model.tokenizer)?;
+    notes.extend(prober.notes.iter().map(|(_, m)| m.clone()));
+    let topics = prober
+        .measure(&decoder, &set)
+        .with_context(|| format!("probing {spec}"))?;
+    Ok(CheckpointProbe {
+        checkpoint: spec.to_string(),
+        method: "choice".into(),
+        probes: set.origin.clone(),
+        questions: set.questions.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        topics,
+        notes,
+    })
+}
+
+/// A table per topic: p(support), p(neutral), p(oppose) ± standard error.
+pub fn format_table(p: &CheckpointProbe) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} probe over {} questions of {} ({:.1} s)",
+        p.checkpoint, p.method, p.questions, p.probes, p.seconds
+    );
+    let w = p
+        .topics
+        .iter()
+        .map(|t| t.topic.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = write!(s, "\n{:<w$}", "topic");
+    for st in STANCES {
+        let _ = write!(s, "  {st:>15}");
+    }
+    let _ = writeln!(s, "  {:>4}", "n");
+    for t in &p.topics {
+        let _ = write!(s, "{:<w$}", t.topic);
+        for i in 0..3 {
+            let _ = write!(s, "  {:>15}", format!("{:.3} ± {:.3}", t.mean[i], t.se[i]));
+        }
+        let _ = writeln!(s, "  {:>4}", t.n);
+    }
+    for n in &p.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}

@@ -1,0 +1,347 @@
+//! Headless reports: a run's drift table (markdown, CSV, JSON) and its plots
+//! (SVG, PNG) for `driftui report`, and the stance probe of one checkpoint
+//! for `driftui probe` ([`checkpoint`]).
+
+pub mod checkpoint;
+pub mod plot;
+
+use crate::events::{read_log, Event, STANCES};
+use crate::probe::drift::{DriftTable, Point, TopicDrift};
+use crate::tui::replay::resolve_log;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One phase of a run on the global step axis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSpan {
+    pub name: String,
+    pub algorithm: String,
+    /// Global step before the phase's first step.
+    pub start: u64,
+    /// Steps planned for the phase.
+    pub steps: u64,
+}
+
+/// What a report needs of a run, folded from its events.
+#[derive(Debug, Clone, Default)]
+pub struct RunData {
+    pub run: String,
+    pub model: String,
+    pub phases: Vec<PhaseSpan>,
+    /// (global step, loss) of every step, in log order.
+    pub loss: Vec<(u64, f64)>,
+    pub drift: DriftTable,
+    /// Successful probes and failed ones.
+    pub probes: u64,
+    pub failed_probes: u64,
+    /// Wall time spent probing, and from the first to the last event.
+    pub probe_seconds: f64,
+    pub wall_seconds: f64,
+    /// `choice` or `generate` (the last probe's).
+    pub method: String,
+}
+
+impl RunData {
+    pub fn from_events(events: &[Event]) -> Self {
+        let mut d = RunData {
+            drift: DriftTable::from_events(events),
+            ..Default::default()
+        };
+        let (mut first_t, mut last_t) = (f64::INFINITY, f64::NEG_INFINITY);
+        for e in events {
+            let t = e.time();
+            if t.is_finite() && t > 0.0 {
+                first_t = first_t.min(t);
+                last_t = last_t.max(t);
+            }
+            match e {
+                Event::RunStart(rs) => {
+                    if let Some(r) = &rs.resumed_from {
+                        // A resumed run logs the steps after the resume point again.
+                        d.loss.retain(|(g, _)| *g <= r.global_step);
+                    }
+                    d.run.clone_from(&rs.run);
+                    d.model.clone_from(&rs.model.source);
+                    let mut start = 0;
+                    d.phases = rs
+                        .phases
+                        .iter()
+                        .map(|p| {
+                            let span = PhaseSpan {
+                                name: p.name.clone(),
+                                algorithm: p.algorithm.clone(),
+                                start,
+                                steps: p.steps,
+                            };
+                            start += p.steps;
+                            span
+                        })
+                        .collect();
+                }
+                Event::PhaseStart(ps) => {
+                    while d.phases.len() <= ps.phase.min(1024) {
+                        d.phases.push(PhaseSpan {
+                            name: format!("phase {}", d.phases.len() + 1),
+                            algorithm: String::new(),
+                            start: 0,
+                            steps: 0,
+                        });
+                    }
+                    let p = &mut d.phases[ps.phase];
+                    p.name.clone_from(&ps.name);
+                    p.algorithm.clone_from(&ps.algorithm);
+                    p.start = ps.global_step;
+                    p.steps = ps.steps;
+                }
+                Event::Step(s) => d.loss.push((s.global_step, s.loss)),
+                Event::Probe(p) => {
+                    d.probe_seconds += p.seconds.max(0.0);
+                    if p.error.is_some() {
+                        d.failed_probes += 1;
+                    } else {
+                        d.probes += 1;
+                        d.method.clone_from(&p.method);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if last_t > first_t {
+            d.wall_seconds = last_t - first_t;
+        }
+        d
+    }
+
+    /// Planned steps of the whole run (or the last step seen, if more).
+    pub fn total_steps(&self) -> u64 {
+        let planned = self.phases.last().map_or(0, |p| p.start + p.steps);
+        let seen = self.loss.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        planned.max(seen)
+    }
+
+    /// Global steps where a phase after the first began, with its name.
+    pub fn boundaries(&self) -> Vec<(u64, &str)> {
+        self.phases
+            .iter()
+            .skip(1)
+            .map(|p| (p.start, p.name.as_str()))
+            .collect()
+    }
+
+    /// Every probe of `topic` over the run, in step order (a probe that ends
+    /// one phase and starts the next counts once).
+    pub fn topic_points(&self, topic: &str) -> Vec<Point> {
+        let mut all: Vec<Point> = self
+            .drift
+            .series
+            .iter()
+            .filter(|((_, t), _)| t == topic)
+            .flat_map(|(_, pts)| pts.iter().copied())
+            .collect();
+        all.sort_by_key(|p| p.global_step);
+        all.dedup_by_key(|p| p.global_step);
+        all
+    }
+
+    /// Share of wall time spent in probes, when the run has a clock.
+    pub fn probe_share(&self) -> Option<f64> {
+        (self.wall_seconds > 0.0).then(|| self.probe_seconds / self.wall_seconds)
+    }
+}
+
+/// The drift table as markdown: one row per topic and phase (and `run`).
+pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
+    let mut s = String::new();
+    let name = if data.run.is_empty() {
+        "run"
+    } else {
+        &data.run
+    };
+    let _ = writeln!(s, "# Value drift: {name}\n");
+    let _ = write!(
+        s,
+        "{} successful probes ({})",
+        data.probes,
+        if data.method.is_empty() {
+            "—"
+        } else {
+            &data.method
+        }
+    );
+    if data.failed_probes > 0 {
+        let _ = write!(s, ", {} failed", data.failed_probes);
+    }
+    if let Some(share) = data.probe_share() {
+        let _ = write!(
+            s,
+            "; probing took {:.1} s of {:.1} s wall time ({:.1}%)",
+            data.probe_seconds,
+            data.wall_seconds,
+            share * 100.0
+        );
+    }
+    s.push_str(".\n\n");
+    s.push_str(
+        "Δ is the signed change of p(stance) from the phase's first probe to its last \
+         (`run`: the run's first probe to its last). Time is the fraction of the phase's \
+         steps after which the stance first lies within the 95% confidence interval of \
+         its extreme value in the phase (0 = at once, 1 = only at the end).\n\n",
+    );
+    s.push_str("| topic | phase |");
+    for st in STANCES {
+        let _ = write!(s, " {st} start | {st} end | {st} Δ | {st} time |");
+    }
+    s.push('\n');
+    s.push_str("| --- | --- |");
+    for _ in STANCES {
+        s.push_str(" ---: | ---: | ---: | ---: |");
+    }
+    s.push('\n');
+    for r in rows {
+        let _ = write!(s, "| {} | {} |", md_escape(&r.topic), md_escape(&r.phase));
+        for i in 0..3 {
+            let _ = write!(
+                s,
+                " {:.3} | {:.3} | {:+.3} | {} |",
+                r.start[i],
+                r.end[i],
+                r.stances[i].magnitude,
+                r.stances[i]
+                    .time
+                    .map_or("—".to_string(), |t| format!("{t:.2}"))
+            );
+        }
+        s.push('\n');
+    }
+    if rows.is_empty() {
+        s.push_str("\n(no topic has two successful probes in one phase: nothing drifted yet)\n");
+    }
+    s
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The drift table as CSV: one row per topic, phase and stance.
+pub fn drift_csv(rows: &[TopicDrift]) -> String {
+    let mut s = String::from("topic,phase,stance,start,end,magnitude,drift_time\n");
+    for r in rows {
+        for (i, st) in STANCES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{},{},{},{:.6},{:.6},{:.6},{}",
+                csv_field(&r.topic),
+                csv_field(&r.phase),
+                st,
+                r.start[i],
+                r.end[i],
+                r.stances[i].magnitude,
+                r.stances[i]
+                    .time
+                    .map_or(String::new(), |t| format!("{t:.6}"))
+            );
+        }
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The drift table as JSON, with what it was computed from.
+pub fn drift_json(data: &RunData, rows: &[TopicDrift]) -> serde_json::Value {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        run: &'a str,
+        model: &'a str,
+        stances: [&'static str; 3],
+        phases: &'a [PhaseSpan],
+        method: &'a str,
+        probes: u64,
+        failed_probes: u64,
+        probe_seconds: f64,
+        wall_seconds: f64,
+        rows: &'a [TopicDrift],
+    }
+    serde_json::to_value(Doc {
+        run: &data.run,
+        model: &data.model,
+        stances: STANCES,
+        phases: &data.phases,
+        method: &data.method,
+        probes: data.probes,
+        failed_probes: data.failed_probes,
+        probe_seconds: data.probe_seconds,
+        wall_seconds: data.wall_seconds,
+        rows,
+    })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// The files a report wrote.
+#[derive(Debug, Clone)]
+pub struct ReportFiles {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub rows: usize,
+    pub topics: usize,
+}
+
+/// Write the report of the run at `run` (its directory or `events.jsonl`)
+/// into `out` (default: `RUN_DIR/report`).
+pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
+    let log = resolve_log(run)?;
+    let (events, read) = read_log(&log)?;
+    if events.is_empty() {
+        bail!("{} holds no events", log.display());
+    }
+    for (line, why) in read.skipped.iter().take(3) {
+        eprintln!(
+            "driftui: warning: {}: line {line} skipped: {why}",
+            log.display()
+        );
+    }
+    let data = RunData::from_events(&events);
+    let rows = data.drift.rows();
+    let dir = match out {
+        Some(d) => d.to_path_buf(),
+        None => log
+            .parent()
+            .map(|p| p.join("report"))
+            .unwrap_or_else(|| PathBuf::from("report")),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        files.push(p);
+        Ok(())
+    };
+    put("drift.md", drift_markdown(&data, &rows).as_bytes())?;
+    put("drift.csv", drift_csv(&rows).as_bytes())?;
+    put(
+        "drift.json",
+        serde_json::to_string_pretty(&drift_json(&data, &rows))?.as_bytes(),
+    )?;
+    put("stance.svg", plot::stance_svg(&data)?.as_bytes())?;
+    put("loss.svg", plot::loss_svg(&data)?.as_bytes())?;
+    put("stance.png", &plot::stance_png(&data)?)?;
+    put("loss.png", &plot::loss_png(&data)?)?;
+    let topics: BTreeMap<&str, ()> = rows.iter().map(|r| (r.topic.as_str(), ())).collect();
+    Ok(ReportFiles {
+        dir,
+        files,
+        rows: rows.len(),
+        topics: topics.len(),
+    })
+}
