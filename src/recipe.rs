@@ -19,7 +19,7 @@
 //!
 //! Unknown keys are errors; every error names the file, line and column.
 
-use crate::train::objectives::{DpoLoss, Objective};
+use crate::train::objectives::{DpoLoss, LossAverage, Objective};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -147,6 +147,9 @@ pub enum Schedule {
     Constant,
     Linear,
     Cosine,
+    /// Warmup, stable, decay: constant, then a half-cosine over the last
+    /// `decay_ratio` of the steps.
+    Wsd,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +172,9 @@ pub struct PhaseConfig {
     pub warmup_steps: Option<u64>,
     #[serde(default)]
     pub warmup_ratio: Option<f64>,
+    /// `wsd`: the share of steps spent decaying at the end.
+    #[serde(default = "default_decay_ratio")]
+    pub decay_ratio: f64,
     /// Examples per micro-batch (pairs, for preference algorithms).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -202,6 +208,13 @@ pub struct PhaseConfig {
     /// CPO's NLL weight α.
     #[serde(default)]
     pub cpo_alpha: Option<f64>,
+    /// SFT: average the loss per `token` (TRL's default) or per `sequence`.
+    #[serde(default)]
+    pub loss_average: LossAverage,
+}
+
+fn default_decay_ratio() -> f64 {
+    0.2
 }
 
 fn default_schedule() -> Schedule {
@@ -234,7 +247,9 @@ impl PhaseConfig {
     /// The objective with its hyper-parameters (TRL's defaults where unset).
     pub fn objective(&self) -> Objective {
         match self.algorithm {
-            Algorithm::Sft => Objective::Sft,
+            Algorithm::Sft => Objective::Sft {
+                average: self.loss_average,
+            },
             Algorithm::Dpo => Objective::Dpo {
                 beta: self.beta.unwrap_or(0.1),
                 loss: self.loss_type.unwrap_or(DpoLoss::Sigmoid),
@@ -259,6 +274,11 @@ impl PhaseConfig {
                 beta: self.beta.unwrap_or(0.1),
             },
         }
+    }
+
+    /// Decay steps out of `total` (for `wsd`).
+    pub fn decay(&self, total: u64) -> u64 {
+        ((total as f64) * self.decay_ratio).round() as u64
     }
 
     /// Warmup steps out of `total`.
@@ -532,6 +552,9 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "label_smoothing must be in [0, 0.5)".into(),
             );
         }
+        if !(0.0..=1.0).contains(&p.decay_ratio) {
+            return bad(at("decay_ratio"), "decay_ratio must be in [0, 1]".into());
+        }
         if p.warmup_ratio.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return bad(at("warmup_ratio"), "warmup_ratio must be in [0, 1]".into());
         }
@@ -539,6 +562,12 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
             return bad(
                 at("max_grad_norm"),
                 "max_grad_norm must be ≥ 0 (0 turns clipping off)".into(),
+            );
+        }
+        if p.loss_average != LossAverage::Token && p.algorithm != crate::recipe::Algorithm::Sft {
+            return bad(
+                at("loss_average"),
+                "loss_average applies to SFT phases only".into(),
             );
         }
         if p.loss_type.is_some() && p.algorithm != crate::recipe::Algorithm::Dpo {

@@ -161,3 +161,29 @@ fn dpo_gradient_by_hand() {
         got[0]
     );
 }
+
+/// SFT loss averaged per token and per sequence, by hand: row 0 has token
+/// log-probs −1 and −3, row 1 has −4. Per token: 8/3. Per sequence: (2 + 4)/2.
+#[test]
+fn sft_loss_token_and_sequence_averages() {
+    use driftui::train::objectives::{sft_loss, LossAverage, SeqLogps};
+    let lp = SeqLogps {
+        tokens: Tensor::new(&[-1.0f64, -3.0, -4.0], &Device::Cpu).unwrap(),
+        sums: Tensor::new(&[-4.0f64, -4.0], &Device::Cpu).unwrap(),
+        counts: vec![2, 1],
+        mean_logits: vec![0.0, 0.0],
+        accuracy: 0.5,
+    };
+    let t: f64 = sft_loss(&lp, LossAverage::Token)
+        .unwrap()
+        .loss
+        .to_scalar()
+        .unwrap();
+    let s: f64 = sft_loss(&lp, LossAverage::Sequence)
+        .unwrap()
+        .loss
+        .to_scalar()
+        .unwrap();
+    assert!((t - 8.0 / 3.0).abs() < 1e-12, "{t}");
+    assert!((s - 3.0).abs() < 1e-12, "{s}");
+}

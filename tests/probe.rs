@@ -149,7 +149,10 @@ fn debiasing_removes_the_first_label_preference() {
         .map(|q| q.question.clone())
         .collect();
     let scores = scorer.score(&dec, &items, 512).unwrap();
-    let cf_items: Vec<String> = driftui::probe::choice::CONTENT_FREE.iter().map(|s| s.to_string()).collect();
+    let cf_items: Vec<String> = driftui::probe::choice::CONTENT_FREE
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let cfs = scorer.score(&dec, &cf_items, 512).unwrap();
     let mut first_raw = 0.0;
     let mut first_cal = 0.0;
@@ -157,7 +160,9 @@ fn debiasing_removes_the_first_label_preference() {
     for s in &scores {
         for (o, order) in ORDERINGS.iter().enumerate() {
             first_raw += s.per_ordering[o][order[0]];
-            let cf: [f64; 3] = std::array::from_fn(|k| cfs.iter().map(|c| c.per_ordering[o][k]).sum::<f64>() / cfs.len() as f64);
+            let cf: [f64; 3] = std::array::from_fn(|k| {
+                cfs.iter().map(|c| c.per_ordering[o][k]).sum::<f64>() / cfs.len() as f64
+            });
             let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf);
             first_cal += c[order[0]];
         }

@@ -154,7 +154,9 @@ impl ChoiceScorer {
         // Per ordering, the mean content-free distribution.
         let cf: Vec<[f64; 3]> = (0..6)
             .map(|o| {
-                let per: Vec<[f64; 3]> = (0..CONTENT_FREE.len()).map(|c| dists[(items.len() + c) * 6 + o]).collect();
+                let per: Vec<[f64; 3]> = (0..CONTENT_FREE.len())
+                    .map(|c| dists[(items.len() + c) * 6 + o])
+                    .collect();
                 mean3(&per)
             })
             .collect();

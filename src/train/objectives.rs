@@ -23,10 +23,25 @@ pub enum DpoLoss {
     Robust,
 }
 
+/// How SFT averages token losses in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossAverage {
+    /// Mean over every completion token of the batch (TRL's default): long
+    /// answers weigh more.
+    #[default]
+    Token,
+    /// Mean over sequences of each sequence's mean token loss: every example
+    /// weighs the same, short answers included.
+    Sequence,
+}
+
 /// An objective with its hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Objective {
-    Sft,
+    Sft {
+        average: LossAverage,
+    },
     Dpo {
         beta: f64,
         loss: DpoLoss,
@@ -63,7 +78,7 @@ impl Objective {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Objective::Sft => "sft",
+            Objective::Sft { .. } => "sft",
             Objective::Dpo { .. } => "dpo",
             Objective::Kto { .. } => "kto",
             Objective::SimPo { .. } => "simpo",
@@ -166,9 +181,18 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     x.minimum(0.0)? - log1p
 }
 
-/// SFT: mean token cross-entropy over completion tokens.
-pub fn sft_loss(lp: &SeqLogps) -> Result<LossOut> {
-    let loss = lp.tokens.mean_all()?.neg()?;
+/// SFT: mean token cross-entropy over completion tokens, averaged per token
+/// or per sequence.
+pub fn sft_loss(lp: &SeqLogps, average: LossAverage) -> Result<LossOut> {
+    let loss = match average {
+        LossAverage::Token => lp.tokens.mean_all()?.neg()?,
+        LossAverage::Sequence => {
+            let counts: Vec<f32> = lp.counts.iter().map(|&c| c.max(1) as f32).collect();
+            let counts = Tensor::from_vec(counts, lp.counts.len(), lp.sums.device())?
+                .to_dtype(lp.sums.dtype())?;
+            lp.sums.div(&counts)?.mean_all()?.neg()?
+        }
+    };
     let mut metrics = BTreeMap::new();
     metrics.insert("mean_token_accuracy".to_string(), lp.accuracy);
     metrics.insert(

@@ -808,6 +808,7 @@ impl Trainer {
         reference: Option<&Decoder>,
     ) -> Result<PhaseDone> {
         let phase_started = Instant::now();
+        let decay = self.prep.phases[pi].cfg.decay(self.prep.phases[pi].steps);
         let (
             name,
             algorithm,
@@ -885,7 +886,7 @@ impl Trainer {
                 break;
             }
             let t0 = Instant::now();
-            let lr_now = lr_at(schedule, lr, step, warmup, steps);
+            let lr_now = lr_at(schedule, lr, step, warmup, steps, decay);
             let mut grads = BTreeMap::new();
             let mut loss_sum = 0.0;
             let mut metric_sums: BTreeMap<String, f64> = BTreeMap::new();
@@ -1025,11 +1026,11 @@ impl Trainer {
         let dev = self.policy.decoder.device().clone();
         let policy = &self.policy.decoder;
         match (&phase.data, &phase.objective) {
-            (PhaseData::Sft(seqs), Objective::Sft) => {
+            (PhaseData::Sft(seqs), Objective::Sft { average }) => {
                 let rows: Vec<&TokenSeq> = idx.iter().map(|&i| &seqs[i]).collect();
                 let b = SeqBatch::new(&rows, pad, &dev)?;
                 let lp = objectives::seq_logps(policy, &b, Mode::Train)?;
-                Ok((objectives::sft_loss(&lp)?, b.tokens))
+                Ok((objectives::sft_loss(&lp, *average)?, b.tokens))
             }
             (PhaseData::Pairs(pairs), obj) => {
                 let chosen: Vec<TokenSeq> =
