@@ -677,3 +677,21 @@ beta = 0.2
         assert!(err.starts_with("1:"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    /// Every recipe in `recipes/` parses and validates.
+    #[test]
+    fn shipped_recipes_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                super::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+}

@@ -48,8 +48,8 @@ snapshot_every = 4
 name = "kto"
 algorithm = "kto"
 dataset = "{a}/demo/kto.jsonl"
-steps = 16
-batch_size = 8
+steps = 24
+batch_size = 12
 lr = 5e-4
 max_len = 96
 "#,
@@ -100,7 +100,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
     let (recipe_path, outcome, events) = full_run(dir.path());
     let run_dir = dir.path().join("run");
     assert_eq!(outcome.status, "completed");
-    assert_eq!(outcome.global_step, 44);
+    assert_eq!(outcome.global_step, 52);
 
     // The log: schema first, phases in order, run_end last.
     match &events[0] {
@@ -145,7 +145,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         "sft-000016",
         "dpo-000004",
         "dpo-000012",
-        "kto-000016",
+        "kto-000024",
     ] {
         let s = snaps.join(name);
         driftui::train::snapshot::verify(&s).unwrap();
@@ -174,8 +174,8 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         let copy = dir.path().join(format!("resume-{snap}"));
         copy_dir(&run_dir, &copy);
         let resumed = run(&recipe_path, None, Some(copy.join("snapshots").join(snap)));
-        assert_eq!(resumed.global_step, 44);
-        assert_eq!(resumed.losses.len(), 44);
+        assert_eq!(resumed.global_step, 52);
+        assert_eq!(resumed.losses.len(), 52);
         for (i, (a, b)) in outcome
             .losses
             .iter()
