@@ -335,3 +335,73 @@ fn headless_nan_stops_the_run() {
         .join("run/snapshots/sft-000002/model.safetensors")
         .exists());
 }
+
+/// The `generate` probe method inside a run: sampled answers judged by the
+/// run's starting model, which is checked first and flagged as untrustworthy
+/// (a fresh model is no judge); a judge endpoint that is down fails the
+/// probe, not the run.
+#[test]
+fn generate_probes_with_a_checked_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("probes.jsonl");
+    std::fs::write(
+        &probes,
+        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
+         {\"topic\":\"guns\",\"question\":\"Are background checks good?\"}\n\
+         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
+    )
+    .unwrap();
+    let base = recipe(dir.path(), "");
+    let text = std::fs::read_to_string(&base).unwrap();
+    let sft_only = text.split("[[phase]]\nname = \"dpo\"").next().unwrap().replace("steps = 16", "steps = 2");
+    let with_probe = |judge: &str| {
+        format!(
+            "{sft_only}\n[probe]\nfile = \"{}\"\nmethod = \"generate\"\nsamples = 2\nmax_tokens = 8\njudge = \"{judge}\"\n",
+            probes.display()
+        )
+    };
+    std::fs::write(&base, with_probe("initial")).unwrap();
+    let out = dir.path().join("run");
+    let outcome = run(&base, Some(out.clone()), None);
+    assert_eq!(outcome.status, "completed");
+    let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
+    let judge_note = events.iter().find_map(|e| match e {
+        Event::Alert(a) if a.message.starts_with("judge ") => Some(a.clone()),
+        _ => None,
+    });
+    let note = judge_note.expect("the judge check is logged");
+    assert_eq!(note.level, "warning", "{}", note.message);
+    assert!(note.message.contains("/42") && note.message.contains("not trustworthy"), "{}", note.message);
+    let probes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Probe(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes.len(), 2, "phase start and end");
+    for p in &probes {
+        assert_eq!(p.method, "generate");
+        assert!(p.error.is_none(), "{:?}", p.error);
+        let guns = p.topics.iter().find(|t| t.topic == "guns").unwrap();
+        assert_eq!(guns.n, 4, "2 questions × 2 samples");
+        assert!((guns.mean.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    // A judge endpoint that is down: the run completes, its probes say why.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(&base, with_probe(&format!("openai:http://127.0.0.1:{port}/v1#m"))).unwrap();
+    let out = dir.path().join("run-down");
+    let outcome = run(&base, Some(out.clone()), None);
+    assert_eq!(outcome.status, "completed");
+    let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
+    let errors: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Probe(p) => p.error.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 2);
+    assert!(errors[0].contains("did not answer"), "{}", errors[0]);
+}
