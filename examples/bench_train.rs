@@ -2,7 +2,7 @@
 //! scoring on synthetic ids, for `builtin:tiny` or a model directory.
 //!
 //!     cargo run --release --example bench_train -- [SOURCE] [BATCH] [SEQ] [STEPS]
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Var};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::{load_model, Decoder, LoadOptions, Mode, TensorMap};
 use driftui::train::objectives::seq_logps;

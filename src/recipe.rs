@@ -590,7 +590,7 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "samples must be at least 1".into(),
             );
         }
-        if !(pr.temperature >= 0.0) {
+        if pr.temperature.is_nan() || pr.temperature < 0.0 {
             return bad(
                 vec![Key("probe"), Key("temperature")],
                 "temperature must be ≥ 0".into(),

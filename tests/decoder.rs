@@ -29,7 +29,7 @@ fn config(arch: Architecture, seed: u64) -> ModelConfig {
         head_dim,
         rms_norm_eps: 1e-5,
         rope_theta: [10_000.0, 500_000.0][rng.random_range(0..2)],
-        rope_scaling: llama3.then(|| driftui::model::config::RopeScaling {
+        rope_scaling: llama3.then_some(driftui::model::config::RopeScaling {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,

@@ -353,7 +353,11 @@ fn generate_probes_with_a_checked_judge() {
     .unwrap();
     let base = recipe(dir.path(), "");
     let text = std::fs::read_to_string(&base).unwrap();
-    let sft_only = text.split("[[phase]]\nname = \"dpo\"").next().unwrap().replace("steps = 16", "steps = 2");
+    let sft_only = text
+        .split("[[phase]]\nname = \"dpo\"")
+        .next()
+        .unwrap()
+        .replace("steps = 16", "steps = 2");
     let with_probe = |judge: &str| {
         format!(
             "{sft_only}\n[probe]\nfile = \"{}\"\nmethod = \"generate\"\nsamples = 2\nmax_tokens = 8\njudge = \"{judge}\"\n",
@@ -371,7 +375,11 @@ fn generate_probes_with_a_checked_judge() {
     });
     let note = judge_note.expect("the judge check is logged");
     assert_eq!(note.level, "warning", "{}", note.message);
-    assert!(note.message.contains("/42") && note.message.contains("not trustworthy"), "{}", note.message);
+    assert!(
+        note.message.contains("/42") && note.message.contains("not trustworthy"),
+        "{}",
+        note.message
+    );
     let probes: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -389,8 +397,16 @@ fn generate_probes_with_a_checked_judge() {
     }
 
     // A judge endpoint that is down: the run completes, its probes say why.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(&base, with_probe(&format!("openai:http://127.0.0.1:{port}/v1#m"))).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &base,
+        with_probe(&format!("openai:http://127.0.0.1:{port}/v1#m")),
+    )
+    .unwrap();
     let out = dir.path().join("run-down");
     let outcome = run(&base, Some(out.clone()), None);
     assert_eq!(outcome.status, "completed");

@@ -260,7 +260,8 @@ pub struct QuestionStance {
 
 /// Topic means and standard errors over questions × samples.
 pub fn aggregate(set: &ProbeSet, per_question: &[QuestionStance]) -> Vec<TopicStance> {
-    let mut by_topic: BTreeMap<&str, (Vec<[f64; 3]>, Vec<[f64; 3]>)> = BTreeMap::new();
+    type Scores = (Vec<[f64; 3]>, Vec<[f64; 3]>);
+    let mut by_topic: BTreeMap<&str, Scores> = BTreeMap::new();
     for (q, s) in set.questions.iter().zip(per_question) {
         let e = by_topic.entry(q.topic.as_str()).or_default();
         e.0.extend(s.samples.iter().copied());

@@ -158,7 +158,7 @@ pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqL
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
 fn vec(t: &Tensor) -> Result<Vec<f64>> {

@@ -987,10 +987,10 @@ impl Trainer {
                     }))?;
                 }
             }
-            if snap_every > 0 && step % snap_every == 0 && step < steps {
+            if snap_every > 0 && step.is_multiple_of(snap_every) && step < steps {
                 self.snapshot(pi, step, "cadence")?;
             }
-            if probe_every > 0 && step % probe_every == 0 && step < steps {
+            if probe_every > 0 && step.is_multiple_of(probe_every) && step < steps {
                 self.probe(pi, step, "periodic")?;
             }
         }
