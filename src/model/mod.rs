@@ -4,6 +4,8 @@ pub mod builtin;
 pub mod config;
 pub mod decoder;
 pub mod generate;
+pub mod gguf;
+pub mod hub;
 pub mod lora;
 pub mod source;
 pub mod weights;

@@ -79,12 +79,20 @@ pub fn load_model(source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
             },
         });
     }
-    for prefix in ["hf:", "gguf:"] {
-        if source.starts_with(prefix) {
+    if let Some(path) = source.strip_prefix("gguf:") {
+        let path = resolve(&opts.base_dir, path);
+        if !path.is_file() {
             bail!(
-                "model source \"{source}\": {prefix} sources are not supported by this build yet"
+                "model source \"{source}\": the GGUF file {} does not exist",
+                path.display()
             );
         }
+        return super::gguf::load_gguf(&path, source, opts);
+    }
+    if let Some(name) = source.strip_prefix("hf:") {
+        let dir = super::hub::fetch(name, &super::hub::HubOptions::from_env())
+            .with_context(|| format!("model source \"{source}\""))?;
+        return load_dir(&dir, source, opts);
     }
     let dir = resolve(&opts.base_dir, source);
     if !dir.exists() {
