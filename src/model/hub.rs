@@ -379,11 +379,13 @@ fn explain(e: ApiError, model: &HubModel, opts: &HubOptions, file: Option<&str>)
                 resp.header("x-error-code").map(str::to_string),
                 resp.header("x-error-message").map(str::to_string),
             )),
-            ureq::Error::Transport(t) => return anyhow::anyhow!(
+            ureq::Error::Transport(t) => {
+                return anyhow::anyhow!(
                 "cannot reach the hub at {} for {what}: {t}. Check the network connection, or set \
                      HF_ENDPOINT to a mirror (nothing was downloaded)",
                 opts.endpoint
-            ),
+            )
+            }
         },
         _ => None,
     };
