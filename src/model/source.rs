@@ -53,6 +53,17 @@ pub struct TokenizerFiles {
     pub tokenizer_config: Value,
 }
 
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("source", &self.source)
+            .field("cfg", &self.cfg)
+            .field("tensors", &self.weights.tensors.len())
+            .field("tokenizer", &self.tokenizer)
+            .finish()
+    }
+}
+
 impl LoadedModel {
     /// A decoder over these weights (sharing their storage).
     pub fn decoder(&self) -> Result<Decoder> {
