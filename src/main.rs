@@ -58,5 +58,28 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),
         Command::Watch { path, theme } => tui::watch(&path, &UiOptions { theme }),
+        Command::Export {
+            snapshot,
+            out_dir,
+            base,
+        } => {
+            let opts = driftui::model::export::ExportOptions {
+                base,
+                ..Default::default()
+            };
+            let done = driftui::model::export::export(&snapshot, &out_dir, &opts)?;
+            eprintln!(
+                "wrote {} ({} tensors{}): {}",
+                done.dir.display(),
+                done.tensors,
+                if done.merged_lora {
+                    ", LoRA adapters merged"
+                } else {
+                    ""
+                },
+                done.files.join(", ")
+            );
+            Ok(())
+        }
     }
 }

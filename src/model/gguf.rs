@@ -115,6 +115,13 @@ pub fn load_gguf(path: &Path, source: &str, opts: &LoadOptions) -> Result<Loaded
         weights,
         tokenizer,
         source: source.to_string(),
+        base_ref: format!(
+            "gguf:{}",
+            std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+        ),
+        config_json: None,
         tokenizer_files: TokenizerFiles {
             tokenizer_json,
             tokenizer_config,

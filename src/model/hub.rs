@@ -129,7 +129,11 @@ fn needed_files(siblings: &[String], repo: &str) -> Result<Vec<String>> {
         );
     }
     let mut files = vec!["config.json".to_string(), "tokenizer.json".to_string()];
-    for f in ["tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+    ] {
         if has(f) {
             files.push(f.to_string());
         }
