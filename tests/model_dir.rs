@@ -137,3 +137,37 @@ fn no_chat_template_follows_the_recipe() {
         "<user>Hi?"
     );
 }
+
+/// Every shipped recipe parses and validates, and names the model and
+/// hardware it expects.
+#[test]
+fn shipped_recipes_are_valid() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    for (file, source, lora) in [
+        (
+            "llama3-sft-kto.toml",
+            "hf:meta-llama/Llama-3.2-3B-Instruct",
+            true,
+        ),
+        ("qwen3-sft-dpo.toml", "hf:Qwen/Qwen3-4B", true),
+        (
+            "smollm2-sft-kto.toml",
+            "gguf:../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            true,
+        ),
+        ("demo.toml", "builtin:tiny", false),
+    ] {
+        let p = dir.join(file);
+        let r = driftui::recipe::load(&p).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        assert_eq!(r.recipe.model.source, source, "{file}");
+        assert_eq!(r.recipe.model.lora.is_some(), lora, "{file}");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("Hardware:") || file == "demo.toml",
+            "{file} does not say what hardware it needs"
+        );
+        for d in r.recipe.phases.iter().map(|ph| r.resolve(&ph.dataset)) {
+            assert!(d.is_file(), "{file}: {} is missing", d.display());
+        }
+    }
+}

@@ -210,3 +210,108 @@ fn last_position_logits_match_candle_transformers_and_llama_cpp() {
         assert!(worst <= 1e-2, "{mode:?}: {worst}");
     }
 }
+
+/// Mean token NLL of the first `n` SFT rows (max 64 tokens) under `m`.
+fn sft_nll(m: &LoadedModel, n: usize) -> f64 {
+    use driftui::data::{self, DataKind, SeqBatch};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/sft.jsonl");
+    let rows = data::load_jsonl(&path, DataKind::Sft).unwrap();
+    let seqs: Vec<data::TokenSeq> = rows[..n]
+        .iter()
+        .map(|r| {
+            let mut s = data::tokenize_sft(&m.tokenizer, r).unwrap();
+            s.ids.truncate(64);
+            s.trained.truncate(64);
+            s
+        })
+        .collect();
+    let refs: Vec<&data::TokenSeq> = seqs.iter().collect();
+    let b = SeqBatch::new(&refs, m.tokenizer.pad_id, &Device::Cpu).unwrap();
+    let lp = driftui::train::objectives::seq_logps(&m.decoder().unwrap(), &b, Mode::Fast).unwrap();
+    -lp.tokens.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
+}
+
+/// `recipes/smollm2-sft-kto.toml`, shortened (a few steps, ≤ 64 tokens),
+/// trains on the CPU: finite losses, SFT lowers the loss of its data, KTO
+/// starts at exactly 0.5 (policy = reference) and moves.
+#[test]
+fn smollm2_recipe_trains_a_few_steps_on_cpu() {
+    use driftui::events::{read_log, Event};
+    let Some(gguf) = gguf_path() else { return };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("recipes/smollm2-sft-kto.toml")).unwrap();
+    let mut r: toml::Table = text.parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    r["run"]["output_dir"] = toml::Value::String(tmp.path().display().to_string());
+    let model = r["model"].as_table_mut().unwrap();
+    model.insert("source".into(), format!("gguf:{}", gguf.display()).into());
+    model.insert("device".into(), "cpu".into());
+    // No dropout, so that KTO's first step compares equal models exactly.
+    model["lora"]
+        .as_table_mut()
+        .unwrap()
+        .insert("dropout".into(), 0.0.into());
+    for p in r["phase"].as_array_mut().unwrap() {
+        let p = p.as_table_mut().unwrap();
+        let ds = p["dataset"].as_str().unwrap().replace("../", "");
+        p.insert("dataset".into(), root.join(ds).display().to_string().into());
+        p.remove("epochs");
+        p.insert("steps".into(), 4.into());
+        p.insert("max_len".into(), 64.into());
+        p.insert("snapshot_every".into(), 0.into());
+        p.insert("warmup_ratio".into(), 0.0.into());
+        p.insert("schedule".into(), "constant".into());
+        let lr = if p["name"].as_str() == Some("sft") {
+            1e-3
+        } else {
+            2e-4
+        };
+        p.insert("lr".into(), lr.into());
+    }
+    let recipe = tmp.path().join("smollm2.toml");
+    std::fs::write(&recipe, toml::to_string(&r).unwrap()).unwrap();
+    let out = tmp.path().join("run");
+    let prep = driftui::train::prepare(&driftui::train::TrainOptions {
+        recipe,
+        output: Some(out.clone()),
+        resume: None,
+        progress: false,
+        inject_nan_at_step: None,
+    })
+    .unwrap();
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let outcome = driftui::train::run(prep, rx, None).unwrap();
+    assert_eq!(outcome.status, "completed");
+    let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
+    let losses = |phase: usize| -> Vec<f64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) if s.phase == phase => Some(s.loss),
+                _ => None,
+            })
+            .collect()
+    };
+    let (sft, kto) = (losses(0), losses(1));
+    eprintln!("sft losses {sft:?}\nkto losses {kto:?}");
+    assert_eq!((sft.len(), kto.len()), (4, 4));
+    assert!(sft.iter().chain(&kto).all(|l| l.is_finite()));
+    // Policy = reference at KTO's first step (up to merged vs unmerged
+    // adapters' rounding): every reward is 0 and the loss 1 − σ(0) = 0.5.
+    assert!((kto[0] - 0.5).abs() < 1e-4, "KTO step 1: {}", kto[0]);
+    assert!(kto[3] < kto[0], "{kto:?}");
+    // SFT lowered the loss of its own data (same rows before and after).
+    let before = sft_nll(model_or_panic(), 8);
+    let after_sft = load_model(
+        &out.join("snapshots/sft-000004").display().to_string(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let after = sft_nll(&after_sft, 8);
+    eprintln!("SFT data NLL {before:.4} → {after:.4}");
+    assert!(after < before - 0.05, "{before} → {after}");
+}
+
+fn model_or_panic() -> &'static LoadedModel {
+    model().expect("the GGUF is present")
+}
