@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod config;
 pub mod decoder;
 pub mod export;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
