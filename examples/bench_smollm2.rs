@@ -6,7 +6,7 @@
 //! 13.3469 at 4 × 256 (PyTorch, same dequantised weights).
 //!
 //!     cargo run --release --example bench_smollm2 -- \
-//!         --mode full|lora --batch 1 --seq 128 --steps 4 \
+//!         --mode full|lora --batch 1 --seq 128 --steps 4 [--fused off] \
 //!         --gguf models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 //!
 //! Prints per-step times and a RESULT line with the median step time of the
@@ -40,9 +40,13 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
+    if std::env::var("DRIFTUI_PURGE").is_err() {
+        driftui::model::fused::keep_freed_memory();
+    }
     let mut mode = "full".to_string();
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
+    let mut fused = true;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -54,6 +58,8 @@ fn main() -> Result<()> {
             "--steps" => steps = v.parse()?,
             "--rank" => rank = v.parse()?,
             "--gguf" => gguf = v.clone(),
+            // `--fused off`: the plain candle ops instead of driftui's kernels.
+            "--fused" => fused = v != "off",
             other => bail!("unknown flag {other}"),
         }
         i += 2;
@@ -79,7 +85,7 @@ fn main() -> Result<()> {
     let refs: Vec<&TokenSeq> = seqs.iter().collect();
     let batch = SeqBatch::new(&refs, 0, &Device::Cpu)?;
 
-    let (decoder, vars): (Decoder, BTreeMap<String, Var>) = match mode.as_str() {
+    let (mut decoder, vars): (Decoder, BTreeMap<String, Var>) = match mode.as_str() {
         "full" => {
             let mut vars = BTreeMap::new();
             let mut tm = TensorMap::new("bench");
@@ -101,6 +107,7 @@ fn main() -> Result<()> {
         }
         other => bail!("--mode {other}: full or lora"),
     };
+    decoder.set_fused(fused);
     let trainable: usize = vars.values().map(|v| v.elem_count()).sum();
     let mut opt = AdamW::new(
         &vars,
@@ -142,7 +149,7 @@ fn main() -> Result<()> {
         times[times.len() / 2]
     };
     println!(
-        "RESULT driftui train-{mode} threads={} trainable={:.2}M b={b} t={t}: {med:.2} s/step median ({} steps excl. first), {:.0} tok/s; peak RSS after load {rss_before:.0} MiB, end {:.0} MiB",
+        "RESULT driftui train-{mode} fused={fused} threads={} trainable={:.2}M b={b} t={t}: {med:.2} s/step median ({} steps excl. first), {:.0} tok/s; peak RSS after load {rss_before:.0} MiB, end {:.0} MiB",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         trainable as f64 / 1e6,
         times.len(),

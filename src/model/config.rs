@@ -109,7 +109,7 @@ impl ModelConfig {
             .and_then(Value::as_u64)
             .map(|x| x as usize)
             .unwrap_or(hidden_size / num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             bail!("config.json: head_dim {head_dim} is odd; RoPE needs an even head size");
         }
         let rope_scaling = match v.get("rope_scaling") {

@@ -20,6 +20,19 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+/// Ask mimalloc, when it is the global allocator (driftui's binary and
+/// benchmarks), never to return freed memory to the OS. A training step frees
+/// and allocates the same large buffers every step; returned, they come back
+/// as fresh pages the kernel must fault in and zero (measured on SmolLM2-135M,
+/// 1 × 128: 160k page faults and 6.5 s of system time in 6 steps, against 2k
+/// and 1.9 s kept). The peak resident memory is the same.
+pub fn keep_freed_memory() {
+    // mi_option_purge_delay in mimalloc 3's mi_option_e; -1 = never purge.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one integer option; called before training threads start.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// Whether the fused kernels can run on this tensor (CPU, f32).
 pub fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

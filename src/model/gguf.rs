@@ -272,7 +272,7 @@ fn config_from_meta(
         .opt_u64(&k("attention.head_count_kv"))?
         .map(|x| x as usize)
         .unwrap_or(heads);
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         bail!(
             "the GGUF file {}: {heads} attention heads are not a multiple of {kv_heads} KV heads",
             meta.file.display()
@@ -362,7 +362,7 @@ fn hf_name(gguf: &str) -> Option<String> {
 pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let out = dims[0];
-    if heads == 0 || out % (2 * heads) != 0 {
+    if heads == 0 || !out.is_multiple_of(2 * heads) {
         bail!("a Q/K projection with {out} rows does not split into {heads} heads");
     }
     let half = out / heads / 2;
@@ -378,7 +378,7 @@ pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
 pub fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let out = dims[0];
-    if heads == 0 || out % (2 * heads) != 0 {
+    if heads == 0 || !out.is_multiple_of(2 * heads) {
         bail!("a Q/K projection with {out} rows does not split into {heads} heads");
     }
     let half = out / heads / 2;
