@@ -9,12 +9,17 @@
 //!         --mode full|lora --batch 1 --seq 128 --steps 4 [--fused off] \
 //!         --gguf models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 //!
+//! `--random` builds a SmolLM2-135M-shaped model from a seed instead of
+//! reading the file (same work, other losses), for machines without the
+//! file; `scripts/reference/torch_random_smollm2.py` does the same in PyTorch.
+//!
 //! Prints per-step times and a RESULT line with the median step time of the
 //! steps after the first, tokens/s and the peak RSS (getrusage).
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Var};
 use driftui::data::{SeqBatch, TokenSeq};
-use driftui::model::{load_model, lora, LoadOptions, TensorMap};
+use driftui::model::weights::init_weights;
+use driftui::model::{load_model, lora, Architecture, LoadOptions, ModelConfig, TensorMap};
 use driftui::model::{Decoder, Mode};
 use driftui::recipe::LoraConfig;
 use driftui::train::objectives::{seq_logps, sft_loss};
@@ -39,6 +44,28 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// SmolLM2-135M's shape, as its GGUF metadata gives it.
+fn smollm2_config() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Llama,
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        bos_token_id: Some(1),
+        eos_token_ids: vec![2],
+    }
+}
+
 fn main() -> Result<()> {
     if std::env::var("DRIFTUI_PURGE").is_err() {
         driftui::model::fused::keep_freed_memory();
@@ -47,9 +74,15 @@ fn main() -> Result<()> {
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
     let mut fused = true;
+    let mut random = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--random" {
+            random = true;
+            i += 1;
+            continue;
+        }
         let v = args.get(i + 1).context("a flag without its value")?;
         match args[i].as_str() {
             "--mode" => mode = v.clone(),
@@ -65,7 +98,14 @@ fn main() -> Result<()> {
         i += 2;
     }
     let t0 = Instant::now();
-    let model = load_model(&format!("gguf:{gguf}"), &LoadOptions::default())?;
+    let model = if random {
+        let mut m = load_model("builtin:micro", &LoadOptions::default())?;
+        m.cfg = smollm2_config();
+        m.weights = init_weights(&m.cfg, 0, &Device::Cpu, DType::F32)?;
+        m
+    } else {
+        load_model(&format!("gguf:{gguf}"), &LoadOptions::default())?
+    };
     eprintln!(
         "loaded in {:.1}s, peak RSS so far {:.0} MiB",
         t0.elapsed().as_secs_f64(),

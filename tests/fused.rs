@@ -182,6 +182,17 @@ fn kernels_match_candle_ops_and_finite_differences() {
         finite_differences("causal softmax", &f, &[x]);
     }
 
+    // Scaled causal softmax (attention's 1/√d folded in).
+    let x = rand_tensor(&[2, 4, 6], 3.0, 30);
+    let mask = driftui::model::decoder::causal_bias(4, 2, &Device::Cpu).unwrap();
+    let f = |a: &[Tensor]| fused::scaled_softmax_last_dim(&a[0], 0.125, Some(2)).unwrap();
+    let s = |a: &[Tensor]| {
+        candle_nn::ops::softmax(&(&a[0] * 0.125).unwrap().broadcast_add(&mask).unwrap(), D::Minus1)
+            .unwrap()
+    };
+    agree("scaled causal softmax", &f, &s, std::slice::from_ref(&x), 1e-5);
+    finite_differences("scaled causal softmax", &f, &[x]);
+
     // SwiGLU.
     let g = rand_tensor(&[4, 33], 4.0, 10);
     let u = rand_tensor(&[4, 33], 2.0, 11);

@@ -360,7 +360,15 @@ impl Decoder {
         let k = k.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, hkv, rep, t, tk))?;
+        // The fused softmax scales as it goes (one tensor fewer per layer).
+        let scores = q.matmul(&k.t()?)?;
+        let fused_scale = fuse && mode == Mode::Train;
+        let scores = if fused_scale {
+            scores
+        } else {
+            (scores * scale)?
+        };
+        let att = scores.reshape((b, hkv, rep, t, tk))?;
         let att = match bias {
             Some(bias) if !(fuse && causal_offset.is_some()) => {
                 // (t, tk) or (b, 1, t, tk) → broadcast over heads and groups.
@@ -374,7 +382,7 @@ impl Decoder {
             _ => att,
         };
         let att = match mode {
-            Mode::Train if fuse => fused::softmax_last_dim(&att, causal_offset)?,
+            Mode::Train if fuse => fused::scaled_softmax_last_dim(&att, scale, causal_offset)?,
             Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
             Mode::Fast => candle_nn::ops::softmax_last_dim(&att.contiguous()?)?,
         };

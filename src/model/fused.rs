@@ -19,6 +19,7 @@ use candle_core::{
     Tensor, D,
 };
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Ask mimalloc, when it is the global allocator (driftui's binary and
 /// benchmarks), never to return freed memory to the OS. A training step frees
@@ -257,10 +258,12 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- softmax
 
-/// Softmax over the last dimension; with `causal = Some(offset)`, entries
-/// with key index j > query index i + offset are -inf first (the query index
-/// is the row's index within the second-to-last dimension).
+/// Softmax of `scale · x` over the last dimension; with `causal =
+/// Some(offset)`, entries with key index j > query index i + offset are -inf
+/// first (the query index is the row's index within the second-to-last
+/// dimension).
 struct Softmax {
+    scale: f32,
     causal: Option<usize>,
 }
 
@@ -289,10 +292,11 @@ impl CustomOp1 for Softmax {
                         Some(off) => ((row % t) + off + 1).min(n),
                         None => n,
                     };
+                    let sc = self.scale;
                     let mx = xr[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0f32;
                     for (o, &v) in yr[..len].iter_mut().zip(&xr[..len]) {
-                        let e = (v - mx).exp();
+                        let e = (sc * (v - mx)).exp();
                         *o = e;
                         sum += e;
                     }
@@ -307,14 +311,17 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?,
-        ))
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxBwd { scale: self.scale },
+        )?))
     }
 }
 
-/// dx = y ⊙ (g − Σ g⊙y), row by row.
-struct SoftmaxBwd;
+/// dx = scale · y ⊙ (g − Σ g⊙y), row by row.
+struct SoftmaxBwd {
+    scale: f32,
+}
 
 impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
@@ -339,7 +346,7 @@ impl CustomOp2 for SoftmaxBwd {
                 for ((dr, yr), gr) in db.chunks_mut(n).zip(yb.chunks(n)).zip(gb.chunks(n)) {
                     let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
                     for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                        *o = yv * (gv - dot);
+                        *o = self.scale * yv * (gv - dot);
                     }
                 }
             });
@@ -349,7 +356,16 @@ impl CustomOp2 for SoftmaxBwd {
 
 /// Softmax over the last dimension, causal-masked from `causal = Some(offset)`.
 pub fn softmax_last_dim(x: &Tensor, causal: Option<usize>) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Softmax { causal })
+    scaled_softmax_last_dim(x, 1.0, causal)
+}
+
+/// Softmax of `scale · x` over the last dimension (attention scores before
+/// their 1/√d scaling), causal-masked from `causal = Some(offset)`.
+pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64, causal: Option<usize>) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax {
+        scale: scale as f32,
+        causal,
+    })
 }
 
 // ---------------------------------------------------------------- SwiGLU
@@ -452,8 +468,23 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------- linear
 
 /// `x Wᵀ` computed by candle's matmul; the op only carries the backward.
+/// The value is handed over once and dropped: the graph keeps the op alive
+/// until the backward, and a second copy of every layer output would double
+/// the activation memory.
 struct Linear {
-    value: Tensor,
+    value: Mutex<Option<Tensor>>,
+}
+
+/// Take a precomputed value out of its slot (each op runs forward once).
+fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, Shape)> {
+    let value = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned")))?
+        .take();
+    match value {
+        Some(v) => Ok((to_storage(&v)?, v.shape().clone())),
+        None => bail!("{what}: the forward value was already used"),
+    }
 }
 
 impl CustomOp2 for Linear {
@@ -468,7 +499,7 @@ impl CustomOp2 for Linear {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Ok((to_storage(&self.value)?, self.value.shape().clone()))
+        take_value(&self.value, "linear")
     }
 
     fn bwd(
@@ -499,7 +530,12 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !x.track_op() && !w.track_op() {
         return Ok(value);
     }
-    x.apply_op2(w, Linear { value })
+    x.apply_op2(
+        w,
+        Linear {
+            value: Mutex::new(Some(value)),
+        },
+    )
 }
 
 // ---------------------------------------------------------------- vocabulary
@@ -515,7 +551,7 @@ const KEEP_LOGITS: usize = 256 << 20;
 
 /// Per row: log p(target), the mean logit, the argmax (as f32).
 struct TokenLogprobs {
-    value: Tensor,
+    value: Mutex<Option<Tensor>>,
     targets: Vec<u32>,
     /// log Σ exp(logits) per row.
     lse: Vec<f32>,
@@ -537,7 +573,7 @@ impl CustomOp2 for TokenLogprobs {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Ok((to_storage(&self.value)?, self.value.shape().clone()))
+        take_value(&self.value, "token_logprobs")
     }
 
     fn bwd(
@@ -741,7 +777,7 @@ pub fn token_logprobs_with(
     h.apply_op2(
         w,
         TokenLogprobs {
-            value,
+            value: Mutex::new(Some(value)),
             targets,
             lse,
             rows,
