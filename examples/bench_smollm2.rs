@@ -30,6 +30,28 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc_rusage = unsafe { std::mem::zeroed() };
+    unsafe { getrusage(0, &mut u) };
+    let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 * 1e-6;
+    tv(u.utime) + tv(u.stime)
+}
+
+/// The head of Linux's `struct rusage` (x86-64): user and system time.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+struct libc_rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
+}
+
 fn peak_rss_mib() -> f64 {
     // /proc/self/status VmHWM: the resident set's high-water mark.
     std::fs::read_to_string("/proc/self/status")
@@ -42,6 +64,44 @@ fn peak_rss_mib() -> f64 {
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// f32 GEMM GFLOP/s through candle at torch_baseline.py's `--mode matmul`
+/// shapes (`(x@W^T)` marks a transposed right operand, as in a linear layer).
+fn matmul_bench() -> Result<()> {
+    use candle_core::Tensor;
+    let shapes = [
+        (2048, 2048, 2048, false),
+        (4096, 4096, 4096, false),
+        (1024, 576, 1536, true),
+        (1024, 1536, 576, true),
+        (1024, 576, 576, true),
+        (1024, 576, 49152, true),
+    ];
+    for (m, k, n, wt) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+        let w = if wt {
+            Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?.t()?
+        } else {
+            Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?
+        };
+        a.matmul(&w)?;
+        let flop = 2.0 * (m * k * n) as f64;
+        let reps = (20e9 / flop).ceil().clamp(2.0, 50.0) as usize;
+        let t = Instant::now();
+        for _ in 0..reps {
+            a.matmul(&w)?;
+        }
+        let el = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "RESULT matmul candle f32 threads={} {m}x{k}x{n}{}: {:.2} ms, {:.1} GFLOP/s",
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
+            if wt { " (x@W^T)" } else { "" },
+            el * 1e3,
+            flop / el / 1e9
+        );
+    }
+    Ok(())
 }
 
 /// SmolLM2-135M's shape, as its GGUF metadata gives it.
@@ -67,9 +127,11 @@ fn smollm2_config() -> ModelConfig {
 }
 
 fn main() -> Result<()> {
+    // As driftui's binary does (DRIFTUI_PURGE=1 to measure without).
     if std::env::var("DRIFTUI_PURGE").is_err() {
         driftui::model::fused::keep_freed_memory();
     }
+    driftui::model::fused::configure_cpu_threads();
     let mut mode = "full".to_string();
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
@@ -96,6 +158,9 @@ fn main() -> Result<()> {
             other => bail!("unknown flag {other}"),
         }
         i += 2;
+    }
+    if mode == "matmul" {
+        return matmul_bench();
     }
     let t0 = Instant::now();
     let model = if random {
@@ -158,7 +223,9 @@ fn main() -> Result<()> {
     )?;
     let rss_before = peak_rss_mib();
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     for s in 0..steps {
+        let c0 = cpu_seconds();
         let a = Instant::now();
         let lp = seq_logps(&decoder, &batch, Mode::Train)?;
         let loss = sft_loss(&lp)?.loss;
@@ -180,8 +247,11 @@ fn main() -> Result<()> {
         );
         if s > 0 {
             times.push((u - a).as_secs_f64());
+            cpu.push(cpu_seconds() - c0);
         }
     }
+    cpu.sort_by(f64::total_cmp);
+    let cpu_med = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
     times.sort_by(f64::total_cmp);
     let med = if times.is_empty() {
         f64::NAN
@@ -189,7 +259,7 @@ fn main() -> Result<()> {
         times[times.len() / 2]
     };
     println!(
-        "RESULT driftui train-{mode} fused={fused} threads={} trainable={:.2}M b={b} t={t}: {med:.2} s/step median ({} steps excl. first), {:.0} tok/s; peak RSS after load {rss_before:.0} MiB, end {:.0} MiB",
+        "RESULT driftui train-{mode} fused={fused} threads={} trainable={:.2}M b={b} t={t}: {med:.2} s/step median ({} steps excl. first), {:.0} tok/s, {cpu_med:.2} CPU-s/step; peak RSS after load {rss_before:.0} MiB, end {:.0} MiB",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         trainable as f64 / 1e6,
         times.len(),

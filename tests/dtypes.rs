@@ -66,13 +66,20 @@ fn half_precision_recipes_train() {
             })
             .collect();
         assert_eq!(losses.len(), 3, "{dtype}");
-        assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{dtype}: {losses:?}");
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0),
+            "{dtype}: {losses:?}"
+        );
         // The snapshot says what it holds.
         let cfg: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.join("snapshots/sft-000003/config.json")).unwrap(),
         )
         .unwrap();
-        let want = if dtype == "bf16" { "bfloat16" } else { "float16" };
+        let want = if dtype == "bf16" {
+            "bfloat16"
+        } else {
+            "float16"
+        };
         assert_eq!(cfg["torch_dtype"], want);
     }
 }

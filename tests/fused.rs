@@ -187,10 +187,19 @@ fn kernels_match_candle_ops_and_finite_differences() {
     let mask = driftui::model::decoder::causal_bias(4, 2, &Device::Cpu).unwrap();
     let f = |a: &[Tensor]| fused::scaled_softmax_last_dim(&a[0], 0.125, Some(2)).unwrap();
     let s = |a: &[Tensor]| {
-        candle_nn::ops::softmax(&(&a[0] * 0.125).unwrap().broadcast_add(&mask).unwrap(), D::Minus1)
-            .unwrap()
+        candle_nn::ops::softmax(
+            &(&a[0] * 0.125).unwrap().broadcast_add(&mask).unwrap(),
+            D::Minus1,
+        )
+        .unwrap()
     };
-    agree("scaled causal softmax", &f, &s, std::slice::from_ref(&x), 1e-5);
+    agree(
+        "scaled causal softmax",
+        &f,
+        &s,
+        std::slice::from_ref(&x),
+        1e-5,
+    );
     finite_differences("scaled causal softmax", &f, &[x]);
 
     // SwiGLU.

@@ -12,6 +12,8 @@
 #   --random         SmolLM2-shaped random weights on both sides (no GGUF needed)
 #
 # Prints each run's RESULT line and peak RSS (GNU time's, or the program's own).
+# VARIANTS="CANDLE_NUM_THREADS=1|CANDLE_NUM_THREADS=2" runs driftui once per
+# variant (environment assignments) in each round, before PyTorch.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 cfg=$1 rounds=$2 cpus=$3 bin=$4 baseline=$5 random=${6:-}
@@ -26,7 +28,7 @@ timer=()
 driftui() {
     local extra=()
     [[ -n "$random" ]] && extra=(--random) || extra=(--gguf "$gguf")
-    RAYON_NUM_THREADS=$threads taskset -c "$cpus" "${timer[@]}" "$bin" \
+    RAYON_NUM_THREADS=$threads taskset -c "$cpus" "${timer[@]}" env $variant "$bin" \
         --mode "$mode" --batch "$batch" --seq "$seq" --steps "$steps" "${extra[@]}" "$@" 2>&1
 }
 torch() {
@@ -39,13 +41,17 @@ torch() {
             --mode "$torch_mode" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads" 2>&1
     fi
 }
+IFS='|' read -r -a variants <<<"${VARIANTS:-X=1}"
 for r in $(seq 1 "$rounds"); do
-    echo "## $cfg round $r driftui (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    driftui | grep -E "RESULT|peak_rss|step 0:"
+    for variant in "${variants[@]}"; do
+        echo "## $cfg round $r driftui $variant (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+        driftui | grep -E "RESULT|peak_rss|step 0:"
+    done
     echo "## $cfg round $r torch (load: $(cut -d' ' -f1-3 /proc/loadavg))"
     torch | grep -E "RESULT|peak_rss|step 0:|Error|error"
 done
 if [[ -n "${UNFUSED:-}" ]]; then
-    echo "## $cfg driftui --fused off"
+    variant=${variants[0]}
+    echo "## $cfg driftui --fused off $variant"
     driftui --fused off | grep -E "RESULT|peak_rss"
 fi

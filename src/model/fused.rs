@@ -34,6 +34,21 @@ pub fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
+/// Run candle's own element-wise CPU loops on one thread unless
+/// `CANDLE_NUM_THREADS` says otherwise (matrix products and driftui's fused
+/// kernels still use `RAYON_NUM_THREADS`). candle's pool waits for its
+/// workers by spinning; when another program holds a core, every element-wise
+/// op stalls. Measured on SmolLM2-135M, 2 threads, full fine-tune 1 × 128: on
+/// a 2-core machine shared with other work 4.5–5.4 s/step with the pool,
+/// 1.8–2.0 s without; on 2 quiet cores the same or better (2.4–2.6 vs
+/// 2.7–3.1 s). Call before any tensor work.
+pub fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Single-threaded at this point: called first thing in main.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Whether the fused kernels can run on this tensor (CPU, f32).
 pub fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
