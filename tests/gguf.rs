@@ -46,7 +46,11 @@ fn gguf_name(hf: &str) -> String {
     }
     let rest = hf.strip_prefix("model.layers.").unwrap();
     let (l, rest) = rest.split_once('.').unwrap();
-    let kind = match rest.strip_suffix(".weight").unwrap() {
+    let (rest, suffix) = match rest.strip_suffix(".weight") {
+        Some(r) => (r, "weight"),
+        None => (rest.strip_suffix(".bias").unwrap(), "bias"),
+    };
+    let kind = match rest {
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
         "self_attn.q_proj" => "attn_q",
@@ -56,9 +60,11 @@ fn gguf_name(hf: &str) -> String {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         other => panic!("{other}"),
     };
-    format!("blk.{l}.{kind}.weight")
+    format!("blk.{l}.{kind}.{suffix}")
 }
 
 struct Spec {
@@ -167,8 +173,12 @@ fn write_gguf(m: &LoadedModel, spec: &Spec, path: &Path) {
         meta.push(("tokenizer.chat_template".into(), Value::String(t.into())));
     }
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    // llama.cpp permutes Q/K rows for Llama only (Qwen uses NeoX RoPE).
+    let permute = spec.arch == "llama";
     for (name, w) in &m.weights.tensors {
-        let w = if name.ends_with("q_proj.weight") {
+        let w = if !permute {
+            w.clone()
+        } else if name.ends_with("q_proj.weight") {
             llama_cpp_permute(w, cfg.num_attention_heads)
         } else if name.ends_with("k_proj.weight") {
             llama_cpp_permute(w, cfg.num_key_value_heads)
@@ -288,6 +298,51 @@ fn a_llama_cpp_layout_file_loads_as_the_original_model() {
             back.encode("hi 42 there", false).unwrap().get_ids(),
             g.tokenizer.encode("hi 42 there").unwrap()
         );
+    }
+}
+
+/// Qwen2 (q/k/v biases) and Qwen3 (q/k norms) files: no Q/K permutation,
+/// architecture-prefixed metadata.
+#[test]
+fn qwen_files_load_as_the_original_model() {
+    use driftui::model::weights::init_weights;
+    use driftui::model::Architecture;
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, architecture, bias) in [
+        ("qwen3", Architecture::Qwen3, false),
+        ("qwen2", Architecture::Qwen2, true),
+    ] {
+        let mut m = micro();
+        m.cfg.architecture = architecture;
+        m.cfg.attention_bias = bias;
+        m.weights = init_weights(&m.cfg, 9, &Device::Cpu, DType::F32).unwrap();
+        // Non-trivial norms and biases, so a misplaced one shows.
+        let names: Vec<String> = m.weights.tensors.keys().cloned().collect();
+        for (i, n) in names.iter().enumerate() {
+            if n.ends_with(".bias") || n.contains("q_norm") || n.contains("k_norm") {
+                let t = &m.weights.tensors[n];
+                let r = Tensor::rand(-0.5f32, 0.5, t.shape(), &Device::Cpu).unwrap();
+                let v = (t + r * (1.0 + i as f64 * 1e-3)).unwrap();
+                m.weights.tensors.insert(n.clone(), v);
+            }
+        }
+        let path = dir.path().join(format!("{arch}.gguf"));
+        write_gguf(
+            &m,
+            &Spec {
+                arch,
+                ..Default::default()
+            },
+            &path,
+        );
+        let g = load(&path, TemplateChoice::Model).unwrap();
+        assert_eq!(g.cfg.architecture, architecture);
+        assert_eq!(g.cfg.attention_bias, bias);
+        assert_eq!(g.weights.tensors.len(), m.weights.tensors.len());
+        for (name, w) in &m.weights.tensors {
+            assert_eq!(max_diff(w, &g.weights.tensors[name]), 0.0, "{arch} {name}");
+        }
+        assert_eq!(max_diff(&logits(&g), &logits(&m)), 0.0, "{arch}");
     }
 }
 
