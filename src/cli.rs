@@ -90,4 +90,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Write a snapshot as a Hugging Face model directory (LoRA adapters
+    /// merged into the base weights) that transformers and vLLM load.
+    Export {
+        /// A snapshot directory (RUN/snapshots/NAME).
+        snapshot: PathBuf,
+        /// Where to write the model (must not exist, or be empty).
+        out_dir: PathBuf,
+        /// Base model of a LoRA snapshot, instead of the one its adapter_config.json names.
+        #[arg(long, value_name = "SOURCE")]
+        base: Option<String>,
+    },
 }

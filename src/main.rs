@@ -12,6 +12,8 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    driftui::model::fused::keep_freed_memory();
+    driftui::model::fused::configure_cpu_threads();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,6 +104,29 @@ fn run(cli: Cli) -> Result<()> {
             for f in &r.files {
                 println!("  {}", f.display());
             }
+            Ok(())
+        }
+        Command::Export {
+            snapshot,
+            out_dir,
+            base,
+        } => {
+            let opts = driftui::model::export::ExportOptions {
+                base,
+                ..Default::default()
+            };
+            let done = driftui::model::export::export(&snapshot, &out_dir, &opts)?;
+            eprintln!(
+                "wrote {} ({} tensors{}): {}",
+                done.dir.display(),
+                done.tensors,
+                if done.merged_lora {
+                    ", LoRA adapters merged"
+                } else {
+                    ""
+                },
+                done.files.join(", ")
+            );
             Ok(())
         }
     }

@@ -135,7 +135,10 @@ fn debiasing_removes_the_first_label_preference() {
         let lp = seq_logps(&dec, &b, Mode::Train).unwrap();
         let loss = lp.tokens.mean_all().unwrap().neg().unwrap();
         let g = collect_grads(&loss.backward().unwrap(), &vars);
-        opt.step(&g, 3e-3, 1.0).unwrap();
+        // At 3e-3 the loss bounces and where it ends depends on float
+        // rounding (fused vs plain kernels ended at 0.60 vs 0.85); 1e-3
+        // converges the same way on both.
+        opt.step(&g, 1e-3, 1.0).unwrap();
     }
     let test_set = ProbeSet {
         questions: test_q.into_iter().step_by(3).cloned().collect(),

@@ -8,6 +8,7 @@
 //!   generation with a KV cache.
 
 use super::config::{Architecture, ModelConfig};
+use super::fused;
 use super::lora::Lora;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
@@ -37,12 +38,16 @@ impl Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a last dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = if fuse && mode == Mode::Train && fused::applies(&x2) {
+            fused::linear(&x2, &self.weight)?
+        } else {
+            x2.matmul(&self.weight.t()?)?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -133,6 +138,8 @@ pub struct Decoder {
     inv_freq: Tensor,
     dtype: DType,
     device: Device,
+    /// Use the fused CPU kernels of [`fused`] where they apply.
+    fuse: bool,
 }
 
 impl Decoder {
@@ -204,7 +211,19 @@ impl Decoder {
             lm_head,
             inv_freq,
             device,
+            fuse: true,
         })
+    }
+
+    /// Turn the fused CPU kernels off (they are on by default), to compare
+    /// them with the plain candle ops they replace.
+    pub fn set_fused(&mut self, on: bool) {
+        self.fuse = on;
+    }
+
+    /// Whether the fused kernels run for this decoder's tensors.
+    fn fused_here(&self, mode: Mode) -> bool {
+        self.fuse && mode == Mode::Train && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     pub fn device(&self) -> &Device {
@@ -255,10 +274,14 @@ impl Decoder {
             t,
             self.cfg.hidden_size,
         ))?;
+        let fuse = self.fused_here(mode);
+        // The fused softmax masks causally itself; no bias tensor needed.
         let causal = match opts.attn_bias {
             Some(_) => None,
+            None if fuse => None,
             None => Some(causal_bias(t, offset, &self.device)?),
         };
+        let causal_offset = opts.attn_bias.is_none().then_some(offset);
         let eps = self.cfg.rms_norm_eps;
         if let Some(cache) = opts.cache.as_deref_mut() {
             if cache.layers.len() != self.blocks.len() {
@@ -266,7 +289,7 @@ impl Decoder {
             }
         }
         for (l, block) in self.blocks.iter().enumerate() {
-            let h = rms_norm(&x, &block.input_norm, eps, mode)?;
+            let h = rms_norm(&x, &block.input_norm, eps, mode, fuse)?;
             let layer_cache = opts.cache.as_deref_mut().map(|c| &mut c.layers[l]);
             let a = self.attention(
                 &block.attn,
@@ -274,17 +297,23 @@ impl Decoder {
                 &cos,
                 &sin,
                 causal.as_ref().or(opts.attn_bias),
+                causal_offset,
                 layer_cache,
                 mode,
             )?;
             x = (x + a)?;
-            let h = rms_norm(&x, &block.post_norm, eps, mode)?;
+            let h = rms_norm(&x, &block.post_norm, eps, mode, fuse)?;
             let m = &block.mlp;
-            let g = candle_nn::ops::silu(&m.gate.forward(&h, mode)?)?;
-            let u = m.up.forward(&h, mode)?;
-            x = (x + m.down.forward(&(g * u)?, mode)?)?;
+            let g = m.gate.forward(&h, mode, fuse)?;
+            let u = m.up.forward(&h, mode, fuse)?;
+            let gu = if fuse {
+                fused::swiglu(&g, &u)?
+            } else {
+                (candle_nn::ops::silu(&g)? * u)?
+            };
+            x = (x + m.down.forward(&gu, mode, fuse)?)?;
         }
-        rms_norm(&x, &self.norm, eps, mode)
+        rms_norm(&x, &self.norm, eps, mode, fuse)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -295,23 +324,25 @@ impl Decoder {
         cos: &Tensor,
         sin: &Tensor,
         bias: Option<&Tensor>,
+        causal_offset: Option<usize>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         mode: Mode,
     ) -> Result<Tensor> {
+        let fuse = self.fused_here(mode);
         let (b, t, _) = x.dims3()?;
         let hq = self.cfg.num_attention_heads;
         let hkv = self.cfg.num_key_value_heads;
         let hd = self.cfg.head_dim;
         let eps = self.cfg.rms_norm_eps;
-        let mut q = attn.q.forward(x, mode)?.reshape((b, t, hq, hd))?;
-        let mut k = attn.k.forward(x, mode)?.reshape((b, t, hkv, hd))?;
-        let v = attn.v.forward(x, mode)?.reshape((b, t, hkv, hd))?;
+        let mut q = attn.q.forward(x, mode, fuse)?.reshape((b, t, hq, hd))?;
+        let mut k = attn.k.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;
+        let v = attn.v.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
-            q = rms_norm(&q, qn, eps, mode)?;
-            k = rms_norm(&k, kn, eps, mode)?;
+            q = rms_norm(&q, qn, eps, mode, fuse)?;
+            k = rms_norm(&k, kn, eps, mode, fuse)?;
         }
-        let q = rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
-        let mut k = rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        let q = rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode, fuse)?;
+        let mut k = rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode, fuse)?;
         let mut v = v.transpose(1, 2)?.contiguous()?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
@@ -329,9 +360,17 @@ impl Decoder {
         let k = k.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, hkv, rep, t, tk))?;
+        // The fused softmax scales as it goes (one tensor fewer per layer).
+        let scores = q.matmul(&k.t()?)?;
+        let fused_scale = fuse && mode == Mode::Train;
+        let scores = if fused_scale {
+            scores
+        } else {
+            (scores * scale)?
+        };
+        let att = scores.reshape((b, hkv, rep, t, tk))?;
         let att = match bias {
-            Some(bias) => {
+            Some(bias) if !(fuse && causal_offset.is_some()) => {
                 // (t, tk) or (b, 1, t, tk) → broadcast over heads and groups.
                 let bias = if bias.rank() == 2 {
                     bias.clone()
@@ -340,9 +379,10 @@ impl Decoder {
                 };
                 att.broadcast_add(&bias)?
             }
-            None => att,
+            _ => att,
         };
         let att = match mode {
+            Mode::Train if fuse => fused::scaled_softmax_last_dim(&att, scale, causal_offset)?,
             Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
             Mode::Fast => candle_nn::ops::softmax_last_dim(&att.contiguous()?)?,
         };
@@ -353,16 +393,49 @@ impl Decoder {
             .to_dtype(in_dtype)?
             .transpose(1, 2)?
             .reshape((b, t, hq * hd))?;
-        attn.o.forward(&y, mode)
+        attn.o.forward(&y, mode, fuse)
     }
 
     /// Logits of the given hidden states (any leading shape).
     pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let fuse = self.fused_here(mode);
         let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden, mode)?,
-            None => Linear::new(self.embed.clone(), None).forward(hidden, mode)?,
+            Some(head) => head.forward(hidden, mode, fuse)?,
+            None => Linear::new(self.embed.clone(), None).forward(hidden, mode, fuse)?,
         };
         logits.to_dtype(DType::F32)
+    }
+
+    /// For hidden rows (n, hidden) and one target id per row (n,): log
+    /// p(target) (n,), differentiable in `Mode::Train`; each row's mean logit
+    /// (n,) and argmax id (n,), detached. On the CPU in f32 the vocabulary
+    /// projection and log-softmax run fused in row chunks (either mode).
+    pub fn target_logprobs(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        mode: Mode,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let head = match &self.lm_head {
+            None => Some(&self.embed),
+            Some(h) if h.lora.is_none() && h.bias.is_none() => Some(&h.weight),
+            Some(_) => None,
+        };
+        if let (true, Some(w)) = (self.fuse && fused::applies(hidden), head) {
+            let out = fused::token_logprobs(hidden, w, targets)?;
+            let tokens = out.narrow(1, 0, 1)?.squeeze(1)?;
+            let stats = out.detach();
+            let mean = stats.narrow(1, 1, 1)?.squeeze(1)?;
+            let argmax = stats.narrow(1, 2, 1)?.squeeze(1)?.to_dtype(DType::U32)?;
+            return Ok((tokens, mean, argmax));
+        }
+        let logits = self.logits(hidden, mode)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let tokens = logp
+            .gather(&targets.unsqueeze(1)?.contiguous()?, 1)?
+            .squeeze(1)?;
+        let l = logits.detach();
+        Ok((tokens, l.mean(D::Minus1)?, l.argmax(D::Minus1)?))
     }
 
     /// Logits at every position, (batch, seq, vocab).
@@ -389,8 +462,9 @@ pub fn causal_bias(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(mask, (t, tk), device)
 }
 
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode, fuse: bool) -> Result<Tensor> {
     match mode {
+        Mode::Train if fuse => fused::rms_norm(x, w, eps),
         Mode::Train => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
         Mode::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
     }
@@ -398,9 +472,10 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
 
 /// Rotary embedding, rotate-half convention (Hugging Face's Llama).
 /// `x`: (b, h, t, d); cos/sin: (t, d/2) or (b, t, d/2).
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
     match mode {
         Mode::Fast => candle_nn::rotary_emb::rope(x, cos, sin),
+        Mode::Train if fuse => fused::rope(x, cos, sin),
         Mode::Train => {
             let d = x.dim(D::Minus1)?;
             let (cos, sin) = if cos.rank() == 2 {

@@ -206,6 +206,30 @@ pub fn load_adapters(dir: &Path, base: &TensorMap) -> anyhow::Result<BTreeMap<St
         .collect())
 }
 
+/// PEFT's `base_model_name_or_path` and `revision` for a driftui base
+/// reference: a hub id (`hf:ORG/NAME@REV`), a directory, or a driftui-only
+/// source (`gguf:PATH`, `builtin:NAME`) kept as it is.
+pub fn peft_base(base_ref: &str) -> (String, Option<String>) {
+    match base_ref.strip_prefix("hf:") {
+        Some(spec) => match spec.split_once('@') {
+            Some((id, rev)) => (id.to_string(), Some(rev.to_string())),
+            None => (spec.to_string(), None),
+        },
+        None => (base_ref.to_string(), None),
+    }
+}
+
+/// The driftui source of a PEFT base: the inverse of [`peft_base`].
+pub fn source_of_peft_base(name: &str, revision: Option<&str>) -> String {
+    if name.starts_with("gguf:") || name.starts_with("builtin:") || Path::new(name).is_dir() {
+        return name.to_string();
+    }
+    match revision {
+        Some(r) => format!("hf:{name}@{r}"),
+        None => format!("hf:{name}"),
+    }
+}
+
 /// Write the adapters in PEFT's layout.
 pub fn save_adapters(
     w: &mut SnapshotWriter,
@@ -224,6 +248,7 @@ pub fn save_adapters(
     } else {
         cfg.targets.iter().map(String::as_str).collect()
     };
+    let (base_name, revision) = peft_base(base_source);
     let config = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -234,7 +259,8 @@ pub fn save_adapters(
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
-        "base_model_name_or_path": base_source,
+        "base_model_name_or_path": base_name,
+        "revision": revision,
     });
     w.write("adapter_config.json", &serde_json::to_vec_pretty(&config)?)
 }

@@ -3,7 +3,11 @@
 pub mod builtin;
 pub mod config;
 pub mod decoder;
+pub mod export;
+pub mod fused;
 pub mod generate;
+pub mod gguf;
+pub mod hub;
 pub mod lora;
 pub mod source;
 pub mod weights;

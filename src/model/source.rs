@@ -42,6 +42,12 @@ pub struct LoadedModel {
     pub tokenizer: TextTokenizer,
     /// The source as the recipe wrote it.
     pub source: String,
+    /// The source in a form that loads from anywhere (absolute paths), for
+    /// adapters to name their base model.
+    pub base_ref: String,
+    /// The model's own `config.json` when it has one (directories, the hub):
+    /// written back as it was so exports keep every field.
+    pub config_json: Option<Value>,
     /// `tokenizer.json` and `tokenizer_config.json` texts, copied into snapshots.
     pub tokenizer_files: TokenizerFiles,
 }
@@ -53,7 +59,36 @@ pub struct TokenizerFiles {
     pub tokenizer_config: Value,
 }
 
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("source", &self.source)
+            .field("cfg", &self.cfg)
+            .field("tensors", &self.weights.tensors.len())
+            .field("tokenizer", &self.tokenizer)
+            .finish()
+    }
+}
+
 impl LoadedModel {
+    /// The `config.json` to write next to these weights saved as `dtype`: the
+    /// model's own, or one made from the config.
+    pub fn hf_config_json(&self, dtype: DType) -> Value {
+        let mut v = self
+            .config_json
+            .clone()
+            .unwrap_or_else(|| self.cfg.to_hf_json());
+        let name = match dtype {
+            DType::BF16 => "bfloat16",
+            DType::F16 => "float16",
+            _ => "float32",
+        };
+        if let Value::Object(o) = &mut v {
+            o.insert("torch_dtype".into(), Value::String(name.into()));
+        }
+        v
+    }
+
     /// A decoder over these weights (sharing their storage).
     pub fn decoder(&self) -> Result<Decoder> {
         let mut w = self.weights.clone();
@@ -73,18 +108,30 @@ pub fn load_model(source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
             weights,
             tokenizer,
             source: source.to_string(),
+            base_ref: source.to_string(),
+            config_json: None,
             tokenizer_files: TokenizerFiles {
                 tokenizer_json: builtin::TOKENIZER_JSON.to_string(),
                 tokenizer_config: builtin::tokenizer_config(),
             },
         });
     }
-    for prefix in ["hf:", "gguf:"] {
-        if source.starts_with(prefix) {
+    if let Some(path) = source.strip_prefix("gguf:") {
+        let path = resolve(&opts.base_dir, path);
+        if !path.is_file() {
             bail!(
-                "model source \"{source}\": {prefix} sources are not supported by this build yet"
+                "model source \"{source}\": the GGUF file {} does not exist",
+                path.display()
             );
         }
+        return super::gguf::load_gguf(&path, source, opts);
+    }
+    if let Some(name) = source.strip_prefix("hf:") {
+        let dir = super::hub::fetch(name, &super::hub::HubOptions::from_env())
+            .with_context(|| format!("model source \"{source}\""))?;
+        let mut model = load_dir(&dir, source, opts)?;
+        model.base_ref = source.to_string();
+        return Ok(model);
     }
     let dir = resolve(&opts.base_dir, source);
     if !dir.exists() {
@@ -92,6 +139,9 @@ pub fn load_model(source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
             "model source \"{source}\": {} does not exist (sources are builtin:tiny, a model directory, hf:ORG/NAME or gguf:PATH)",
             dir.display()
         );
+    }
+    if dir.join("adapter_config.json").is_file() && !dir.join("model.safetensors").exists() {
+        return super::export::load_lora_snapshot(&dir, source, opts, None);
     }
     load_dir(&dir, source, opts)
 }
@@ -109,29 +159,52 @@ pub fn resolve(base: &Path, path: &str) -> PathBuf {
 /// Load a Hugging Face model directory.
 pub fn load_dir(dir: &Path, source: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("{} has no readable config.json", dir.display()))?;
-    let cfg = ModelConfig::from_hf_json(&config_text)
+    let config_text = std::fs::read_to_string(&config_path).with_context(|| {
+        format!(
+            "{} has no readable config.json (a model directory holds config.json, \
+             model.safetensors or its shards with model.safetensors.index.json, tokenizer.json)",
+            dir.display()
+        )
+    })?;
+    let config_json: Value = serde_json::from_str(&config_text)
+        .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+    let cfg = ModelConfig::from_hf_value(&config_json)
         .with_context(|| format!("in {}", config_path.display()))?;
+    // Every file is found before the (large) weights are read.
     let shards = safetensors_files(dir)?;
-    let weights = TensorMap::load_safetensors(&shards, &opts.device, opts.dtype)?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json = std::fs::read_to_string(&tok_path)
         .with_context(|| format!("{} has no readable tokenizer.json", dir.display()))?;
     let tc_path = dir.join("tokenizer_config.json");
-    let tokenizer_config: Value = match std::fs::read_to_string(&tc_path) {
+    let mut tokenizer_config: Value = match std::fs::read_to_string(&tc_path) {
         Ok(t) => serde_json::from_str(&t)
             .with_context(|| format!("{} is not valid JSON", tc_path.display()))?,
         Err(_) => Value::Object(Default::default()),
     };
+    // Newer transformers keep the template in its own file.
+    let jinja = dir.join("chat_template.jinja");
+    if tokenizer_config.get("chat_template").is_none() && jinja.is_file() {
+        let t = std::fs::read_to_string(&jinja)
+            .with_context(|| format!("cannot read {}", jinja.display()))?;
+        if let Value::Object(o) = &mut tokenizer_config {
+            o.insert("chat_template".into(), Value::String(t));
+        }
+    }
     let tokenizer =
         TextTokenizer::from_json(&tokenizer_json, Some(&tokenizer_config), &opts.template)
             .with_context(|| format!("the tokenizer in {}", dir.display()))?;
+    let weights = TensorMap::load_safetensors(&shards, &opts.device, opts.dtype)?;
+    let base_ref = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string();
     let model = LoadedModel {
         cfg,
         weights,
         tokenizer,
         source: source.to_string(),
+        base_ref,
+        config_json: Some(config_json),
         tokenizer_files: TokenizerFiles {
             tokenizer_json,
             tokenizer_config,

@@ -117,19 +117,13 @@ pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqL
     let picked = hidden
         .reshape((batch.rows * batch.len, h))?
         .index_select(&batch.positions, 0)?;
-    let logits = decoder.logits(&picked, mode)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let tokens = logp
-        .gather(&batch.targets.unsqueeze(1)?.contiguous()?, 1)?
-        .squeeze(1)?;
+    let (tokens, mean_logit, argmax) = decoder.target_logprobs(&picked, &batch.targets, mode)?;
     let sums = batch.segments.matmul(&tokens.unsqueeze(1)?)?.squeeze(1)?;
     let n = batch.targets_len();
     let (mean_logits, accuracy) = {
-        let l = logits.detach();
-        let per_pos = l.mean(D::Minus1)?.unsqueeze(1)?;
         let row_sum = batch
             .segments
-            .matmul(&per_pos)?
+            .matmul(&mean_logit.unsqueeze(1)?)?
             .squeeze(1)?
             .to_vec1::<f32>()?;
         let mean_logits = row_sum
@@ -137,8 +131,7 @@ pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqL
             .zip(&batch.counts)
             .map(|(s, &c)| if c > 0 { *s as f64 / c as f64 } else { 0.0 })
             .collect();
-        let hits = l
-            .argmax(D::Minus1)?
+        let hits = argmax
             .eq(&batch.targets)?
             .to_dtype(DType::F32)?
             .sum_all()?

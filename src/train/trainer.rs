@@ -1152,7 +1152,7 @@ impl Trainer {
                 &mut w,
                 &self.policy.vars,
                 self.policy.lora.as_ref().context("LoRA config")?,
-                &model.source,
+                &model.base_ref,
             )?;
         } else {
             let p = w.path("model.safetensors");
@@ -1166,7 +1166,7 @@ impl Trainer {
         }
         w.write(
             "config.json",
-            &serde_json::to_vec_pretty(&model.cfg.to_hf_json())?,
+            &serde_json::to_vec_pretty(&model.hf_config_json(self.policy.decoder.dtype()))?,
         )?;
         w.write(
             "tokenizer.json",

@@ -1,0 +1,270 @@
+//! Training throughput on SmolLM2-135M, the same work as
+//! `../shared/bench/torch_baseline.py` (so the two can be run side by side):
+//! synthetic ids `(i·7919 + salt·104729) % 40000 + 100` over the row-major
+//! (batch, seq + 1) grid, loss = mean token cross-entropy over batch × seq,
+//! AdamW lr 1e-5, weight decay 0.01. Step-0 losses: 13.7592 at 1 × 128,
+//! 13.3469 at 4 × 256 (PyTorch, same dequantised weights).
+//!
+//!     cargo run --release --example bench_smollm2 -- \
+//!         --mode full|lora --batch 1 --seq 128 --steps 4 [--fused off] \
+//!         --gguf models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+//!
+//! `--random` builds a SmolLM2-135M-shaped model from a seed instead of
+//! reading the file (same work, other losses), for machines without the
+//! file; `scripts/reference/torch_random_smollm2.py` does the same in PyTorch.
+//!
+//! Prints per-step times and a RESULT line with the median step time of the
+//! steps after the first, tokens/s and the peak RSS (getrusage).
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Var};
+use driftui::data::{SeqBatch, TokenSeq};
+use driftui::model::weights::init_weights;
+use driftui::model::{load_model, lora, Architecture, LoadOptions, ModelConfig, TensorMap};
+use driftui::model::{Decoder, Mode};
+use driftui::recipe::LoraConfig;
+use driftui::train::objectives::{seq_logps, sft_loss, LossAverage};
+use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc_rusage = unsafe { std::mem::zeroed() };
+    unsafe { getrusage(0, &mut u) };
+    let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 * 1e-6;
+    tv(u.utime) + tv(u.stime)
+}
+
+/// The head of Linux's `struct rusage` (x86-64): user and system time.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+struct libc_rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
+}
+
+fn peak_rss_mib() -> f64 {
+    // /proc/self/status VmHWM: the resident set's high-water mark.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// f32 GEMM GFLOP/s through candle at torch_baseline.py's `--mode matmul`
+/// shapes (`(x@W^T)` marks a transposed right operand, as in a linear layer).
+fn matmul_bench() -> Result<()> {
+    use candle_core::Tensor;
+    let shapes = [
+        (2048, 2048, 2048, false),
+        (4096, 4096, 4096, false),
+        (1024, 576, 1536, true),
+        (1024, 1536, 576, true),
+        (1024, 576, 576, true),
+        (1024, 576, 49152, true),
+    ];
+    for (m, k, n, wt) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+        let w = if wt {
+            Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?.t()?
+        } else {
+            Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?
+        };
+        a.matmul(&w)?;
+        let flop = 2.0 * (m * k * n) as f64;
+        let reps = (20e9 / flop).ceil().clamp(2.0, 50.0) as usize;
+        let t = Instant::now();
+        for _ in 0..reps {
+            a.matmul(&w)?;
+        }
+        let el = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "RESULT matmul candle f32 threads={} {m}x{k}x{n}{}: {:.2} ms, {:.1} GFLOP/s",
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
+            if wt { " (x@W^T)" } else { "" },
+            el * 1e3,
+            flop / el / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// SmolLM2-135M's shape, as its GGUF metadata gives it.
+fn smollm2_config() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Llama,
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        bos_token_id: Some(1),
+        eos_token_ids: vec![2],
+    }
+}
+
+fn main() -> Result<()> {
+    // As driftui's binary does (DRIFTUI_PURGE=1 to measure without).
+    if std::env::var("DRIFTUI_PURGE").is_err() {
+        driftui::model::fused::keep_freed_memory();
+    }
+    driftui::model::fused::configure_cpu_threads();
+    let mut mode = "full".to_string();
+    let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
+    let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
+    let mut fused = true;
+    let mut random = false;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--random" {
+            random = true;
+            i += 1;
+            continue;
+        }
+        let v = args.get(i + 1).context("a flag without its value")?;
+        match args[i].as_str() {
+            "--mode" => mode = v.clone(),
+            "--batch" => b = v.parse()?,
+            "--seq" => t = v.parse()?,
+            "--steps" => steps = v.parse()?,
+            "--rank" => rank = v.parse()?,
+            "--gguf" => gguf = v.clone(),
+            // `--fused off`: the plain candle ops instead of driftui's kernels.
+            "--fused" => fused = v != "off",
+            other => bail!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    if mode == "matmul" {
+        return matmul_bench();
+    }
+    let t0 = Instant::now();
+    let model = if random {
+        let mut m = load_model("builtin:micro", &LoadOptions::default())?;
+        m.cfg = smollm2_config();
+        m.weights = init_weights(&m.cfg, 0, &Device::Cpu, DType::F32)?;
+        m
+    } else {
+        load_model(&format!("gguf:{gguf}"), &LoadOptions::default())?
+    };
+    eprintln!(
+        "loaded in {:.1}s, peak RSS so far {:.0} MiB",
+        t0.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    // The baseline's ids, salt 0, over (b, t + 1) row-major.
+    let seqs: Vec<TokenSeq> = (0..b)
+        .map(|r| {
+            let ids: Vec<u32> = (0..=t)
+                .map(|j| (((r * (t + 1) + j) as u64 * 7919) % 40000 + 100) as u32)
+                .collect();
+            let mut trained = vec![true; t + 1];
+            trained[0] = false;
+            TokenSeq { ids, trained }
+        })
+        .collect();
+    let refs: Vec<&TokenSeq> = seqs.iter().collect();
+    let batch = SeqBatch::new(&refs, 0, &Device::Cpu)?;
+
+    let (mut decoder, vars): (Decoder, BTreeMap<String, Var>) = match mode.as_str() {
+        "full" => {
+            let mut vars = BTreeMap::new();
+            let mut tm = TensorMap::new("bench");
+            for (n, w) in &model.weights.tensors {
+                let var = Var::from_tensor(w)?;
+                tm.tensors.insert(n.clone(), var.as_tensor().clone());
+                vars.insert(n.clone(), var);
+            }
+            (Decoder::from_weights(&model.cfg, &mut tm)?, vars)
+        }
+        "lora" => {
+            let cfg = LoraConfig {
+                rank,
+                alpha: 2.0 * rank as f64,
+                dropout: 0.0,
+                targets: vec!["all-linear".into()],
+            };
+            lora::attach(&model, &cfg, 1, None)?
+        }
+        other => bail!("--mode {other}: full or lora"),
+    };
+    decoder.set_fused(fused);
+    let trainable: usize = vars.values().map(|v| v.elem_count()).sum();
+    let mut opt = AdamW::new(
+        &vars,
+        AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
+    let rss_before = peak_rss_mib();
+    let mut times = Vec::new();
+    let mut cpu = Vec::new();
+    for s in 0..steps {
+        let c0 = cpu_seconds();
+        let a = Instant::now();
+        let lp = seq_logps(&decoder, &batch, Mode::Train)?;
+        let loss = sft_loss(&lp, LossAverage::Token)?.loss;
+        let l: f32 = loss.to_dtype(DType::F32)?.to_scalar()?;
+        let f = Instant::now();
+        let grads = loss.backward()?;
+        let grads = collect_grads(&grads, &vars);
+        drop(lp);
+        drop(loss);
+        let g = Instant::now();
+        opt.step(&grads, 1e-5, 1.0)?;
+        let u = Instant::now();
+        println!(
+            "driftui {mode} b={b} t={t} step {s}: loss {l:.4} fwd {:.2}s bwd {:.2}s adamw {:.2}s total {:.2}s",
+            (f - a).as_secs_f64(),
+            (g - f).as_secs_f64(),
+            (u - g).as_secs_f64(),
+            (u - a).as_secs_f64()
+        );
+        if s > 0 {
+            times.push((u - a).as_secs_f64());
+            cpu.push(cpu_seconds() - c0);
+        }
+    }
+    cpu.sort_by(f64::total_cmp);
+    let cpu_med = cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN);
+    times.sort_by(f64::total_cmp);
+    let med = if times.is_empty() {
+        f64::NAN
+    } else {
+        times[times.len() / 2]
+    };
+    println!(
+        "RESULT driftui train-{mode} fused={fused} threads={} trainable={:.2}M b={b} t={t}: {med:.2} s/step median ({} steps excl. first), {:.0} tok/s, {cpu_med:.2} CPU-s/step; peak RSS after load {rss_before:.0} MiB, end {:.0} MiB",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
+        trainable as f64 / 1e6,
+        times.len(),
+        (b * t) as f64 / med,
+        peak_rss_mib()
+    );
+    Ok(())
+}

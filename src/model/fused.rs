@@ -1,0 +1,802 @@
+//! Fused CPU kernels, each with an exact backward pass, for the training
+//! forward (candle's own fused kernels have no backward, and its basic ops
+//! allocate a tensor per step of a formula):
+//!
+//! - [`rms_norm`], [`rope`], [`softmax_last_dim`] (optionally causal),
+//!   [`swiglu`]: one pass forward, one pass backward;
+//! - [`linear`]: `x Wᵀ` whose backward skips the weight's gradient when the
+//!   weight is frozen (LoRA's base weights; candle's matmul computes it anyway);
+//! - [`token_logprobs`]: the vocabulary projection, log-softmax and target
+//!   pick in row chunks, so the (tokens × vocabulary) log-softmax and its
+//!   gradients never exist as whole tensors.
+//!
+//! CPU and f32 only ([`applies`]); elsewhere the decoder uses plain candle ops.
+//! Every reduction runs in a fixed order over fixed blocks, so results do
+//! not depend on the number of threads.
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
+    Tensor, D,
+};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Ask mimalloc, when it is the global allocator (driftui's binary and
+/// benchmarks), never to return freed memory to the OS. A training step frees
+/// and allocates the same large buffers every step; returned, they come back
+/// as fresh pages the kernel must fault in and zero (measured on SmolLM2-135M,
+/// 1 × 128: 160k page faults and 6.5 s of system time in 6 steps, against 2k
+/// and 1.9 s kept). The peak resident memory is the same.
+pub fn keep_freed_memory() {
+    // mi_option_purge_delay in mimalloc 3's mi_option_e; -1 = never purge.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one integer option; called before training threads start.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// Run candle's own element-wise CPU loops on one thread unless
+/// `CANDLE_NUM_THREADS` says otherwise (matrix products and driftui's fused
+/// kernels still use `RAYON_NUM_THREADS`). candle's pool waits for its
+/// workers by spinning; when another program holds a core, every element-wise
+/// op stalls. Measured on SmolLM2-135M, 2 threads, full fine-tune 1 × 128: on
+/// a 2-core machine shared with other work 4.5–5.4 s/step with the pool,
+/// 1.8–2.0 s without; on 2 quiet cores the same or better (2.4–2.6 vs
+/// 2.7–3.1 s). Call before any tensor work.
+pub fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Single-threaded at this point: called first thing in main.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+/// Whether the fused kernels can run on this tensor (CPU, f32).
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let all = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&all[a..b]),
+        None => bail!("{what}: the input is not contiguous"),
+    }
+}
+
+/// The CPU f32 data of a tensor (contiguous), copied out.
+fn to_storage(t: &Tensor) -> Result<CpuStorage> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => Ok(CpuStorage::F32(data(c, l, "fused")?.to_vec())),
+        _ => bail!("fused kernels run on the CPU only"),
+    }
+}
+
+/// Rows processed per task: fixed, so partial sums do not depend on threads.
+const ROW_BLOCK: usize = 32;
+
+// ---------------------------------------------------------------- RMSNorm
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "driftui-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = data(s1, l1, "rms_norm")?;
+        let w = data(s2, l2, "rms_norm")?;
+        let d = w.len();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d * ROW_BLOCK)
+            .zip(x.par_chunks(d * ROW_BLOCK))
+            .for_each(|(yb, xb)| {
+                for (yr, xr) in yb.chunks_mut(d).zip(xb.chunks(d)) {
+                    let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                    let r = 1.0 / (ms + self.eps).sqrt();
+                    for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+                        *o = v * r * g;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = x.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &grad.contiguous()?,
+            &RmsNormBwd { eps: self.eps },
+        )?;
+        let n = x.elem_count();
+        let dx = both.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = both.narrow(0, n, w.elem_count())?.reshape(w.shape())?;
+        Ok((x.track_op().then_some(dx), w.track_op().then_some(dw)))
+    }
+}
+
+/// dx and dw of RMSNorm, flattened one after the other.
+struct RmsNormBwd {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "driftui-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = data(s1, l1, "rms_norm bwd")?;
+        let w = data(s2, l2, "rms_norm bwd")?;
+        let g = data(s3, l3, "rms_norm bwd")?;
+        let d = w.len();
+        let n = x.len();
+        let mut out = vec![0f32; n + d];
+        let (dx, dw_out) = out.split_at_mut(n);
+        // One partial dw per block of rows, summed in block order.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(d * ROW_BLOCK)
+            .zip(x.par_chunks(d * ROW_BLOCK))
+            .zip(g.par_chunks(d * ROW_BLOCK))
+            .map(|((dxb, xb), gb)| {
+                let mut dw = vec![0f32; d];
+                for ((dxr, xr), gr) in dxb.chunks_mut(d).zip(xb.chunks(d)).zip(gb.chunks(d)) {
+                    let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                    let r = 1.0 / (ms + self.eps).sqrt();
+                    // Σ g·w·x over the row.
+                    let dot: f32 = gr.iter().zip(w).zip(xr).map(|((a, b), c)| a * b * c).sum();
+                    let k = r * r * r * dot / d as f32;
+                    for i in 0..d {
+                        dxr[i] = r * w[i] * gr[i] - k * xr[i];
+                        dw[i] += gr[i] * xr[i] * r;
+                    }
+                }
+                dw
+            })
+            .collect();
+        for p in partials {
+            for (o, v) in dw_out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + d)))
+    }
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+// ---------------------------------------------------------------- RoPE
+
+/// Rotary embedding, rotate-half convention, on (b, h, t, d) with cos/sin of
+/// (t, d/2) or (b, t, d/2). Its transpose (the backward) is the same
+/// rotation with sin negated.
+struct Rope;
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "driftui-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = data(s1, l1, "rope")?;
+        let cos = data(s2, l2, "rope")?;
+        let sin = data(s3, l3, "rope")?;
+        let (b, h, t, d) = l1.shape().dims4()?;
+        let half = d / 2;
+        let batched = l2.shape().rank() == 3;
+        if cos.len() != if batched { b * t * half } else { t * half } {
+            bail!("rope: cos/sin do not fit (b, h, t, d) = ({b}, {h}, {t}, {d})");
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t * d)
+            .zip(x.par_chunks(t * d))
+            .enumerate()
+            .for_each(|(bh, (yh, xh))| {
+                let bi = bh / h;
+                for ti in 0..t {
+                    let base = if batched {
+                        (bi * t + ti) * half
+                    } else {
+                        ti * half
+                    };
+                    let (c, s) = (&cos[base..base + half], &sin[base..base + half]);
+                    let xr = &xh[ti * d..(ti + 1) * d];
+                    let yr = &mut yh[ti * d..(ti + 1) * d];
+                    for i in 0..half {
+                        let (x1, x2) = (xr[i], xr[i + half]);
+                        yr[i] = x1 * c[i] - x2 * s[i];
+                        yr[i + half] = x2 * c[i] + x1 * s[i];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = grad
+            .contiguous()?
+            .apply_op3_no_bwd(cos, &sin.neg()?.contiguous()?, &Rope)?;
+        Ok((Some(dx), None, None))
+    }
+}
+
+/// Rotary embedding of `x` (b, h, t, d); cos/sin (t, d/2) or (b, t, d/2) are constants.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &cos.detach().contiguous()?,
+        &sin.detach().contiguous()?,
+        Rope,
+    )
+}
+
+// ---------------------------------------------------------------- softmax
+
+/// Softmax of `scale · x` over the last dimension; with `causal =
+/// Some(offset)`, entries with key index j > query index i + offset are -inf
+/// first (the query index is the row's index within the second-to-last
+/// dimension).
+struct Softmax {
+    scale: f32,
+    causal: Option<usize>,
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "driftui-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, "softmax")?;
+        let dims = l.dims();
+        let n = dims[dims.len() - 1];
+        let t = if dims.len() >= 2 {
+            dims[dims.len() - 2]
+        } else {
+            1
+        };
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(n * ROW_BLOCK)
+            .zip(x.par_chunks(n * ROW_BLOCK))
+            .enumerate()
+            .for_each(|(blk, (yb, xb))| {
+                for (k, (yr, xr)) in yb.chunks_mut(n).zip(xb.chunks(n)).enumerate() {
+                    let row = blk * ROW_BLOCK + k;
+                    let len = match self.causal {
+                        Some(off) => ((row % t) + off + 1).min(n),
+                        None => n,
+                    };
+                    let sc = self.scale;
+                    let mx = xr[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &v) in yr[..len].iter_mut().zip(&xr[..len]) {
+                        let e = (sc * (v - mx)).exp();
+                        *o = e;
+                        sum += e;
+                    }
+                    let inv = 1.0 / sum;
+                    for o in yr[..len].iter_mut() {
+                        *o *= inv;
+                    }
+                    // Masked entries stay 0.
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxBwd { scale: self.scale },
+        )?))
+    }
+}
+
+/// dx = scale · y ⊙ (g − Σ g⊙y), row by row.
+struct SoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "driftui-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = data(s1, l1, "softmax bwd")?;
+        let g = data(s2, l2, "softmax bwd")?;
+        let n = *l1.dims().last().unwrap_or(&1);
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(n * ROW_BLOCK)
+            .zip(y.par_chunks(n * ROW_BLOCK))
+            .zip(g.par_chunks(n * ROW_BLOCK))
+            .for_each(|((db, yb), gb)| {
+                for ((dr, yr), gr) in db.chunks_mut(n).zip(yb.chunks(n)).zip(gb.chunks(n)) {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
+                        *o = self.scale * yv * (gv - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension, causal-masked from `causal = Some(offset)`.
+pub fn softmax_last_dim(x: &Tensor, causal: Option<usize>) -> Result<Tensor> {
+    scaled_softmax_last_dim(x, 1.0, causal)
+}
+
+/// Softmax of `scale · x` over the last dimension (attention scores before
+/// their 1/√d scaling), causal-masked from `causal = Some(offset)`.
+pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64, causal: Option<usize>) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax {
+        scale: scale as f32,
+        causal,
+    })
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+/// silu(g) · u.
+struct SwiGlu;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "driftui-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = data(s1, l1, "swiglu")?;
+        let u = data(s2, l2, "swiglu")?;
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(1 << 14)
+            .zip(g.par_chunks(1 << 14))
+            .zip(u.par_chunks(1 << 14))
+            .for_each(|((yb, gb), ub)| {
+                for ((o, &a), &b) in yb.iter_mut().zip(gb).zip(ub) {
+                    *o = a * sigmoid(a) * b;
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = g.apply_op3_no_bwd(u, &grad.contiguous()?, &SwiGluBwd)?;
+        let n = g.elem_count();
+        Ok((
+            Some(both.narrow(0, 0, n)?.reshape(g.shape())?),
+            Some(both.narrow(0, n, n)?.reshape(u.shape())?),
+        ))
+    }
+}
+
+/// d/dg and d/du of silu(g)·u, flattened one after the other.
+struct SwiGluBwd;
+
+impl CustomOp3 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "driftui-swiglu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = data(s1, l1, "swiglu bwd")?;
+        let u = data(s2, l2, "swiglu bwd")?;
+        let dy = data(s3, l3, "swiglu bwd")?;
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let (dg, du) = out.split_at_mut(n);
+        const C: usize = 1 << 14;
+        dg.par_chunks_mut(C)
+            .zip(du.par_chunks_mut(C))
+            .zip(g.par_chunks(C))
+            .zip(u.par_chunks(C).zip(dy.par_chunks(C)))
+            .for_each(|(((dgb, dub), gb), (ub, yb))| {
+                for i in 0..gb.len() {
+                    let a = gb[i];
+                    let s = sigmoid(a);
+                    let silu = a * s;
+                    dub[i] = yb[i] * silu;
+                    dgb[i] = yb[i] * ub[i] * s * (1.0 + a * (1.0 - s));
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from(2 * n)))
+    }
+}
+
+/// silu(gate) · up.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+// ---------------------------------------------------------------- linear
+
+/// `x Wᵀ` computed by candle's matmul; the op only carries the backward.
+/// The value is handed over once and dropped: the graph keeps the op alive
+/// until the backward, and a second copy of every layer output would double
+/// the activation memory.
+struct Linear {
+    value: Mutex<Option<Tensor>>,
+}
+
+/// Take a precomputed value out of its slot (each op runs forward once).
+fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, Shape)> {
+    let value = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned")))?
+        .take();
+    match value {
+        Some(v) => Ok((to_storage(&v)?, v.shape().clone())),
+        None => bail!("{what}: the forward value was already used"),
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "driftui-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        take_value(&self.value, "linear")
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = if x.track_op() {
+            Some(grad.matmul(&w.detach())?)
+        } else {
+            None
+        };
+        // A frozen weight (LoRA's base) needs no gradient: skip its matmul.
+        let dw = if w.track_op() {
+            Some(grad.t()?.matmul(&x.detach())?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `x Wᵀ` for x (rows, in), W (out, in).
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let value = x.detach().matmul(&w.detach().t()?)?;
+    if !x.track_op() && !w.track_op() {
+        return Ok(value);
+    }
+    x.apply_op2(
+        w,
+        Linear {
+            value: Mutex::new(Some(value)),
+        },
+    )
+}
+
+// ---------------------------------------------------------------- vocabulary
+
+/// Rows of logits per chunk: about 16M floats (64 MB) at a time.
+fn chunk_rows(vocab: usize) -> usize {
+    ((16usize << 20) / vocab.max(1)).max(1)
+}
+
+/// Keep the logits for the backward when they take at most this many floats
+/// (1 GiB); recompute them chunk by chunk otherwise.
+const KEEP_LOGITS: usize = 256 << 20;
+
+/// Per row: log p(target), the mean logit, the argmax (as f32).
+struct TokenLogprobs {
+    value: Mutex<Option<Tensor>>,
+    targets: Vec<u32>,
+    /// log Σ exp(logits) per row.
+    lse: Vec<f32>,
+    /// Rows per chunk.
+    rows: usize,
+    /// The logits chunk by chunk, when small enough to keep.
+    logits: Option<Vec<Tensor>>,
+}
+
+impl CustomOp2 for TokenLogprobs {
+    fn name(&self) -> &'static str {
+        "driftui-token-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        take_value(&self.value, "token_logprobs")
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Only log p(target) is differentiable; the mean logit and argmax
+        // are statistics.
+        let g: Vec<f32> = grad.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
+        let (n, _) = h.dims2()?;
+        let rows = self.rows;
+        let hd = h.detach();
+        let wd = w.detach();
+        let mut dh = Vec::new();
+        let mut dw: Option<Tensor> = None;
+        let mut start = 0;
+        let mut c = 0;
+        while start < n {
+            let len = rows.min(n - start);
+            let hc = hd.narrow(0, start, len)?;
+            let logits = match &self.logits {
+                Some(l) => l[c].clone(),
+                None => hc.matmul(&wd.t()?)?,
+            };
+            let dl = logits.apply_op1_no_bwd(&LogitsGrad {
+                targets: self.targets[start..start + len].to_vec(),
+                lse: self.lse[start..start + len].to_vec(),
+                grad: g[start..start + len].to_vec(),
+            })?;
+            if h.track_op() {
+                dh.push(dl.matmul(&wd)?);
+            }
+            if w.track_op() {
+                let part = dl.t()?.matmul(&hc)?;
+                dw = Some(match dw {
+                    None => part,
+                    Some(acc) => (acc + part)?,
+                });
+            }
+            start += len;
+            c += 1;
+        }
+        let dh = if h.track_op() {
+            Some(Tensor::cat(&dh, 0)?)
+        } else {
+            None
+        };
+        Ok((dh, dw))
+    }
+}
+
+/// d log p(target) / d logits = onehot(target) − softmax, times the row's grad.
+struct LogitsGrad {
+    targets: Vec<u32>,
+    lse: Vec<f32>,
+    grad: Vec<f32>,
+}
+
+impl CustomOp1 for LogitsGrad {
+    fn name(&self) -> &'static str {
+        "driftui-logits-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, "logits grad")?;
+        let v = *l.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(r, (o, xr))| {
+                let (lse, g) = (self.lse[r], self.grad[r]);
+                for (oi, &xi) in o.iter_mut().zip(xr) {
+                    *oi = -g * (xi - lse).exp();
+                }
+                o[self.targets[r] as usize] += g;
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Row statistics of a logits chunk: (log p(target), lse, mean, argmax).
+struct LogitStats {
+    targets: Vec<u32>,
+}
+
+impl CustomOp1 for LogitStats {
+    fn name(&self) -> &'static str {
+        "driftui-logit-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, "logit stats")?;
+        let v = *l.dims().last().unwrap_or(&1);
+        let rows = x.len() / v;
+        let mut out = vec![0f32; rows * 4];
+        out.par_chunks_mut(4)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(r, (o, xr))| {
+                let mut mx = f32::NEG_INFINITY;
+                let mut arg = 0usize;
+                let mut sum = 0f32;
+                for (i, &xi) in xr.iter().enumerate() {
+                    if xi > mx {
+                        mx = xi;
+                        arg = i;
+                    }
+                    sum += xi;
+                }
+                let se: f32 = xr.iter().map(|&xi| (xi - mx).exp()).sum();
+                let lse = mx + se.ln();
+                o[0] = xr[self.targets[r] as usize] - lse;
+                o[1] = lse;
+                o[2] = sum / v as f32;
+                o[3] = arg as f32;
+            });
+        Ok((CpuStorage::F32(out), Shape::from((rows, 4))))
+    }
+}
+
+/// How [`token_logprobs_with`] splits its work.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkPlan {
+    /// Rows of logits computed at a time.
+    pub rows: usize,
+    /// Keep the logits for the backward when they hold at most this many
+    /// floats; recompute them otherwise.
+    pub keep_floats: usize,
+}
+
+/// For hidden rows `h` (n, H), the projection `w` (V, H) and one target per
+/// row: (n, 3) with log p(target) (differentiable), the mean logit and the
+/// argmax index (statistics, no gradient).
+pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let vocab = w.dim(0)?;
+    token_logprobs_with(
+        h,
+        w,
+        targets,
+        ChunkPlan {
+            rows: chunk_rows(vocab),
+            keep_floats: KEEP_LOGITS,
+        },
+    )
+}
+
+/// [`token_logprobs`] with an explicit chunking (tests use small chunks).
+pub fn token_logprobs_with(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    plan: ChunkPlan,
+) -> Result<Tensor> {
+    let (n, hidden) = h.dims2()?;
+    let (vocab, wh) = w.dims2()?;
+    if wh != hidden {
+        bail!("token_logprobs: hidden size {hidden} vs projection {wh}");
+    }
+    let targets: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+    if targets.len() != n {
+        bail!("token_logprobs: {n} rows, {} targets", targets.len());
+    }
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        bail!("token_logprobs: target {t} outside the vocabulary of {vocab}");
+    }
+    let hd = h.detach();
+    let wd = w.detach();
+    let rows = plan.rows.max(1);
+    let keep = (h.track_op() || w.track_op()) && n * vocab <= plan.keep_floats;
+    let mut kept = Vec::new();
+    let mut stats = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = rows.min(n - start);
+        let logits = hd.narrow(0, start, len)?.matmul(&wd.t()?)?;
+        stats.push(logits.apply_op1_no_bwd(&LogitStats {
+            targets: targets[start..start + len].to_vec(),
+        })?);
+        if keep {
+            kept.push(logits);
+        }
+        start += len;
+    }
+    let stats = Tensor::cat(&stats, 0)?;
+    let lse: Vec<f32> = stats.narrow(1, 1, 1)?.flatten_all()?.to_vec1()?;
+    let value = Tensor::cat(
+        &[
+            stats.narrow(1, 0, 1)?,
+            stats.narrow(1, 2, 1)?,
+            stats.narrow(1, 3, 1)?,
+        ],
+        D::Minus1,
+    )?;
+    if !h.track_op() && !w.track_op() {
+        return Ok(value);
+    }
+    h.apply_op2(
+        w,
+        TokenLogprobs {
+            value: Mutex::new(Some(value)),
+            targets,
+            lse,
+            rows,
+            logits: keep.then_some(kept),
+        },
+    )
+}

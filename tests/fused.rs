@@ -1,0 +1,453 @@
+//! The fused CPU kernels against the plain candle ops they replace (values
+//! and gradients), against central finite differences, and for determinism
+//! across thread counts; and the whole decoder's gradients with and without
+//! them.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use driftui::data::{SeqBatch, TokenSeq};
+use driftui::model::fused::{self, ChunkPlan};
+use driftui::model::weights::{expected_shapes, TensorMap};
+use driftui::model::{lora, Architecture, Decoder, LoadOptions, Mode, ModelConfig};
+use driftui::recipe::LoraConfig;
+use driftui::train::objectives::seq_logps;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+fn rand_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let d: f32 = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let s: f32 = b
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    d / s.max(1e-12)
+}
+
+/// Gradients of Σ f(inputs) ⊙ r with respect to each input.
+fn grads_of(
+    f: &dyn Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    r: &Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let loss = (&y * r).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let out = ts.iter().map(|t| g.get(t).unwrap().clone()).collect();
+    (y.detach(), out)
+}
+
+/// Fused and reference agree in value and every gradient.
+fn agree(
+    name: &str,
+    fused_f: &dyn Fn(&[Tensor]) -> Tensor,
+    reference: &dyn Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    tol: f32,
+) {
+    let r = rand_tensor(fused_f(inputs).dims(), 1.0, 99);
+    let (yf, gf) = grads_of(fused_f, inputs, &r);
+    let (yr, gr) = grads_of(reference, inputs, &r);
+    let d = max_rel(&yf, &yr);
+    assert!(d <= tol, "{name}: value differs by {d}");
+    for (i, (a, b)) in gf.iter().zip(&gr).enumerate() {
+        let d = max_rel(a, b);
+        assert!(d <= tol, "{name}: gradient of input {i} differs by {d}");
+    }
+}
+
+/// Central finite differences of Σ f ⊙ r at a few coordinates of each input.
+fn finite_differences(name: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor]) {
+    let r = rand_tensor(f(inputs).dims(), 1.0, 7);
+    let (_, grads) = grads_of(f, inputs, &r);
+    let loss = |xs: &[Tensor]| -> f64 {
+        (f(xs) * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (i, x) in inputs.iter().enumerate() {
+        let flat: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = grads[i].flatten_all().unwrap().to_vec1().unwrap();
+        for _ in 0..6 {
+            let k = rng.random_range(0..flat.len());
+            let eps = 1e-2f32;
+            let shifted = |delta: f32| {
+                let mut v = flat.clone();
+                v[k] += delta;
+                let mut xs = inputs.to_vec();
+                xs[i] = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
+                loss(&xs)
+            };
+            let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
+            let err = (fd - g[k] as f64).abs();
+            assert!(
+                err <= 2e-2 * (1.0 + fd.abs()),
+                "{name}: input {i}[{k}]: analytic {} vs finite difference {fd}",
+                g[k]
+            );
+        }
+    }
+}
+
+fn slow_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let d = x.dim(D::Minus1).unwrap();
+    let cos = Tensor::cat(&[cos, cos], D::Minus1).unwrap();
+    let sin = Tensor::cat(&[sin, sin], D::Minus1).unwrap();
+    let x1 = x.narrow(D::Minus1, 0, d / 2).unwrap();
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2).unwrap();
+    let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+    (x.broadcast_mul(&cos).unwrap() + rot.broadcast_mul(&sin).unwrap()).unwrap()
+}
+
+#[test]
+fn kernels_match_candle_ops_and_finite_differences() {
+    // RMSNorm, rows of 48 (blocks of 32 rows and a ragged last block).
+    let x = rand_tensor(&[3, 25, 48], 2.0, 1);
+    let w = (rand_tensor(&[48], 0.3, 2) + 1.0).unwrap();
+    let f = |a: &[Tensor]| fused::rms_norm(&a[0], &a[1], 1e-5).unwrap();
+    let s = |a: &[Tensor]| candle_nn::ops::rms_norm_slow(&a[0], &a[1], 1e-5).unwrap();
+    agree("rms_norm", &f, &s, &[x.clone(), w.clone()], 2e-5);
+    finite_differences("rms_norm", &f, &[x, w]);
+
+    // RoPE with (t, d/2) and (b, t, d/2) tables.
+    let x = rand_tensor(&[2, 3, 7, 16], 1.0, 3);
+    let ang = rand_tensor(&[7, 8], 3.0, 4);
+    let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+    let f = |a: &[Tensor]| fused::rope(&a[0], &cos, &sin).unwrap();
+    let s = |a: &[Tensor]| {
+        slow_rope(
+            &a[0],
+            &cos.unsqueeze(0).unwrap().unsqueeze(0).unwrap(),
+            &sin.unsqueeze(0).unwrap().unsqueeze(0).unwrap(),
+        )
+    };
+    agree("rope", &f, &s, std::slice::from_ref(&x), 1e-6);
+    finite_differences("rope", &f, std::slice::from_ref(&x));
+    let angb = rand_tensor(&[2, 7, 8], 3.0, 5);
+    let (cosb, sinb) = (angb.cos().unwrap(), angb.sin().unwrap());
+    let f = |a: &[Tensor]| fused::rope(&a[0], &cosb, &sinb).unwrap();
+    let s = |a: &[Tensor]| {
+        slow_rope(
+            &a[0],
+            &cosb.unsqueeze(1).unwrap(),
+            &sinb.unsqueeze(1).unwrap(),
+        )
+    };
+    agree("rope (batched tables)", &f, &s, &[x], 1e-6);
+
+    // Softmax, plain and causal (offset 0 and 2), over (b, h, t, tk).
+    let x = rand_tensor(&[2, 3, 5, 5], 3.0, 6);
+    let f = |a: &[Tensor]| fused::softmax_last_dim(&a[0], None).unwrap();
+    let s = |a: &[Tensor]| candle_nn::ops::softmax(&a[0], D::Minus1).unwrap();
+    agree("softmax", &f, &s, std::slice::from_ref(&x), 1e-5);
+    finite_differences("softmax", &f, std::slice::from_ref(&x));
+    for offset in [0usize, 2] {
+        let t = 5 - offset;
+        let x = rand_tensor(&[2, 3, t, 5], 3.0, 8 + offset as u64);
+        let mask = driftui::model::decoder::causal_bias(t, offset, &Device::Cpu).unwrap();
+        let f = move |a: &[Tensor]| fused::softmax_last_dim(&a[0], Some(offset)).unwrap();
+        let m = mask.clone();
+        let s = move |a: &[Tensor]| {
+            candle_nn::ops::softmax(&a[0].broadcast_add(&m).unwrap(), D::Minus1).unwrap()
+        };
+        agree("causal softmax", &f, &s, std::slice::from_ref(&x), 1e-5);
+        finite_differences("causal softmax", &f, &[x]);
+    }
+
+    // Scaled causal softmax (attention's 1/√d folded in).
+    let x = rand_tensor(&[2, 4, 6], 3.0, 30);
+    let mask = driftui::model::decoder::causal_bias(4, 2, &Device::Cpu).unwrap();
+    let f = |a: &[Tensor]| fused::scaled_softmax_last_dim(&a[0], 0.125, Some(2)).unwrap();
+    let s = |a: &[Tensor]| {
+        candle_nn::ops::softmax(
+            &(&a[0] * 0.125).unwrap().broadcast_add(&mask).unwrap(),
+            D::Minus1,
+        )
+        .unwrap()
+    };
+    agree(
+        "scaled causal softmax",
+        &f,
+        &s,
+        std::slice::from_ref(&x),
+        1e-5,
+    );
+    finite_differences("scaled causal softmax", &f, &[x]);
+
+    // SwiGLU.
+    let g = rand_tensor(&[4, 33], 4.0, 10);
+    let u = rand_tensor(&[4, 33], 2.0, 11);
+    let f = |a: &[Tensor]| fused::swiglu(&a[0], &a[1]).unwrap();
+    let s = |a: &[Tensor]| (candle_nn::ops::silu(&a[0]).unwrap() * &a[1]).unwrap();
+    agree("swiglu", &f, &s, &[g.clone(), u.clone()], 1e-5);
+    finite_differences("swiglu", &f, &[g, u]);
+
+    // Linear.
+    let x = rand_tensor(&[9, 12], 1.0, 12);
+    let w = rand_tensor(&[7, 12], 0.5, 13);
+    let f = |a: &[Tensor]| fused::linear(&a[0], &a[1]).unwrap();
+    let s = |a: &[Tensor]| a[0].matmul(&a[1].t().unwrap()).unwrap();
+    agree("linear", &f, &s, &[x.clone(), w.clone()], 1e-6);
+    finite_differences("linear", &f, &[x.clone(), w.clone()]);
+    // A frozen weight gets no gradient (and costs no matmul).
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = fused::linear(xv.as_tensor(), &w).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&w).is_none());
+    assert!(g.get(xv.as_tensor()).is_some());
+
+    // Vocabulary log-probs: one chunk, three chunks kept, three recomputed.
+    let h = rand_tensor(&[10, 12], 1.0, 14);
+    let w = rand_tensor(&[31, 12], 1.0, 15);
+    let tgt = Tensor::new(&[3u32, 0, 30, 7, 7, 12, 1, 29, 5, 18], &Device::Cpu).unwrap();
+    let s = |a: &[Tensor]| {
+        let logits = a[0].matmul(&a[1].t().unwrap()).unwrap();
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .gather(&tgt.unsqueeze(1).unwrap(), 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+    };
+    for plan in [
+        ChunkPlan {
+            rows: 64,
+            keep_floats: usize::MAX,
+        },
+        ChunkPlan {
+            rows: 4,
+            keep_floats: usize::MAX,
+        },
+        ChunkPlan {
+            rows: 4,
+            keep_floats: 0,
+        },
+    ] {
+        let t2 = tgt.clone();
+        let f = move |a: &[Tensor]| {
+            fused::token_logprobs_with(&a[0], &a[1], &t2, plan)
+                .unwrap()
+                .narrow(1, 0, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+        };
+        agree("token_logprobs", &f, &s, &[h.clone(), w.clone()], 1e-5);
+        finite_differences("token_logprobs", &f, &[h.clone(), w.clone()]);
+    }
+    let out = fused::token_logprobs(&h, &w, &tgt).unwrap();
+    let logits = h.matmul(&w.t().unwrap()).unwrap();
+    let mean = logits.mean(D::Minus1).unwrap();
+    assert!(max_rel(&out.narrow(1, 1, 1).unwrap().squeeze(1).unwrap(), &mean) < 1e-5);
+    let argmax = logits
+        .argmax(D::Minus1)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    assert_eq!(
+        out.narrow(1, 2, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        argmax.to_vec1::<f32>().unwrap()
+    );
+}
+
+fn config(arch: Architecture, tie: bool, bias: bool) -> ModelConfig {
+    ModelConfig {
+        architecture: arch,
+        vocab_size: 97,
+        hidden_size: 48,
+        intermediate_size: 80,
+        num_hidden_layers: 2,
+        num_attention_heads: 6,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 64,
+        tie_word_embeddings: tie,
+        attention_bias: bias,
+        bos_token_id: None,
+        eos_token_ids: vec![1],
+    }
+}
+
+fn weights(cfg: &ModelConfig, seed: u64) -> TensorMap {
+    let mut map = TensorMap::new("test");
+    for (i, (name, shape)) in expected_shapes(cfg).into_iter().enumerate() {
+        let s = 1.5 / (*shape.last().unwrap() as f32).sqrt();
+        let mut t = rand_tensor(&shape, s, seed * 1000 + i as u64);
+        if name.ends_with("norm.weight") {
+            t = (t + 1.0).unwrap();
+        }
+        map.tensors.insert(name, t);
+    }
+    map
+}
+
+fn batch(vocab: usize) -> SeqBatch {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let seqs: Vec<TokenSeq> = (0..3)
+        .map(|r| {
+            let n = 7 + 3 * r;
+            TokenSeq {
+                ids: (0..n).map(|_| rng.random_range(0..vocab as u32)).collect(),
+                trained: (0..n).map(|i| i >= 2).collect(),
+            }
+        })
+        .collect();
+    let refs: Vec<&TokenSeq> = seqs.iter().collect();
+    SeqBatch::new(&refs, 0, &Device::Cpu).unwrap()
+}
+
+/// Loss and gradients of every variable, fused or not.
+fn decoder_grads(
+    decoder: &Decoder,
+    vars: &BTreeMap<String, Var>,
+    b: &SeqBatch,
+) -> (f32, BTreeMap<String, Tensor>) {
+    let lp = seq_logps(decoder, b, Mode::Train).unwrap();
+    let loss = lp.tokens.mean_all().unwrap().neg().unwrap();
+    let g = loss.backward().unwrap();
+    let grads = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), g.get(v.as_tensor()).unwrap().clone()))
+        .collect();
+    (loss.to_scalar().unwrap(), grads)
+}
+
+#[test]
+fn decoder_gradients_with_fused_kernels_equal_the_plain_ops() {
+    for (arch, tie, bias) in [
+        (Architecture::Llama, true, false),
+        (Architecture::Llama, false, false),
+        (Architecture::Qwen3, false, false),
+        (Architecture::Qwen2, true, true),
+    ] {
+        let cfg = config(arch, tie, bias);
+        let w = weights(&cfg, 3);
+        let mut vars = BTreeMap::new();
+        let mut tm = TensorMap::new("vars");
+        for (n, t) in &w.tensors {
+            let v = Var::from_tensor(t).unwrap();
+            tm.tensors.insert(n.clone(), v.as_tensor().clone());
+            vars.insert(n.clone(), v);
+        }
+        let mut decoder = Decoder::from_weights(&cfg, &mut tm).unwrap();
+        let b = batch(cfg.vocab_size);
+        let (lf, gf) = decoder_grads(&decoder, &vars, &b);
+        decoder.set_fused(false);
+        let (ls, gs) = decoder_grads(&decoder, &vars, &b);
+        assert!(
+            (lf - ls).abs() <= 1e-5 * ls.abs(),
+            "{arch:?}: loss {lf} vs {ls}"
+        );
+        for (name, g) in &gs {
+            let d = max_rel(&gf[name], g);
+            assert!(d <= 1e-4, "{arch:?} {name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn lora_gradients_with_fused_kernels_equal_the_plain_ops() {
+    let model = driftui::model::load_model("builtin:micro", &LoadOptions::default()).unwrap();
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (mut decoder, vars) = lora::attach(&model, &cfg, 2, None).unwrap();
+    // Move B off zero so A has gradients too.
+    for (n, v) in &vars {
+        if n.contains("lora_B") {
+            v.set(&rand_tensor(v.as_tensor().dims(), 0.05, n.len() as u64))
+                .unwrap();
+        }
+    }
+    let b = batch(model.cfg.vocab_size);
+    let (_, gf) = decoder_grads(&decoder, &vars, &b);
+    decoder.set_fused(false);
+    let (_, gs) = decoder_grads(&decoder, &vars, &b);
+    for (name, g) in &gs {
+        let d = max_rel(&gf[name], g);
+        assert!(d <= 1e-4, "{name}: {d}");
+    }
+}
+
+#[test]
+fn fused_gradients_do_not_depend_on_the_thread_count() {
+    let cfg = config(Architecture::Llama, true, false);
+    let w = weights(&cfg, 4);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut vars = BTreeMap::new();
+            let mut tm = TensorMap::new("vars");
+            for (n, t) in &w.tensors {
+                let v = Var::from_tensor(t).unwrap();
+                tm.tensors.insert(n.clone(), v.as_tensor().clone());
+                vars.insert(n.clone(), v);
+            }
+            let decoder = Decoder::from_weights(&cfg, &mut tm).unwrap();
+            // Long enough rows for several blocks per kernel.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let seqs: Vec<TokenSeq> = (0..4)
+                .map(|_| TokenSeq {
+                    ids: (0..40).map(|_| rng.random_range(0..97)).collect(),
+                    trained: vec![true; 40],
+                })
+                .collect();
+            let refs: Vec<&TokenSeq> = seqs.iter().collect();
+            let b = SeqBatch::new(&refs, 0, &Device::Cpu).unwrap();
+            decoder_grads(&decoder, &vars, &b)
+        })
+    };
+    let (l1, g1) = run(1);
+    let (l3, g3) = run(3);
+    assert_eq!(l1.to_bits(), l3.to_bits());
+    for (n, g) in &g1 {
+        let a: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = g3[n].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n} differs between 1 and 3 threads"
+        );
+    }
+}
