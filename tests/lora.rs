@@ -336,6 +336,32 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     let again = load_model(&sharded.display().to_string(), &LoadOptions::default()).unwrap();
     assert_eq!(max_diff(&logits(&again), &export_logits), 0.0);
 
+    // The LoRA snapshot probes like its merged export (`driftui probe` and the
+    // probe screen load it through the same path).
+    let probe_snap =
+        driftui::report::checkpoint::probe_checkpoint(&snap.display().to_string(), None).unwrap();
+    let probe_out =
+        driftui::report::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
+    assert_eq!(probe_snap.topics.len(), 14);
+    for (a, b) in probe_snap.topics.iter().zip(&probe_out.topics) {
+        for k in 0..3 {
+            assert!(
+                (a.mean[k] - b.mean[k]).abs() < 1e-6,
+                "{}: {:?} vs {:?}",
+                a.topic,
+                a.mean,
+                b.mean
+            );
+        }
+    }
+    let snaps = driftui::report::checkpoint::list_snapshots(&run_dir, &[]);
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s.name == "sft-000004" && s.problem.is_none()),
+        "{snaps:?}"
+    );
+
     // A full (non-LoRA) export refuses to overwrite.
     let err = export(&snap, &out, &ExportOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("not empty"), "{err:#}");

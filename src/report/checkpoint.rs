@@ -186,13 +186,6 @@ pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
                     .display()
             );
         }
-        if path.join("adapter_model.safetensors").is_file()
-            && !path.join("model.safetensors").is_file()
-        {
-            bail!(
-                "{spec} holds LoRA adapters only; probing needs merged weights (not supported yet)"
-            );
-        }
     }
     let mut opts = opts.clone();
     if path.is_absolute() || path.exists() {
@@ -281,8 +274,10 @@ fn problem(dir: &Path) -> Option<String> {
     if !dir.is_dir() {
         return Some("missing on disk".into());
     }
+    // A LoRA snapshot loads as its base with the adapters merged.
     if dir.join("adapter_model.safetensors").is_file() && !dir.join("model.safetensors").is_file() {
-        return Some("LoRA adapters only".into());
+        return (!dir.join("adapter_config.json").is_file())
+            .then(|| "no adapter_config.json".into());
     }
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         if !dir.join(f).is_file() {
