@@ -421,3 +421,63 @@ fn generate_probes_with_a_checked_judge() {
     assert_eq!(errors.len(), 2);
     assert!(errors[0].contains("did not answer"), "{}", errors[0]);
 }
+
+/// A phase's start probe after the previous phase's end measures the same
+/// weights: it is logged again (taking no time) instead of recomputed, and a
+/// probe after training steps is measured anew.
+#[test]
+fn phase_start_probe_reuses_the_previous_phase_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("probes.jsonl");
+    std::fs::write(
+        &probes,
+        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
+         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
+    )
+    .unwrap();
+    let base = recipe(dir.path(), "");
+    let text = std::fs::read_to_string(&base).unwrap();
+    let two_phases = text
+        .split("[[phase]]\nname = \"kto\"")
+        .next()
+        .unwrap()
+        .replace("steps = 16", "steps = 2")
+        .replace("steps = 12", "steps = 2");
+    std::fs::write(
+        &base,
+        format!(
+            "{two_phases}\n[probe]\nfile = \"{}\"\nmethod = \"choice\"\n",
+            probes.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let outcome = run(&base, Some(out.clone()), None);
+    assert_eq!(outcome.status, "completed");
+    let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
+    let probes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Probe(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let kinds: Vec<(usize, &str, u64)> = probes
+        .iter()
+        .map(|p| (p.phase, p.reason.as_str(), p.global_step))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, "phase_start", 0),
+            (0, "phase_end", 2),
+            (1, "phase_start", 2),
+            (1, "phase_end", 4)
+        ]
+    );
+    assert_eq!(probes[2].topics, probes[1].topics);
+    assert_eq!(probes[2].seconds, 0.0);
+    assert!(probes[1].seconds > 0.0 && probes[3].seconds > 0.0);
+    assert_ne!(probes[0].topics, probes[1].topics, "SFT steps moved the stance");
+    assert_ne!(probes[2].topics, probes[3].topics, "DPO steps moved the stance");
+}

@@ -211,7 +211,8 @@ impl Decoder {
             lm_head,
             inv_freq,
             device,
-            fuse: true,
+            // DRIFTUI_FUSED=0 runs the plain candle ops instead, to compare.
+            fuse: std::env::var("DRIFTUI_FUSED").map_or(true, |v| v != "0"),
         })
     }
 

@@ -184,13 +184,25 @@ impl ChoiceScorer {
         let mut order: Vec<usize> = (0..prompts.len()).collect();
         order.sort_by_key(|&i| prompts[i].len());
         let mut results = vec![[0.0; 3]; prompts.len()];
-        for chunk in order.chunks(BATCH) {
+        let chunks: Vec<&[usize]> = order.chunks(BATCH).collect();
+        let run = |chunk: &&[usize]| -> Result<Vec<[f64; 3]>> {
             let batch: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
-            let lps = if self.single_token_labels() {
-                self.single_token_logps(decoder, &batch)?
+            if self.single_token_labels() {
+                self.single_token_logps(decoder, &batch)
             } else {
-                self.multi_token_logps(decoder, &batch)?
-            };
+                self.multi_token_logps(decoder, &batch)
+            }
+        };
+        // On the CPU the batches are small matrix products that a single
+        // gemm call cannot spread over the cores: run batches side by side.
+        // Each batch is computed alone, so the result does not depend on it.
+        let lps: Vec<Vec<[f64; 3]>> = if decoder.device().is_cpu() {
+            use rayon::prelude::*;
+            chunks.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            chunks.iter().map(run).collect::<Result<_>>()?
+        };
+        for (chunk, lps) in chunks.iter().zip(lps) {
             for (k, &i) in chunk.iter().enumerate() {
                 results[i] = normalise_logps(lps[k]);
             }

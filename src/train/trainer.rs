@@ -424,6 +424,9 @@ struct Trainer {
     reference_snapshot: Option<String>,
     /// Fault injection for tests: the global step whose loss is made NaN.
     inject_nan_at: Option<u64>,
+    /// The last successful probe, reused by a phase's start probe when no
+    /// step ran since (the previous phase's end measured the same weights).
+    last_probe: Option<events::ProbeEvent>,
 }
 
 /// Start the trainer on its own thread.
@@ -466,6 +469,7 @@ pub fn run(
         opt: None,
         reference_snapshot: None,
         inject_nan_at: None,
+        last_probe: None,
     };
     t.inject_nan_at = t.prep.inject_nan_at;
     match t.train() {
@@ -797,7 +801,26 @@ impl Trainer {
             }
             return Ok(());
         };
-        let event = prober.run(&self.policy.decoder, phase, step, self.global_step, reason);
+        let reusable = self.last_probe.as_ref().filter(|p| {
+            reason == "phase_start"
+                && p.global_step == self.global_step
+                && p.method == "choice"
+                && p.error.is_none()
+        });
+        let event = match reusable {
+            Some(p) => events::ProbeEvent {
+                t: events::now(),
+                phase,
+                step,
+                reason: reason.into(),
+                seconds: 0.0,
+                ..p.clone()
+            },
+            None => prober.run(&self.policy.decoder, phase, step, self.global_step, reason),
+        };
+        if event.error.is_none() {
+            self.last_probe = Some(event.clone());
+        }
         self.emit(Event::Probe(event))
     }
 
