@@ -478,6 +478,12 @@ fn phase_start_probe_reuses_the_previous_phase_end() {
     assert_eq!(probes[2].topics, probes[1].topics);
     assert_eq!(probes[2].seconds, 0.0);
     assert!(probes[1].seconds > 0.0 && probes[3].seconds > 0.0);
-    assert_ne!(probes[0].topics, probes[1].topics, "SFT steps moved the stance");
-    assert_ne!(probes[2].topics, probes[3].topics, "DPO steps moved the stance");
+    assert_ne!(
+        probes[0].topics, probes[1].topics,
+        "SFT steps moved the stance"
+    );
+    assert_ne!(
+        probes[2].topics, probes[3].topics,
+        "DPO steps moved the stance"
+    );
 }
