@@ -170,22 +170,22 @@ pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     if !spec.starts_with("builtin:") && !path.exists() && !spec.contains(':') {
         bail!("the checkpoint {spec} does not exist");
     }
-    if path.is_dir() {
-        if path.join("events.jsonl").is_file() {
-            let names: Vec<String> = list_snapshots(path, &[])
-                .into_iter()
-                .map(|s| s.name)
-                .collect();
-            if names.is_empty() {
-                bail!("{spec} is a run directory without snapshots; name a snapshot or model directory");
-            }
+    if path.is_dir() && path.join("events.jsonl").is_file() {
+        let names: Vec<String> = list_snapshots(path, &[])
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        if names.is_empty() {
             bail!(
-                "{spec} is a run directory; name one of its snapshots, e.g. {}",
-                path.join("snapshots")
-                    .join(&names[names.len() - 1])
-                    .display()
+                "{spec} is a run directory without snapshots; name a snapshot or model directory"
             );
         }
+        bail!(
+            "{spec} is a run directory; name one of its snapshots, e.g. {}",
+            path.join("snapshots")
+                .join(&names[names.len() - 1])
+                .display()
+        );
     }
     let mut opts = opts.clone();
     if path.is_absolute() || path.exists() {
