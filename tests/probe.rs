@@ -204,3 +204,66 @@ fn debiasing_removes_the_first_label_preference() {
         assert!(t.n >= 2);
     }
 }
+
+/// The shared-prefix path (an item's six prompts share their beginning,
+/// which runs once) gives the numbers of scoring every prompt whole, on
+/// items of different lengths batched together, the empty item included.
+#[test]
+fn shared_prefix_scoring_equals_whole_prompts() {
+    let model = load_model(
+        "builtin:tiny",
+        &LoadOptions {
+            seed: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tok = &model.tokenizer;
+    let dec = model.decoder().unwrap();
+    let scorer = ChoiceScorer::new(tok).unwrap();
+    assert!(scorer.single_token_labels());
+    let mut items: Vec<String> = probe_set()
+        .questions
+        .iter()
+        .step_by(7)
+        .map(|q| q.question.clone())
+        .collect();
+    items.push(String::new());
+    items.push("N/A".into());
+    items.push("Is this a much longer question, one that goes on for a while, about whether public transport should be free in every city?".into());
+    let prompts: Vec<Vec<u32>> = items
+        .iter()
+        .flat_map(|it| ORDERINGS.iter().map(|&o| scorer.prompt_ids(it, o).unwrap()))
+        .collect();
+    let whole = scorer.label_distributions(&dec, &prompts).unwrap();
+    let groups: Vec<&[Vec<u32>]> = prompts.chunks(6).collect();
+    let shared = scorer.grouped_label_distributions(&dec, &groups).unwrap();
+    assert_eq!(shared.len(), items.len());
+    let mut max = 0.0f64;
+    for (i, g) in shared.iter().enumerate() {
+        assert_eq!(g.len(), 6);
+        for (o, d) in g.iter().enumerate() {
+            for k in 0..3 {
+                max = max.max((d[k] - whole[i * 6 + o][k]).abs());
+            }
+        }
+    }
+    assert!(max < 1e-5, "shared-prefix vs whole prompts: {max}");
+    // The groups really share a prefix (the saving is real): the six prompts
+    // of a question agree on more than the chat template's opening.
+    let common = |g: &[Vec<u32>]| {
+        (0..g[0].len())
+            .take_while(|&c| g.iter().all(|p| p.len() > c && p[c] == g[0][c]))
+            .count()
+    };
+    let whole_tokens: usize = prompts.iter().map(Vec::len).sum();
+    let shared_tokens: usize = groups
+        .iter()
+        .map(|g| common(g) + g.iter().map(|p| p.len() - common(g)).sum::<usize>())
+        .sum();
+    println!("tokens: whole {whole_tokens}, shared prefix {shared_tokens}");
+    assert!(
+        shared_tokens * 10 < whole_tokens * 7,
+        "{shared_tokens} vs {whole_tokens}"
+    );
+}

@@ -107,6 +107,20 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A cache whose row `r` is this cache's row `rows[r]` (u32 indices):
+    /// one prompt prefix computed once, continued several ways.
+    pub fn select_rows(&self, rows: &Tensor) -> Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers })
+    }
 }
 
 /// Per-call inputs besides the token ids.
@@ -229,6 +243,10 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
     }
 
     pub fn dtype(&self) -> DType {

@@ -30,6 +30,8 @@ pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 
 /// Rows per forward pass.
 const BATCH: usize = 48;
+/// Items (of six prompts each) per forward pass of the shared-prefix path.
+const GROUP_BATCH: usize = 8;
 
 /// The answer-format instruction for one ordering.
 pub fn instruction(order: [usize; 3]) -> String {
@@ -150,7 +152,15 @@ impl ChoiceScorer {
                 prompts.push(ids);
             }
         }
-        let dists = self.label_distributions(decoder, &prompts)?;
+        let dists = if self.single_token_labels() {
+            let groups: Vec<&[Vec<u32>]> = prompts.chunks(6).collect();
+            self.grouped_label_distributions(decoder, &groups)?
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            self.label_distributions(decoder, &prompts)?
+        };
         // Per ordering, the mean content-free distribution.
         let cf: Vec<[f64; 3]> = (0..6)
             .map(|o| {
@@ -208,6 +218,151 @@ impl ChoiceScorer {
             }
         }
         out.extend(results);
+        Ok(out)
+    }
+
+    /// `label_distributions` for groups of prompts that share a beginning
+    /// (one item in its six orderings): the shared token prefix of a group
+    /// runs once, and its KV cache is continued by each prompt's own tail.
+    /// Same numbers as scoring each prompt whole, at about half the work.
+    /// Single-token labels only.
+    pub fn grouped_label_distributions(
+        &self,
+        decoder: &Decoder,
+        groups: &[&[Vec<u32>]],
+    ) -> Result<Vec<Vec<[f64; 3]>>> {
+        // Longest common token prefix, leaving every prompt at least one token.
+        let split: Vec<usize> = groups
+            .iter()
+            .map(|g| {
+                let min = g.iter().map(Vec::len).min().unwrap_or(0);
+                let mut c = 0;
+                while c + 1 < min && g.iter().all(|p| p[c] == g[0][c]) {
+                    c += 1;
+                }
+                c
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        order.sort_by_key(|&i| groups[i].iter().map(Vec::len).max().unwrap_or(0));
+        let chunks: Vec<&[usize]> = order.chunks(GROUP_BATCH).collect();
+        let run = |chunk: &&[usize]| -> Result<Vec<Vec<[f64; 3]>>> {
+            let batch: Vec<(&[Vec<u32>], usize)> =
+                chunk.iter().map(|&i| (groups[i], split[i])).collect();
+            self.shared_prefix_logps(decoder, &batch)
+        };
+        let lps: Vec<Vec<Vec<[f64; 3]>>> = if decoder.device().is_cpu() {
+            use rayon::prelude::*;
+            chunks.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            chunks.iter().map(run).collect::<Result<_>>()?
+        };
+        let mut results = vec![Vec::new(); groups.len()];
+        for (chunk, lps) in chunks.iter().zip(lps) {
+            for (&i, group) in chunk.iter().zip(lps) {
+                results[i] = group.into_iter().map(normalise_logps).collect();
+            }
+        }
+        Ok(results)
+    }
+
+    /// Label log-probabilities of groups of prompts, each group's first
+    /// `split` tokens shared.
+    fn shared_prefix_logps(
+        &self,
+        decoder: &Decoder,
+        batch: &[(&[Vec<u32>], usize)],
+    ) -> Result<Vec<Vec<[f64; 3]>>> {
+        let dev = decoder.device().clone();
+        let pad = self.tok.pad_id;
+        let g = batch.len();
+        // 1. The prefixes, right-padded: plain causal attention, and no
+        //    real token looks at a pad.
+        let lp = batch
+            .iter()
+            .map(|(_, c)| *c)
+            .max()
+            .context("empty batch")?
+            .max(1);
+        let mut ids = vec![pad; g * lp];
+        for (r, (grp, c)) in batch.iter().enumerate() {
+            ids[r * lp..r * lp + c].copy_from_slice(&grp[0][..*c]);
+        }
+        let mut cache = crate::model::KvCache::new(decoder.num_layers());
+        decoder.hidden(
+            &Tensor::from_vec(ids, (g, lp), &dev)?,
+            Mode::Fast,
+            ForwardOptions {
+                cache: Some(&mut cache),
+                ..Default::default()
+            },
+        )?;
+        // 2. Every prompt's tail continues its group's prefix.
+        let mut owner = Vec::new();
+        let mut tails: Vec<(&[u32], usize)> = Vec::new();
+        for (r, (grp, c)) in batch.iter().enumerate() {
+            for p in grp.iter() {
+                owner.push(r as u32);
+                tails.push((&p[*c..], *c));
+            }
+        }
+        let rows = tails.len();
+        let lt = tails
+            .iter()
+            .map(|(t, _)| t.len())
+            .max()
+            .context("empty batch")?;
+        let mut cache = cache.select_rows(&Tensor::from_vec(owner, rows, &dev)?)?;
+        let mut ids = vec![pad; rows * lt];
+        let mut pos = vec![0u32; rows * lt];
+        let mut bias = vec![f32::NEG_INFINITY; rows * lt * (lp + lt)];
+        let mut last = Vec::with_capacity(rows);
+        for (r, (tail, c)) in tails.iter().enumerate() {
+            ids[r * lt..r * lt + tail.len()].copy_from_slice(tail);
+            for j in 0..lt {
+                pos[r * lt + j] = (c + j) as u32;
+                let row = &mut bias[(r * lt + j) * (lp + lt)..(r * lt + j + 1) * (lp + lt)];
+                row[..*c].fill(0.0);
+                row[lp..=lp + j].fill(0.0);
+            }
+            last.push((r * lt + tail.len() - 1) as u32);
+        }
+        let h = decoder.hidden(
+            &Tensor::from_vec(ids, (rows, lt), &dev)?,
+            Mode::Fast,
+            ForwardOptions {
+                positions: Some(&Tensor::from_vec(pos, (rows, lt), &dev)?),
+                // The attention scores are f32 whatever the weights' dtype.
+                attn_bias: Some(&Tensor::from_vec(bias, (rows, 1, lt, lp + lt), &dev)?),
+                cache: Some(&mut cache),
+            },
+        )?;
+        let hd = h.dim(D::Minus1)?;
+        let picked = h
+            .reshape((rows * lt, hd))?
+            .index_select(&Tensor::from_vec(last, rows, &dev)?, 0)?;
+        let logp = candle_nn::ops::log_softmax(&decoder.logits(&picked, Mode::Fast)?, D::Minus1)?;
+        let label_ids = Tensor::from_vec(
+            self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(),
+            3,
+            &dev,
+        )?;
+        let lp = logp
+            .index_select(&label_ids, 1)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec2::<f64>()?;
+        let mut out = Vec::with_capacity(g);
+        let mut it = lp.into_iter();
+        for (grp, _) in batch {
+            out.push(
+                (0..grp.len())
+                    .map(|_| {
+                        let r = it.next().expect("one row per prompt");
+                        [r[0], r[1], r[2]]
+                    })
+                    .collect(),
+            );
+        }
         Ok(out)
     }
 
