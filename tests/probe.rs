@@ -220,8 +220,25 @@ fn shared_prefix_scoring_equals_whole_prompts() {
     .unwrap();
     let tok = &model.tokenizer;
     let dec = model.decoder().unwrap();
-    let scorer = ChoiceScorer::new(tok).unwrap();
-    assert!(scorer.single_token_labels());
+    // Single-token labels (one row per prompt), then labels of several
+    // tokens (a row per prompt and label, every label token read).
+    for scorer in [
+        ChoiceScorer::new(tok).unwrap(),
+        ChoiceScorer::with_labels(
+            tok,
+            [
+                "strongly support",
+                "neither agree nor disagree",
+                "firmly oppose",
+            ],
+        )
+        .unwrap(),
+    ] {
+        shared_prefix_case(&dec, &scorer);
+    }
+}
+
+fn shared_prefix_case(dec: &Decoder, scorer: &ChoiceScorer) {
     let mut items: Vec<String> = probe_set()
         .questions
         .iter()

@@ -152,14 +152,12 @@ impl ChoiceScorer {
                 prompts.push(ids);
             }
         }
-        let dists = if self.single_token_labels() {
+        let dists = {
             let groups: Vec<&[Vec<u32>]> = prompts.chunks(6).collect();
             self.grouped_label_distributions(decoder, &groups)?
                 .into_iter()
                 .flatten()
-                .collect()
-        } else {
-            self.label_distributions(decoder, &prompts)?
+                .collect::<Vec<_>>()
         };
         // Per ordering, the mean content-free distribution.
         let cf: Vec<[f64; 3]> = (0..6)
@@ -225,7 +223,6 @@ impl ChoiceScorer {
     /// (one item in its six orderings): the shared token prefix of a group
     /// runs once, and its KV cache is continued by each prompt's own tail.
     /// Same numbers as scoring each prompt whole, at about half the work.
-    /// Single-token labels only.
     pub fn grouped_label_distributions(
         &self,
         decoder: &Decoder,
@@ -297,17 +294,46 @@ impl ChoiceScorer {
                 ..Default::default()
             },
         )?;
-        // 2. Every prompt's tail continues its group's prefix.
+        // 2. Every prompt's tail continues its group's prefix. With
+        //    single-token labels one row per prompt, read at its last
+        //    position; otherwise one row per (prompt, label) with the label's
+        //    tokens fed in, each label token read where it is predicted.
+        let single = self.single_token_labels();
         let mut owner = Vec::new();
-        let mut tails: Vec<(&[u32], usize)> = Vec::new();
+        let mut rows_ids: Vec<(Vec<u32>, usize)> = Vec::new();
+        // (row, position in row) to read, and per read: the pick, the
+        // target token and the (prompt, label) it adds to.
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let mut reads: Vec<(usize, u32, usize, usize)> = Vec::new();
+        let mut prompt_no = 0;
         for (r, (grp, c)) in batch.iter().enumerate() {
             for p in grp.iter() {
-                owner.push(r as u32);
-                tails.push((&p[*c..], *c));
+                let tail = &p[*c..];
+                if single {
+                    let pick = picks.len();
+                    picks.push((rows_ids.len(), tail.len() - 1));
+                    for (l, lab) in self.labels.iter().enumerate() {
+                        reads.push((pick, lab[0], prompt_no, l));
+                    }
+                    owner.push(r as u32);
+                    rows_ids.push((tail.to_vec(), *c));
+                } else {
+                    for (l, lab) in self.labels.iter().enumerate() {
+                        let mut ids = tail.to_vec();
+                        ids.extend_from_slice(&lab[..lab.len() - 1]);
+                        for (k, &t) in lab.iter().enumerate() {
+                            reads.push((picks.len(), t, prompt_no, l));
+                            picks.push((rows_ids.len(), tail.len() - 1 + k));
+                        }
+                        owner.push(r as u32);
+                        rows_ids.push((ids, *c));
+                    }
+                }
+                prompt_no += 1;
             }
         }
-        let rows = tails.len();
-        let lt = tails
+        let rows = rows_ids.len();
+        let lt = rows_ids
             .iter()
             .map(|(t, _)| t.len())
             .max()
@@ -316,8 +342,7 @@ impl ChoiceScorer {
         let mut ids = vec![pad; rows * lt];
         let mut pos = vec![0u32; rows * lt];
         let mut bias = vec![f32::NEG_INFINITY; rows * lt * (lp + lt)];
-        let mut last = Vec::with_capacity(rows);
-        for (r, (tail, c)) in tails.iter().enumerate() {
+        for (r, (tail, c)) in rows_ids.iter().enumerate() {
             ids[r * lt..r * lt + tail.len()].copy_from_slice(tail);
             for j in 0..lt {
                 pos[r * lt + j] = (c + j) as u32;
@@ -325,7 +350,6 @@ impl ChoiceScorer {
                 row[..*c].fill(0.0);
                 row[lp..=lp + j].fill(0.0);
             }
-            last.push((r * lt + tail.len() - 1) as u32);
         }
         let h = decoder.hidden(
             &Tensor::from_vec(ids, (rows, lt), &dev)?,
@@ -338,28 +362,30 @@ impl ChoiceScorer {
             },
         )?;
         let hd = h.dim(D::Minus1)?;
+        let flat: Vec<u32> = picks.iter().map(|&(r, j)| (r * lt + j) as u32).collect();
         let picked = h
             .reshape((rows * lt, hd))?
-            .index_select(&Tensor::from_vec(last, rows, &dev)?, 0)?;
+            .index_select(&Tensor::from_vec(flat, picks.len(), &dev)?, 0)?;
         let logp = candle_nn::ops::log_softmax(&decoder.logits(&picked, Mode::Fast)?, D::Minus1)?;
-        let label_ids = Tensor::from_vec(
-            self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(),
-            3,
-            &dev,
-        )?;
-        let lp = logp
-            .index_select(&label_ids, 1)?
+        let read_pick: Vec<u32> = reads.iter().map(|r| r.0 as u32).collect();
+        let read_tok: Vec<u32> = reads.iter().map(|r| r.1).collect();
+        let n = reads.len();
+        let vals = logp
+            .index_select(&Tensor::from_vec(read_pick, n, &dev)?, 0)?
+            .gather(&Tensor::from_vec(read_tok, (n, 1), &dev)?, 1)?
+            .squeeze(1)?
             .to_dtype(candle_core::DType::F64)?
-            .to_vec2::<f64>()?;
+            .to_vec1::<f64>()?;
+        let mut sums = vec![[0.0f64; 3]; prompt_no];
+        for ((_, _, p, l), v) in reads.iter().zip(vals) {
+            sums[*p][*l] += v;
+        }
         let mut out = Vec::with_capacity(g);
-        let mut it = lp.into_iter();
+        let mut it = sums.into_iter();
         for (grp, _) in batch {
             out.push(
-                (0..grp.len())
-                    .map(|_| {
-                        let r = it.next().expect("one row per prompt");
-                        [r[0], r[1], r[2]]
-                    })
+                grp.iter()
+                    .map(|_| it.next().expect("one per prompt"))
                     .collect(),
             );
         }
