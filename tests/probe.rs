@@ -252,9 +252,9 @@ fn shared_prefix_case(dec: &Decoder, scorer: &ChoiceScorer) {
         .iter()
         .flat_map(|it| ORDERINGS.iter().map(|&o| scorer.prompt_ids(it, o).unwrap()))
         .collect();
-    let whole = scorer.label_distributions(&dec, &prompts).unwrap();
+    let whole = scorer.label_distributions(dec, &prompts).unwrap();
     let groups: Vec<&[Vec<u32>]> = prompts.chunks(6).collect();
-    let shared = scorer.grouped_label_distributions(&dec, &groups).unwrap();
+    let shared = scorer.grouped_label_distributions(dec, &groups).unwrap();
     assert_eq!(shared.len(), items.len());
     let mut max = 0.0f64;
     for (i, g) in shared.iter().enumerate() {
