@@ -181,42 +181,28 @@ impl ChoiceScorer {
             .collect())
     }
 
-    /// p(label | prompt) normalised over the three labels, per prompt.
+    /// p(label | prompt) normalised over the three labels, per prompt: each
+    /// prompt scored whole (the reference for the shared-prefix path).
     pub fn label_distributions(
         &self,
         decoder: &Decoder,
         prompts: &[Vec<u32>],
     ) -> Result<Vec<[f64; 3]>> {
-        let mut out = Vec::with_capacity(prompts.len());
-        // Sort by length so batches hold similar lengths (less padding).
-        let mut order: Vec<usize> = (0..prompts.len()).collect();
-        order.sort_by_key(|&i| prompts[i].len());
-        let mut results = vec![[0.0; 3]; prompts.len()];
-        let chunks: Vec<&[usize]> = order.chunks(BATCH).collect();
-        let run = |chunk: &&[usize]| -> Result<Vec<[f64; 3]>> {
-            let batch: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
-            if self.single_token_labels() {
-                self.single_token_logps(decoder, &batch)
-            } else {
-                self.multi_token_logps(decoder, &batch)
-            }
-        };
-        // On the CPU the batches are small matrix products that a single
-        // gemm call cannot spread over the cores: run batches side by side.
-        // Each batch is computed alone, so the result does not depend on it.
-        let lps: Vec<Vec<[f64; 3]>> = if decoder.device().is_cpu() {
-            use rayon::prelude::*;
-            chunks.par_iter().map(run).collect::<Result<_>>()?
-        } else {
-            chunks.iter().map(run).collect::<Result<_>>()?
-        };
-        for (chunk, lps) in chunks.iter().zip(lps) {
-            for (k, &i) in chunk.iter().enumerate() {
-                results[i] = normalise_logps(lps[k]);
-            }
-        }
-        out.extend(results);
-        Ok(out)
+        let lps = in_batches(
+            decoder,
+            prompts.len(),
+            |i| prompts[i].len(),
+            BATCH,
+            |chunk| {
+                let batch: Vec<&Vec<u32>> = chunk.iter().map(|&i| &prompts[i]).collect();
+                if self.single_token_labels() {
+                    self.single_token_logps(decoder, &batch)
+                } else {
+                    self.multi_token_logps(decoder, &batch)
+                }
+            },
+        )?;
+        Ok(lps.into_iter().map(normalise_logps).collect())
     }
 
     /// `label_distributions` for groups of prompts that share a beginning
@@ -240,27 +226,16 @@ impl ChoiceScorer {
                 c
             })
             .collect();
-        let mut order: Vec<usize> = (0..groups.len()).collect();
-        order.sort_by_key(|&i| groups[i].iter().map(Vec::len).max().unwrap_or(0));
-        let chunks: Vec<&[usize]> = order.chunks(GROUP_BATCH).collect();
-        let run = |chunk: &&[usize]| -> Result<Vec<Vec<[f64; 3]>>> {
+        let longest = |i: usize| groups[i].iter().map(Vec::len).max().unwrap_or(0);
+        let lps = in_batches(decoder, groups.len(), longest, GROUP_BATCH, |chunk| {
             let batch: Vec<(&[Vec<u32>], usize)> =
                 chunk.iter().map(|&i| (groups[i], split[i])).collect();
             self.shared_prefix_logps(decoder, &batch)
-        };
-        let lps: Vec<Vec<Vec<[f64; 3]>>> = if decoder.device().is_cpu() {
-            use rayon::prelude::*;
-            chunks.par_iter().map(run).collect::<Result<_>>()?
-        } else {
-            chunks.iter().map(run).collect::<Result<_>>()?
-        };
-        let mut results = vec![Vec::new(); groups.len()];
-        for (chunk, lps) in chunks.iter().zip(lps) {
-            for (&i, group) in chunk.iter().zip(lps) {
-                results[i] = group.into_iter().map(normalise_logps).collect();
-            }
-        }
-        Ok(results)
+        })?;
+        Ok(lps
+            .into_iter()
+            .map(|group| group.into_iter().map(normalise_logps).collect())
+            .collect())
     }
 
     /// Label log-probabilities of groups of prompts, each group's first
@@ -460,6 +435,39 @@ impl ChoiceScorer {
             .to_vec1::<f64>()?;
         Ok(sums.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
     }
+}
+
+/// `run` over batches of the indices `0..n`, sorted by `len` so that a
+/// batch holds similar lengths (less padding); one result per index, in
+/// index order. On the CPU a batch is a small matrix product that one gemm
+/// call cannot spread over the cores, so batches run side by side; each is
+/// computed alone, so the results do not depend on it.
+fn in_batches<R: Send>(
+    decoder: &Decoder,
+    n: usize,
+    len: impl Fn(usize) -> usize,
+    size: usize,
+    run: impl Fn(&[usize]) -> Result<Vec<R>> + Sync,
+) -> Result<Vec<R>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| len(i));
+    let chunks: Vec<&[usize]> = order.chunks(size).collect();
+    let outs: Vec<Vec<R>> = if decoder.device().is_cpu() {
+        use rayon::prelude::*;
+        chunks.par_iter().map(|c| run(c)).collect::<Result<_>>()?
+    } else {
+        chunks.iter().map(|c| run(c)).collect::<Result<_>>()?
+    };
+    let mut slots: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for (chunk, out) in chunks.iter().zip(outs) {
+        for (&i, r) in chunk.iter().zip(out) {
+            slots[i] = Some(r);
+        }
+    }
+    Ok(slots
+        .into_iter()
+        .map(|r| r.expect("every index is in one batch"))
+        .collect())
 }
 
 #[cfg(test)]
