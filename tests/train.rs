@@ -2,7 +2,7 @@
 //! phase, resumes are exact, non-finite losses pause instead of corrupting
 //! the weights, and a run directory has what it promises.
 
-use driftui::events::{read_log, Event};
+use driftui::events::{read_log, Event, ProbeEvent};
 use driftui::train::{self, Control, RunOutcome, TrainOptions};
 use std::path::{Path, PathBuf};
 
@@ -380,13 +380,7 @@ fn generate_probes_with_a_checked_judge() {
         "{}",
         note.message
     );
-    let probes: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Probe(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let probes = probe_events(&events);
     assert_eq!(probes.len(), 2, "phase start and end");
     for p in &probes {
         assert_eq!(p.method, "generate");
@@ -411,15 +405,23 @@ fn generate_probes_with_a_checked_judge() {
     let outcome = run(&base, Some(out.clone()), None);
     assert_eq!(outcome.status, "completed");
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
-    let errors: Vec<String> = events
+    let errors: Vec<String> = probe_events(&events)
         .iter()
-        .filter_map(|e| match e {
-            Event::Probe(p) => p.error.clone(),
-            _ => None,
-        })
+        .filter_map(|p| p.error.clone())
         .collect();
     assert_eq!(errors.len(), 2);
     assert!(errors[0].contains("did not answer"), "{}", errors[0]);
+}
+
+/// The probe events of a log, in order.
+fn probe_events(events: &[Event]) -> Vec<&ProbeEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Probe(p) => Some(p),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A phase's start probe after the previous phase's end measures the same
@@ -455,13 +457,7 @@ fn phase_start_probe_reuses_the_previous_phase_end() {
     let outcome = run(&base, Some(out.clone()), None);
     assert_eq!(outcome.status, "completed");
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
-    let probes: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Probe(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+    let probes = probe_events(&events);
     let kinds: Vec<(usize, &str, u64)> = probes
         .iter()
         .map(|p| (p.phase, p.reason.as_str(), p.global_step))
