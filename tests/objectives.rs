@@ -187,3 +187,91 @@ fn sft_loss_token_and_sequence_averages() {
     assert!((t - 8.0 / 3.0).abs() < 1e-12, "{t}");
     assert!((s - 3.0).abs() < 1e-12, "{s}");
 }
+
+/// d/dx log σ(x) = σ(−x) at the tie and around it, in f64 and f32. At x = 0
+/// exactly the old `min(x, 0) − log(1 + e^−|x|)` gave 1.0 under candle's
+/// rules (`abs` has gradient +1 at 0): a DPO pair with a zero margin — every
+/// pair of a step with policy = reference — counted twice.
+#[test]
+fn log_sigmoid_derivative_is_exact_at_and_near_zero() {
+    use driftui::train::objectives::log_sigmoid;
+    let xs = [0.0f64, -0.0, 1e-30, -1e-30, 1.0, -1.0, 50.0, -50.0];
+    let sigma = |x: f64| 1.0 / (1.0 + (-x).exp());
+    for dtype in [DType::F64, DType::F32] {
+        let x = candle_core::Var::from_tensor(
+            &Tensor::new(&xs[..], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let y = log_sigmoid(x.as_tensor()).unwrap();
+        let values: Vec<f64> = y.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g: Vec<f64> = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, &x) in xs.iter().enumerate() {
+            let want = sigma(-x);
+            assert!(
+                (g[i] - want).abs() <= 1e-7,
+                "{dtype:?}: d/dx log σ({x:e}) = {}, expected σ(−x) = {want}",
+                g[i]
+            );
+            let value = -(1.0 + (-x).exp()).ln();
+            assert!(
+                (values[i] - value).abs() <= 1e-6 * value.abs().max(1.0),
+                "{dtype:?}: log σ({x:e}) = {}, expected {value}",
+                values[i]
+            );
+        }
+    }
+}
+
+/// relu with PyTorch's derivative: 0 at the kink (candle's says 1).
+#[test]
+fn relu_derivative_is_zero_at_the_kink() {
+    use driftui::train::objectives::relu;
+    let x = candle_core::Var::new(&[-1.0f64, 0.0, -0.0, 2.0], &Device::Cpu).unwrap();
+    let y = relu(x.as_tensor()).unwrap();
+    assert_eq!(y.to_vec1::<f64>().unwrap(), vec![0.0, 0.0, 0.0, 2.0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let g: Vec<f64> = g.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+    assert_eq!(g, vec![0.0, 0.0, 0.0, 1.0]);
+}
+
+/// Every pair of a DPO step with policy = reference has a margin of exactly
+/// 0; the gradient of the mean loss with respect to each chosen log-prob is
+/// then −β·σ(0)/n = −β/(2n), not twice that.
+#[test]
+fn dpo_gradient_at_zero_margin_is_not_doubled() {
+    for loss_type in [DpoLoss::Sigmoid, DpoLoss::Robust] {
+        let pc = candle_core::Var::new(&[-10.0f64, -20.0], &Device::Cpu).unwrap();
+        let len = Tensor::new(&[1.0f64, 1.0], &Device::Cpu).unwrap();
+        let rejected = Tensor::new(&[-12.0f64, -7.0], &Device::Cpu).unwrap();
+        let pol = PairLogps {
+            chosen: pc.as_tensor().clone(),
+            rejected: rejected.clone(),
+            chosen_len: len.clone(),
+            rejected_len: len.clone(),
+        };
+        let reference = PairLogps {
+            chosen: pc.as_tensor().detach(),
+            rejected,
+            chosen_len: len.clone(),
+            rejected_len: len,
+        };
+        let out = dpo_loss(&pol, &reference, 0.1, loss_type, 0.0).unwrap();
+        let loss: f64 = out.loss.to_scalar().unwrap();
+        assert!((loss - std::f64::consts::LN_2).abs() < 1e-15);
+        let g = out.loss.backward().unwrap();
+        let g: Vec<f64> = g.get(pc.as_tensor()).unwrap().to_vec1().unwrap();
+        for x in g {
+            assert!((x - (-0.1 / 4.0)).abs() < 1e-15, "{loss_type:?}: {x}");
+        }
+    }
+}

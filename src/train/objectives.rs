@@ -166,12 +166,40 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
-/// log σ(x), stable for large |x|: −softplus(−x).
+/// `value` (computed from `x` detached) with the derivative `slope` (also
+/// detached) towards `x`: value + (x − x̄)·slope, where x − x̄ is exactly 0.
+///
+/// candle's backward rules at kinks differ from PyTorch's (`abs` has
+/// gradient +1 at 0, `relu` 1 at 0), so a function assembled from `abs`,
+/// `minimum` or `relu` can have the wrong derivative exactly at a tie — and
+/// ties are what a DPO step with policy = reference produces
+/// (`shared/findings/dpo-gradient-at-zero-margin.md`). Giving the derivative
+/// explicitly makes it right everywhere, on every device.
+fn with_slope(x: &Tensor, value: Tensor, slope: &Tensor) -> Result<Tensor> {
+    if !x.track_op() {
+        return Ok(value);
+    }
+    let zero = (x - x.detach())?;
+    value + zero.mul(slope)?
+}
+
+/// log σ(x), stable for large |x|, with the exact derivative σ(−x)
+/// everywhere (x = 0 included, where it is ½).
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    let xd = x.detach();
     // −softplus(−x) = min(x, 0) − log(1 + exp(−|x|))
-    let neg_abs = x.abs()?.neg()?;
-    let log1p = (neg_abs.exp()? + 1.0)?.log()?;
-    x.minimum(0.0)? - log1p
+    let log1p = (xd.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    let value = (xd.minimum(0.0)? - log1p)?;
+    let slope = candle_nn::ops::sigmoid(&xd.neg()?)?;
+    with_slope(x, value, &slope)
+}
+
+/// max(x, 0) with PyTorch's derivative: 1 where x > 0, 0 elsewhere (0 at
+/// x = 0, where candle's `relu` says 1).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    let xd = x.detach();
+    let slope = xd.gt(0.0)?.to_dtype(xd.dtype())?;
+    with_slope(x, xd.relu()?, &slope)
 }
 
 /// SFT: mean token cross-entropy over completion tokens, averaged per token
@@ -283,7 +311,7 @@ pub fn dpo_loss(
     let delta = (&chosen_ratio - &rejected_ratio)?;
     let losses = match loss_type {
         DpoLoss::Sigmoid => smoothed_sigmoid_loss(&delta, beta, label_smoothing)?,
-        DpoLoss::Hinge => ((delta * beta)?.neg()? + 1.0)?.relu()?,
+        DpoLoss::Hinge => relu(&((delta * beta)?.neg()? + 1.0)?)?,
         DpoLoss::Ipo => (delta - 1.0 / (2.0 * beta))?.sqr()?,
         DpoLoss::Robust => {
             let e = label_smoothing;
