@@ -694,19 +694,22 @@ impl CustomOp1 for LogitStats {
             .for_each(|(r, (o, xr))| {
                 let mut mx = f32::NEG_INFINITY;
                 let mut arg = 0usize;
-                let mut sum = 0f32;
                 for (i, &xi) in xr.iter().enumerate() {
                     if xi > mx {
                         mx = xi;
                         arg = i;
                     }
-                    sum += xi;
                 }
-                let se: f32 = xr.iter().map(|&xi| (xi - mx).exp()).sum();
-                let lse = mx + se.ln();
-                o[0] = xr[self.targets[r] as usize] - lse;
-                o[1] = lse;
-                o[2] = sum / v as f32;
+                // Sums over the vocabulary accumulate in f64: an f32 running
+                // sum of 49k terms drifts by ~1e-3 relative (log-probs came
+                // out 3e-3 too high on SmolLM2). exp stays f32 (1 ulp each).
+                let (sum, se) = xr.iter().fold((0f64, 0f64), |(s, e), &xi| {
+                    (s + xi as f64, e + (xi - mx).exp() as f64)
+                });
+                let lse = mx as f64 + se.ln();
+                o[0] = (xr[self.targets[r] as usize] as f64 - lse) as f32;
+                o[1] = lse as f32;
+                o[2] = (sum / v as f64) as f32;
                 o[3] = arg as f32;
             });
         Ok((CpuStorage::F32(out), Shape::from((rows, 4))))
