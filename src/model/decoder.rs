@@ -60,6 +60,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     q: Linear,
     k: Linear,
@@ -69,12 +70,14 @@ struct Attention {
     k_norm: Option<Tensor>,
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
 }
 
+#[derive(Clone)]
 struct Block {
     input_norm: Tensor,
     attn: Attention,
@@ -230,6 +233,91 @@ impl Decoder {
         })
     }
 
+    /// The same decoder with every tensor passed through `f` (LoRA dropout
+    /// kept or set to 0).
+    fn map_tensors(
+        &self,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        dropout: Option<f32>,
+    ) -> Result<Decoder> {
+        let lin = |l: &Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: f(&l.weight)?,
+                bias: l.bias.as_ref().map(f).transpose()?,
+                lora: match &l.lora {
+                    Some(a) => Some(Lora {
+                        a: f(&a.a)?,
+                        b: f(&a.b)?,
+                        dropout: dropout.unwrap_or(a.dropout),
+                        ..a.clone()
+                    }),
+                    None => None,
+                },
+            })
+        };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            blocks.push(Block {
+                attn: Attention {
+                    q: lin(&b.attn.q)?,
+                    k: lin(&b.attn.k)?,
+                    v: lin(&b.attn.v)?,
+                    o: lin(&b.attn.o)?,
+                    q_norm: b.attn.q_norm.as_ref().map(f).transpose()?,
+                    k_norm: b.attn.k_norm.as_ref().map(f).transpose()?,
+                },
+                mlp: Mlp {
+                    gate: lin(&b.mlp.gate)?,
+                    up: lin(&b.mlp.up)?,
+                    down: lin(&b.mlp.down)?,
+                },
+                input_norm: f(&b.input_norm)?,
+                post_norm: f(&b.post_norm)?,
+            });
+        }
+        let lm_head = match &self.lm_head {
+            Some(h) => Some(lin(h)?),
+            None => None,
+        };
+        Ok(Decoder {
+            cfg: self.cfg.clone(),
+            embed: f(&self.embed)?,
+            blocks,
+            norm: f(&self.norm)?,
+            lm_head,
+            inv_freq: self.inv_freq.clone(),
+            dtype: self.dtype,
+            device: self.device.clone(),
+            fuse: self.fuse,
+        })
+    }
+
+    /// The same weights, detached: scoring through this view builds no
+    /// graph, and gives the numbers the decoder itself gives in the same
+    /// mode (same storage, same kernels) — PyTorch's `no_grad`. LoRA
+    /// dropout is off.
+    pub fn no_grad(&self) -> Result<Decoder> {
+        self.map_tensors(&|t| Ok(t.detach()), Some(0.0))
+    }
+
+    /// A frozen copy: the trainable variables are copied (the trainer goes
+    /// on updating the originals in place), the frozen tensors shared. The
+    /// copy computes exactly what the decoder computes now, through the
+    /// same structure (LoRA adapters stay unmerged), so a reference model
+    /// equal to the policy scores equal numbers. LoRA dropout is off.
+    pub fn frozen_copy(&self) -> Result<Decoder> {
+        self.map_tensors(
+            &|t| {
+                if t.is_variable() {
+                    Ok(t.copy()?.detach())
+                } else {
+                    Ok(t.detach())
+                }
+            },
+            Some(0.0),
+        )
+    }
+
     /// Turn the fused CPU kernels off (they are on by default), to compare
     /// them with the plain candle ops they replace.
     pub fn set_fused(&mut self, on: bool) {
@@ -251,6 +339,24 @@ impl Decoder {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Every linear layer of the blocks, in the order of [`Decoder::linears_mut`].
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.attn.q,
+                    &b.attn.k,
+                    &b.attn.v,
+                    &b.attn.o,
+                    &b.mlp.gate,
+                    &b.mlp.up,
+                    &b.mlp.down,
+                ]
+            })
+            .collect()
     }
 
     /// Every linear layer by its Hugging Face module name (for LoRA).

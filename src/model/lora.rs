@@ -153,8 +153,8 @@ pub fn attach(
 }
 
 /// Reseed every adapter's dropout stream from one seed.
-pub fn reseed(decoder: &mut Decoder, seed: u64) {
-    for (i, (_, lin)) in decoder.linears_mut().into_iter().enumerate() {
+pub fn reseed(decoder: &Decoder, seed: u64) {
+    for (i, lin) in decoder.linears().into_iter().enumerate() {
         if let Some(l) = &lin.lora {
             l.reseed(seed.wrapping_add(i as u64));
         }
