@@ -123,6 +123,7 @@ fn smollm2_config() -> ModelConfig {
         attention_bias: false,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
+        pad_token_id: Some(2),
     }
 }
 

@@ -39,6 +39,7 @@ fn config(arch: Architecture, seed: u64) -> ModelConfig {
         tie_word_embeddings: rng.random_bool(0.5),
         attention_bias: false,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: vec![1],
     }
 }

@@ -300,6 +300,7 @@ fn config(arch: Architecture, tie: bool, bias: bool) -> ModelConfig {
         tie_word_embeddings: tie,
         attention_bias: bias,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: vec![1],
     }
 }

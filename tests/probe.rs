@@ -115,7 +115,8 @@ fn debiasing_removes_the_first_label_preference() {
                 STANCES[order[0]],
             )
             .unwrap();
-            pc.to_seq(256).0
+            pc.to_seq(256, driftui::data::Cut::Sequence(Default::default()))
+                .0
         })
         .collect();
     let mut vars = BTreeMap::new();

@@ -42,7 +42,7 @@ pub struct Phase {
 
 impl Phase {
     /// Read and tokenize the phase's dataset; a warning says how many rows
-    /// were truncated.
+    /// were truncated or dropped.
     pub fn load(
         recipe: &LoadedRecipe,
         cfg: &PhaseConfig,
@@ -56,74 +56,95 @@ impl Phase {
         };
         let examples =
             data::load_jsonl(&path, kind).with_context(|| format!("phase \"{}\"", cfg.name))?;
-        let (phase, truncated) = Phase::from_examples(cfg, &examples, model)
+        let (phase, fit) = Phase::from_examples(cfg, &examples, model)
             .with_context(|| format!("tokenizing {} for phase \"{}\"", path.display(), cfg.name))?;
-        let warning = (truncated > 0).then(|| {
-            format!(
-                "phase \"{}\": {truncated} of {} rows are longer than max_len = {} tokens and were truncated",
-                cfg.name,
-                phase.data.len(),
+        let mut notes = Vec::new();
+        if fit.truncated > 0 {
+            notes.push(format!(
+                "{} of {} rows are longer than max_len = {} tokens and were truncated",
+                fit.truncated,
+                examples.len(),
                 cfg.max_len
-            )
-        });
+            ));
+        }
+        if fit.dropped > 0 {
+            notes.push(format!(
+                "{} rows were dropped: no answer token fits in max_len = {} (as TRL drops them)",
+                fit.dropped, cfg.max_len
+            ));
+        }
+        let warning =
+            (!notes.is_empty()).then(|| format!("phase \"{}\": {}", cfg.name, notes.join("; ")));
         Ok((phase, warning))
     }
 
-    /// A phase over rows already read; also returns how many rows are
-    /// longer than `max_len`.
+    /// A phase over rows already read.
     pub fn from_examples(
         cfg: &PhaseConfig,
         examples: &[Example],
         model: &LoadedModel,
-    ) -> Result<(Phase, usize)> {
-        let (data, truncated) = tokenize(model, examples, cfg)?;
+    ) -> Result<(Phase, Fit)> {
+        let (data, fit) = tokenize(model, examples, cfg)?;
+        if data.is_empty() {
+            bail!(
+                "no row is left to train on ({} dropped: no answer token fits in max_len = {})",
+                fit.dropped,
+                cfg.max_len
+            );
+        }
+        Ok((Phase::new(cfg, data), fit))
+    }
+
+    /// A phase over rows already tokenized.
+    pub fn new(cfg: &PhaseConfig, data: PhaseData) -> Phase {
         let per_step = (cfg.batch_size * cfg.grad_accum) as f64;
         let steps = match (cfg.steps, cfg.epochs) {
             (Some(s), _) => s,
-            (None, Some(e)) => ((e * data.len() as f64) / per_step).ceil().max(1.0) as u64,
-            (None, None) => bail!("phase \"{}\" needs steps or epochs", cfg.name),
+            (_, e) => ((e.unwrap_or(1.0) * data.len() as f64) / per_step)
+                .ceil()
+                .max(1.0) as u64,
         };
-        let phase = Phase {
+        Phase {
             objective: cfg.objective(),
             warmup: cfg.warmup(steps),
             cfg: cfg.clone(),
             data,
             steps,
-        };
-        Ok((phase, truncated))
+        }
     }
+}
+
+/// How a dataset fit into `max_len`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fit {
+    /// Rows cut to `max_len`.
+    pub truncated: usize,
+    /// Rows left without an answer token, dropped.
+    pub dropped: usize,
 }
 
 fn tokenize(
     model: &LoadedModel,
     examples: &[Example],
     p: &PhaseConfig,
-) -> Result<(PhaseData, usize)> {
+) -> Result<(PhaseData, Fit)> {
     let tok = &model.tokenizer;
-    let mut truncated = 0;
+    let mut fit = Fit::default();
+    let cut = p.cut();
     let data = match p.algorithm {
         Algorithm::Sft => {
+            let mode = p.truncation_mode.unwrap_or_default();
             let mut seqs = Vec::with_capacity(examples.len());
             for ex in examples {
                 let mut s = data::tokenize_sft(tok, ex)?;
-                if s.len() > p.max_len {
-                    // As for preference data: keep the end of the context and
-                    // the start of the answer, so no row loses its answer.
-                    let first = s.trained.iter().position(|&t| t).unwrap_or(0);
-                    let (keep_ctx, keep_rest) =
-                        data::truncate_pair(first, s.len() - first, p.max_len);
-                    let range = first - keep_ctx..first + keep_rest;
-                    s.ids = s.ids[range.clone()].to_vec();
-                    s.trained = s.trained[range].to_vec();
-                    truncated += 1;
+                if s.truncate(p.max_len, mode) {
+                    fit.truncated += 1;
                 }
                 if s.trained_targets() == 0 {
-                    bail!(
-                        "a row has no answer tokens left after truncation to max_len = {}",
-                        p.max_len
-                    );
+                    fit.dropped += 1;
+                } else {
+                    seqs.push(s);
                 }
-                seqs.push(s);
             }
             PhaseData::Sft(seqs)
         }
@@ -134,8 +155,12 @@ fn tokenize(
                     bail!("not a KTO row")
                 };
                 let pc = data::tokenize_prompt_completion(tok, &k.prompt, &k.completion)?;
+                if pc.prompt_fills(p.max_len, cut) {
+                    fit.dropped += 1;
+                    continue;
+                }
                 if pc.prompt.len() + pc.completion.len() > p.max_len {
-                    truncated += 1;
+                    fit.truncated += 1;
                 }
                 rows.push((pc, k.label));
             }
@@ -152,13 +177,17 @@ fn tokenize(
                 };
                 let c = data::tokenize_prompt_completion(tok, &pp.prompt, &pp.chosen)?;
                 let r = data::tokenize_prompt_completion(tok, &pp.prompt, &pp.rejected)?;
+                if c.prompt_fills(p.max_len, cut) || r.prompt_fills(p.max_len, cut) {
+                    fit.dropped += 1;
+                    continue;
+                }
                 if c.prompt.len() + c.completion.len().max(r.completion.len()) > p.max_len {
-                    truncated += 1;
+                    fit.truncated += 1;
                 }
                 rows.push((c, r));
             }
             PhaseData::Pairs(rows)
         }
     };
-    Ok((data, truncated))
+    Ok((data, fit))
 }

@@ -37,6 +37,9 @@ pub struct TrainerState {
     /// Loss of every step so far, by global step (for the dashboard and tests).
     #[serde(default)]
     pub losses: Vec<f64>,
+    /// Input tokens seen so far in this phase (TRL's cumulative `num_tokens`).
+    #[serde(default)]
+    pub phase_input_tokens: u64,
 }
 
 pub const STATE_VERSION: u32 = 1;

@@ -49,6 +49,8 @@ struct Trainer {
     opt: Option<AdamW>,
     /// The snapshot holding the current phase's reference model.
     reference_snapshot: Option<String>,
+    /// Input tokens seen so far in the phase under way (TRL's `num_tokens`).
+    phase_input_tokens: u64,
     /// The last successful probe, reused by a phase's start probe when no
     /// step ran since (the previous phase's end measured the same weights).
     last_probe: Option<events::ProbeEvent>,
@@ -100,6 +102,7 @@ pub fn run(
         stop_requested: false,
         opt: None,
         reference_snapshot: None,
+        phase_input_tokens: 0,
         last_probe: None,
     };
     match t.train() {
@@ -447,6 +450,7 @@ impl Trainer {
             global_step: self.global_step - first_step,
         }))?;
         self.opt = None;
+        self.phase_input_tokens = 0;
         let mut opt = AdamW::new(
             &self.policy.vars,
             AdamWConfig {
@@ -463,6 +467,7 @@ impl Trainer {
                 .with_context(|| format!("the optimizer state in {}", res.dir.display()))?;
                 let st: BTreeMap<String, Tensor> = st.into_iter().collect();
                 opt.load_state(&st, res.state.optimizer_step)?;
+                self.phase_input_tokens = res.state.phase_input_tokens;
             }
         }
         self.opt = Some(opt);
@@ -511,23 +516,19 @@ impl Trainer {
             poison,
         )?;
         let opt = self.opt.as_mut().context("no optimizer")?;
-        let grad_norm = if g.grads.is_empty() {
-            f64::NAN
+        let grad_norm = if g.loss.is_finite() {
+            step::update(opt, &g.grads, lr, cfg.max_grad_norm)?
         } else {
-            opt.grad_norm(&g.grads)?
+            f64::NAN
         };
         let finite = g.loss.is_finite() && grad_norm.is_finite();
-        if finite {
-            let clip = cfg.max_grad_norm;
-            let scale = if clip > 0.0 && grad_norm > clip {
-                clip / (grad_norm + 1e-6)
-            } else {
-                1.0
-            };
-            opt.step(&g.grads, lr, scale)?;
-        }
         self.global_step += 1;
         self.losses.push(g.loss);
+        self.phase_input_tokens += g.input_tokens;
+        let mut metrics = g.metrics;
+        if phase.objective.logs_num_tokens() {
+            metrics.insert("num_tokens".into(), self.phase_input_tokens as f64);
+        }
         self.emit(Event::Step(events::StepEvent {
             t: events::now(),
             phase: pi,
@@ -538,7 +539,7 @@ impl Trainer {
             grad_norm,
             tokens: g.tokens,
             seconds: t0.elapsed().as_secs_f64(),
-            metrics: g.metrics,
+            metrics,
         }))?;
         if !finite {
             self.not_finite(&cfg.name, step + 1, g.loss.is_finite())?;
@@ -630,6 +631,7 @@ impl Trainer {
             reference: self.reference_snapshot.clone(),
             lora: is_lora,
             losses: self.losses.clone(),
+            phase_input_tokens: self.phase_input_tokens,
         };
         w.write("trainer_state.json", &serde_json::to_vec_pretty(&state)?)?;
         let dir = w.seal()?;
