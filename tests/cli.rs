@@ -250,7 +250,7 @@ fn killed_run_leaves_a_parseable_log() {
                 .to_string_lossy()
                 .starts_with(".partial")
             {
-                driftui::train::snapshot::verify(&p).unwrap();
+                driftui::rundir::snapshot::verify(&p).unwrap();
             }
         }
     }

@@ -354,7 +354,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
             );
         }
     }
-    let snaps = driftui::report::checkpoint::list_snapshots(&run_dir, &[]);
+    let snaps = driftui::rundir::RunDir::at(&run_dir).snapshots(&[]);
     assert!(
         snaps
             .iter()

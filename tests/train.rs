@@ -148,7 +148,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         "kto-000024",
     ] {
         let s = snaps.join(name);
-        driftui::train::snapshot::verify(&s).unwrap();
+        driftui::rundir::snapshot::verify(&s).unwrap();
         for f in [
             "config.json",
             "model.safetensors",

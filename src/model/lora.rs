@@ -57,7 +57,7 @@ use super::decoder::Decoder;
 use super::source::LoadedModel;
 use super::weights::TensorMap;
 use crate::recipe::LoraConfig;
-use crate::train::snapshot::SnapshotWriter;
+use crate::rundir::SnapshotWriter;
 use anyhow::{bail, Context};
 use candle_core::{DType, Var};
 use std::collections::BTreeMap;

@@ -74,7 +74,7 @@ pub fn synthesize(
             eprintln!(
                 "synth {done}/{n} ({:.0}%)  ETA {}",
                 100.0 * done as f64 / n as f64,
-                crate::train::progress::clock(per * (n - done) as f64)
+                crate::duration::clock(per * (n - done) as f64)
             );
         }
     }

@@ -7,7 +7,7 @@ pub mod plot;
 
 use crate::events::{read_log, Event, STANCES};
 use crate::probe::drift::{DriftTable, Point, TopicDrift};
-use crate::tui::replay::resolve_log;
+use crate::rundir::RunLog;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -296,10 +296,10 @@ pub struct ReportFiles {
     pub topics: usize,
 }
 
-/// Write the report of the run at `run` (its directory or `events.jsonl`)
-/// into `out` (default: `RUN_DIR/report`).
+/// Write the report of the run at `run` (its directory, its log or one of
+/// its snapshots) into `out` (default: `RUN_DIR/report`).
 pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
-    let log = resolve_log(run)?;
+    let RunLog { run, log } = RunLog::locate(run)?;
     let (events, read) = read_log(&log)?;
     if events.is_empty() {
         bail!("{} holds no events", log.display());
@@ -314,10 +314,7 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
     let rows = data.drift.rows();
     let dir = match out {
         Some(d) => d.to_path_buf(),
-        None => log
-            .parent()
-            .map(|p| p.join("report"))
-            .unwrap_or_else(|| PathBuf::from("report")),
+        None => run.report_dir(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();

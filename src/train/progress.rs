@@ -1,6 +1,7 @@
 //! Plain progress lines on stderr for `train --headless`: phase, step/total,
 //! loss, reward margin, tokens/s and ETA, at most about once a second.
 
+use crate::duration::clock;
 use crate::events::Event;
 use std::time::{Duration, Instant};
 
@@ -16,17 +17,6 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// `h:mm:ss` or `m:ss`.
-pub fn clock(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
     }
 }
 

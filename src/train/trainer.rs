@@ -16,12 +16,13 @@ use super::policy::Policy;
 use super::prepare::Prepared;
 use super::progress::Progress;
 use super::schedule::lr_at;
-use super::snapshot::{self, SnapshotWriter, TrainerState, STATE_VERSION};
 use super::step;
 use crate::data::Batcher;
 use crate::events::{self, Event, EventLog};
 use crate::model::weights::save_tensors;
 use crate::model::Decoder;
+use crate::rundir::snapshot::{self, TrainerState, STATE_VERSION};
+use crate::rundir::RunDir;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -58,7 +59,7 @@ struct Trainer {
 pub fn spawn(prep: Prepared) -> Result<TrainerHandle> {
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let run_dir = prep.run_dir.clone();
+    let run_dir = prep.run_dir.root().to_path_buf();
     let thread = std::thread::Builder::new()
         .name("trainer".into())
         .spawn(move || run(prep, ctl_rx, Some(ev_tx)))?;
@@ -76,7 +77,7 @@ pub fn run(
     control: mpsc::Receiver<Control>,
     sink: Option<tokio::sync::mpsc::Sender<Event>>,
 ) -> Result<RunOutcome> {
-    let log = EventLog::open(&prep.run_dir.join("events.jsonl"))?;
+    let log = EventLog::open(&prep.run_dir.events_log())?;
     let policy = Policy::new(
         &prep.model,
         prep.recipe.recipe.model.lora.as_ref(),
@@ -168,7 +169,7 @@ impl Trainer {
         let mut reference: Option<(Decoder, Option<String>)> = None;
         if let Some(res) = &self.prep.resume {
             if let (true, Some(rel)) = (start_phase == res.state.phase, &res.state.reference) {
-                let dir = self.prep.run_dir.join(rel);
+                let dir = self.prep.run_dir.path_of(rel);
                 let seed = self.prep.recipe.recipe.run.seed;
                 let decoder = self.policy.load_reference(&self.prep.model, &dir, seed)?;
                 reference = Some((decoder, Some(rel.clone())));
@@ -179,7 +180,7 @@ impl Trainer {
             .resume
             .as_ref()
             .and_then(|res| res.dir.file_name())
-            .map(|n| format!("snapshots/{}", n.to_string_lossy()));
+            .map(|n| RunDir::snapshot_rel(&n.to_string_lossy()));
         let phases = Rc::clone(&self.phases);
         for (pi, phase) in phases.iter().enumerate().skip(start_phase) {
             let first_step = if pi == start_phase { start_step } else { 0 };
@@ -295,7 +296,7 @@ impl Trainer {
         self.log.sync()?;
         Ok(RunOutcome {
             status: status.into(),
-            run_dir: self.prep.run_dir.clone(),
+            run_dir: self.prep.run_dir.root().to_path_buf(),
             global_step: self.global_step,
             losses: self.losses.clone(),
         })
@@ -577,12 +578,11 @@ impl Trainer {
         let phases = Rc::clone(&self.phases);
         let phase = &phases[pi];
         let name = if reason == "reference" {
-            format!("{}-reference", phase.cfg.name)
+            snapshot::reference_name(&phase.cfg.name)
         } else {
             snapshot::snapshot_name(&phase.cfg.name, step)
         };
-        let snaps = self.prep.run_dir.join("snapshots");
-        let mut w = SnapshotWriter::begin(&snaps, &name)?;
+        let mut w = self.prep.run_dir.begin_snapshot(&name)?;
         let model = &self.prep.model;
         let is_lora = self.policy.lora.is_some();
         if is_lora {
@@ -633,7 +633,7 @@ impl Trainer {
         };
         w.write("trainer_state.json", &serde_json::to_vec_pretty(&state)?)?;
         let dir = w.seal()?;
-        let rel = format!("snapshots/{name}");
+        let rel = RunDir::snapshot_rel(&name);
         self.emit(Event::Snapshot(events::SnapshotEvent {
             t: events::now(),
             phase: pi,

@@ -6,7 +6,8 @@ use super::probe_worker::{JobCheckpoint, JobEvent, JudgeChoice, ProbeJob, Worker
 use crate::events::SnapshotEvent;
 use crate::model::generate::SamplingParams;
 use crate::probe::set::ProbeSet;
-use crate::report::checkpoint::{list_snapshots, RunContext, SnapshotEntry};
+use crate::report::checkpoint::RunContext;
+use crate::rundir::{RunDir, SnapshotEntry};
 use std::path::{Path, PathBuf};
 
 /// Answers sampled per checkpoint.
@@ -123,7 +124,7 @@ impl ProbeScreen {
             .collect();
         let at = self.snapshots.get(self.cursor).map(|s| s.name.clone());
         self.snapshots = match run_dir {
-            Some(d) => list_snapshots(d, known),
+            Some(d) => RunDir::at(d).snapshots(known),
             None => Vec::new(),
         };
         self.picked = picked
