@@ -85,11 +85,11 @@ fn run(cli: Cli) -> Result<()> {
             probes,
             json,
         } => {
-            let p = report::checkpoint::probe_checkpoint(&checkpoint, probes.as_deref())?;
+            let p = driftui::probe::checkpoint::probe_checkpoint(&checkpoint, probes.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print!("{}", report::checkpoint::format_table(&p));
+                print!("{}", driftui::probe::checkpoint::format_table(&p));
             }
             Ok(())
         }

@@ -4,9 +4,9 @@
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::decoder::causal_bias;
+use driftui::model::seq_logps;
 use driftui::model::weights::{expected_shapes, TensorMap};
 use driftui::model::{Architecture, Decoder, ForwardOptions, KvCache, Mode, ModelConfig};
-use driftui::train::objectives::seq_logps;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 

@@ -5,9 +5,9 @@
 use candle_core::{Device, Tensor};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::export::{export, ExportOptions};
+use driftui::model::seq_logps;
 use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, LoadedModel, Mode};
 use driftui::recipe::LoraConfig;
-use driftui::train::objectives::seq_logps;
 use driftui::train::{self, TrainOptions};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -339,9 +339,9 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     // The LoRA snapshot probes like its merged export (`driftui probe` and the
     // probe screen load it through the same path).
     let probe_snap =
-        driftui::report::checkpoint::probe_checkpoint(&snap.display().to_string(), None).unwrap();
+        driftui::probe::checkpoint::probe_checkpoint(&snap.display().to_string(), None).unwrap();
     let probe_out =
-        driftui::report::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
+        driftui::probe::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
     assert_eq!(probe_snap.topics.len(), 14);
     for (a, b) in probe_snap.topics.iter().zip(&probe_out.topics) {
         for k in 0..3 {

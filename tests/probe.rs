@@ -5,11 +5,11 @@
 use candle_core::{Device, Tensor, D};
 use driftui::data::{Message, SeqBatch, TokenSeq};
 use driftui::events::STANCES;
+use driftui::model::seq_logps;
 use driftui::model::{load_model, Decoder, ForwardOptions, LoadOptions, Mode};
 use driftui::probe::choice::{instruction, ChoiceScorer, ORDERINGS};
 use driftui::probe::set::ProbeSet;
 use driftui::probe::{Method, Prober};
-use driftui::train::objectives::seq_logps;
 use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -8,10 +8,10 @@ use driftui::events::{
     read_log, Event, ModelInfo, PhasePlan, PhaseStart, ProbeEvent, RunStart, SnapshotEvent,
     TopicStance,
 };
+use driftui::probe::worker::{JobEvent, ProbeEngine, ProbeJob, ProbeWorker};
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Effect, Quit, Screen};
 use driftui::tui::event_loop::{self, Source};
-use driftui::tui::probe_worker::{JobEvent, ProbeEngine, ProbeJob, ProbeWorker};
 use driftui::tui::theme::Theme;
 use driftui::tui::ui;
 use futures::StreamExt;
@@ -452,7 +452,7 @@ async fn probe_worker_failures_reach_the_status_line_and_the_worker_lives_on() {
     // (as the dashboard's own hook does).
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some(driftui::tui::probe_worker::THREAD_NAME) {
+        if std::thread::current().name() != Some(driftui::probe::worker::THREAD_NAME) {
             previous(info);
         }
     }));

@@ -232,7 +232,7 @@ fn sft_nll(m: &LoadedModel, n: usize) -> f64 {
         .collect();
     let refs: Vec<&data::TokenSeq> = seqs.iter().collect();
     let b = SeqBatch::new(&refs, m.tokenizer.pad_id, &Device::Cpu).unwrap();
-    let lp = driftui::train::objectives::seq_logps(&m.decoder().unwrap(), &b, Mode::Fast).unwrap();
+    let lp = driftui::model::seq_logps(&m.decoder().unwrap(), &b, Mode::Fast).unwrap();
     -lp.tokens.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
 }
 

@@ -428,7 +428,7 @@ impl ChoiceScorer {
             .collect();
         let refs: Vec<&TokenSeq> = seqs.iter().collect();
         let batch = SeqBatch::new(&refs, self.tok.pad_id, decoder.device())?;
-        let lp = crate::train::objectives::seq_logps(decoder, &batch, Mode::Fast)?;
+        let lp = crate::model::seq_logps(decoder, &batch, Mode::Fast)?;
         let sums = lp
             .sums
             .to_dtype(candle_core::DType::F64)?

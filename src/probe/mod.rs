@@ -8,11 +8,13 @@
 //! - `generate`: K sampled answers per question, each scored by a fixed judge
 //!   ([`judge`]), as the study did.
 
+pub mod checkpoint;
 pub mod choice;
 pub mod drift;
 pub mod judge;
 pub mod set;
 pub mod synth;
+pub mod worker;
 
 use crate::data::{Message, TextTokenizer};
 use crate::events::{self, ProbeEvent, TopicStance};

@@ -1,8 +1,6 @@
 //! Headless reports: a run's drift table (markdown, CSV, JSON) and its plots
-//! (SVG, PNG) for `driftui report`, and the stance probe of one checkpoint
-//! for `driftui probe` ([`checkpoint`]).
+//! (SVG, PNG) for `driftui report`.
 
-pub mod checkpoint;
 pub mod plot;
 
 use crate::events::{read_log, Event, STANCES};

@@ -2,11 +2,11 @@
 //! the question (typed, or taken from the probe set), and the answers the
 //! worker streams back, one column per checkpoint.
 
-use super::probe_worker::{JobCheckpoint, JobEvent, JudgeChoice, ProbeJob, WorkerUpdate};
 use crate::events::SnapshotEvent;
 use crate::model::generate::SamplingParams;
+use crate::probe::checkpoint::RunContext;
 use crate::probe::set::ProbeSet;
-use crate::report::checkpoint::RunContext;
+use crate::probe::worker::{JobCheckpoint, JobEvent, JudgeChoice, ProbeJob, WorkerUpdate};
 use crate::rundir::{RunDir, SnapshotEntry};
 use std::path::{Path, PathBuf};
 
@@ -137,7 +137,7 @@ impl ProbeScreen {
         if self.set.is_none() || self.loaded_for.as_deref() != run_dir {
             let (set, note) = match run_dir.map(RunContext::read) {
                 Some(Ok(ctx)) => ctx.probe_set(),
-                _ => (crate::report::checkpoint::default_probe_set(), None),
+                _ => (crate::probe::checkpoint::default_probe_set(), None),
             };
             self.set = Some(set);
             self.set_note = note;

@@ -19,9 +19,9 @@
 //! ```
 
 use super::stance::{distribution_bar, initial, pad, prob, truncate};
+use crate::probe::worker::JudgeChoice;
 use crate::tui::app::App;
 use crate::tui::checkpoints::{ColumnView, QuestionSource};
-use crate::tui::probe_worker::JudgeChoice;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};

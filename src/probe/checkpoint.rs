@@ -1,12 +1,12 @@
-//! One checkpoint's stance, headless (`driftui probe`), and what probing a
-//! run's snapshots needs: listing them, loading one with clear errors, the
-//! run's probe set and its starting model.
+//! Probing checkpoints: one checkpoint's stance, headless (`driftui probe`),
+//! and what probing a run's snapshots needs: loading one with clear errors,
+//! the run's probe set and its starting model.
 
+use super::set::ProbeSet;
+use super::{Method, Prober};
 use crate::data::TemplateChoice;
 use crate::events::{Event, TopicStance, STANCES};
 use crate::model::{load_model, LoadOptions, LoadedModel};
-use crate::probe::set::ProbeSet;
-use crate::probe::{Method, Prober};
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
 use anyhow::{bail, Context, Result};
