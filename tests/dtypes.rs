@@ -2,7 +2,7 @@
 //! plain-op path), and a device the build lacks stops before training with
 //! the cargo feature to build with.
 
-use driftui::events::{read_log, Event};
+use driftui::events::{read_log, Event, RunStatus};
 use driftui::train::{self, TrainOptions};
 use std::path::Path;
 
@@ -56,7 +56,7 @@ fn half_precision_recipes_train() {
         let prep = prepare(&recipe(tmp.path(), dtype, "cpu"), &out).unwrap();
         let (_tx, rx) = std::sync::mpsc::channel();
         let outcome = train::run(prep, rx, None).unwrap();
-        assert_eq!(outcome.status, "completed", "{dtype}");
+        assert_eq!(outcome.status, RunStatus::Completed, "{dtype}");
         let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
         let losses: Vec<f64> = events
             .iter()

@@ -4,6 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use driftui::data::{SeqBatch, TokenSeq};
+use driftui::events::{RunStatus, Stance};
 use driftui::model::export::{export, ExportOptions};
 use driftui::model::seq_logps;
 use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, LoadedModel, Mode};
@@ -198,7 +199,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     .unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let outcome = train::run(prep, rx, None).unwrap();
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let snap = run_dir.join("snapshots/sft-000004");
 
     // PEFT's layout: adapter_config.json and adapter_model.safetensors with
@@ -344,7 +345,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
         driftui::probe::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
     assert_eq!(probe_snap.topics.len(), 14);
     for (a, b) in probe_snap.topics.iter().zip(&probe_out.topics) {
-        for k in 0..3 {
+        for k in Stance::EACH {
             assert!(
                 (a.mean[k] - b.mean[k]).abs() < 1e-6,
                 "{}: {:?} vs {:?}",

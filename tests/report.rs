@@ -140,7 +140,7 @@ fn report_plots_are_svg_and_png_with_titles() {
     // The title is drawn (text needs a font; none comes from the system).
     assert!(dark_pixels(&stance, 10..50) > 500, "no title text");
     // Each stance colour is on the figure.
-    for c in plot::STANCE_COLORS {
+    for c in plot::STANCE_COLORS.values() {
         let n = stance.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
         assert!(n > 200, "colour {c:?}: {n} pixels");
     }

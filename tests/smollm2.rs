@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use driftui::data::Message;
+use driftui::events::RunStatus;
 use driftui::model::generate::{generate, SamplingParams};
 use driftui::model::{load_model, ForwardOptions, LoadOptions, LoadedModel, Mode};
 use std::collections::HashMap;
@@ -286,7 +287,7 @@ fn smollm2_recipe_trains_a_few_steps_on_cpu() {
     .unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let outcome = driftui::train::run(prep, rx, None).unwrap();
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
     let losses = |phase: usize| -> Vec<f64> {
         events

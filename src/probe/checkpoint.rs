@@ -5,7 +5,7 @@
 use super::set::ProbeSet;
 use super::{Method, Prober};
 use crate::data::TemplateChoice;
-use crate::events::{Event, TopicStance, STANCES};
+use crate::events::{Event, ProbeMethod, Stance, TopicStance};
 use crate::model::{load_model, LoadOptions, LoadedModel};
 use crate::recipe::Recipe;
 use crate::rundir::RunDir;
@@ -183,7 +183,7 @@ pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointProbe {
     pub checkpoint: String,
-    pub method: String,
+    pub method: ProbeMethod,
     /// Where the questions came from.
     pub probes: String,
     pub questions: usize,
@@ -227,7 +227,7 @@ pub fn probe_checkpoint(spec: &str, probes: Option<&Path>) -> Result<CheckpointP
         .with_context(|| format!("probing {spec}"))?;
     Ok(CheckpointProbe {
         checkpoint: spec.to_string(),
-        method: "choice".into(),
+        method: ProbeMethod::Choice,
         probes: set.origin.clone(),
         questions: set.questions.len(),
         seconds: t0.elapsed().as_secs_f64(),
@@ -252,14 +252,18 @@ pub fn format_table(p: &CheckpointProbe) -> String {
         .unwrap_or(5)
         .max(5);
     let _ = write!(s, "\n{:<w$}", "topic");
-    for st in STANCES {
-        let _ = write!(s, "  {st:>15}");
+    for st in Stance::EACH {
+        let _ = write!(s, "  {:>15}", st.name());
     }
     let _ = writeln!(s, "  {:>4}", "n");
     for t in &p.topics {
         let _ = write!(s, "{:<w$}", t.topic);
-        for i in 0..3 {
-            let _ = write!(s, "  {:>15}", format!("{:.3} ± {:.3}", t.mean[i], t.se[i]));
+        for st in Stance::EACH {
+            let _ = write!(
+                s,
+                "  {:>15}",
+                format!("{:.3} ± {:.3}", t.mean[st], t.se[st])
+            );
         }
         let _ = writeln!(s, "  {:>4}", t.n);
     }

@@ -17,6 +17,7 @@ use super::judge::{check_judge, Judge, LocalJudge};
 use super::set::builtin_judge_cases;
 use super::MAX_PROBE_TOKENS;
 use crate::data::Message;
+use crate::events::StanceDistribution;
 use crate::model::generate::{generate, SamplingParams};
 use crate::model::LoadedModel;
 use anyhow::{Context, Result};
@@ -85,7 +86,7 @@ pub enum JobEvent {
     /// The question's `choice` distribution for the column's checkpoint.
     Choice {
         column: usize,
-        dist: [f64; 3],
+        dist: StanceDistribution,
     },
     /// More text of one sampled answer.
     Text {
@@ -104,7 +105,7 @@ pub enum JobEvent {
     Judged {
         column: usize,
         sample: usize,
-        dist: [f64; 3],
+        dist: StanceDistribution,
     },
     ColumnDone {
         column: usize,

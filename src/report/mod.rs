@@ -3,7 +3,7 @@
 
 pub mod plot;
 
-use crate::events::{read_log, Event, STANCES};
+use crate::events::{read_log, Event, ProbeMethod, Stance};
 use crate::probe::drift::{DriftTable, Point, TopicDrift};
 use crate::rundir::RunLog;
 use anyhow::{bail, Context, Result};
@@ -38,8 +38,8 @@ pub struct RunData {
     /// Wall time spent probing, and from the first to the last event.
     pub probe_seconds: f64,
     pub wall_seconds: f64,
-    /// `choice` or `generate` (the last probe's).
-    pub method: String,
+    /// The last successful probe's method.
+    pub method: Option<ProbeMethod>,
 }
 
 impl RunData {
@@ -101,7 +101,7 @@ impl RunData {
                         d.failed_probes += 1;
                     } else {
                         d.probes += 1;
-                        d.method.clone_from(&p.method);
+                        d.method = Some(p.method);
                     }
                 }
                 _ => {}
@@ -163,11 +163,7 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
         s,
         "{} successful probes ({})",
         data.probes,
-        if data.method.is_empty() {
-            "—"
-        } else {
-            &data.method
-        }
+        data.method.map_or("—", ProbeMethod::name)
     );
     if data.failed_probes > 0 {
         let _ = write!(s, ", {} failed", data.failed_probes);
@@ -189,25 +185,25 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
          its extreme value in the phase (0 = at once, 1 = only at the end).\n\n",
     );
     s.push_str("| topic | phase |");
-    for st in STANCES {
+    for st in Stance::EACH {
         let _ = write!(s, " {st} start | {st} end | {st} Δ | {st} time |");
     }
     s.push('\n');
     s.push_str("| --- | --- |");
-    for _ in STANCES {
+    for _ in Stance::EACH {
         s.push_str(" ---: | ---: | ---: | ---: |");
     }
     s.push('\n');
     for r in rows {
         let _ = write!(s, "| {} | {} |", md_escape(&r.topic), md_escape(&r.phase));
-        for i in 0..3 {
+        for st in Stance::EACH {
             let _ = write!(
                 s,
                 " {:.3} | {:.3} | {:+.3} | {} |",
-                r.start[i],
-                r.end[i],
-                r.stances[i].magnitude,
-                r.stances[i]
+                r.start[st],
+                r.end[st],
+                r.stances[st].magnitude,
+                r.stances[st]
                     .time
                     .map_or("—".to_string(), |t| format!("{t:.2}"))
             );
@@ -228,17 +224,17 @@ fn md_escape(s: &str) -> String {
 pub fn drift_csv(rows: &[TopicDrift]) -> String {
     let mut s = String::from("topic,phase,stance,start,end,magnitude,drift_time\n");
     for r in rows {
-        for (i, st) in STANCES.iter().enumerate() {
+        for st in Stance::EACH {
             let _ = writeln!(
                 s,
                 "{},{},{},{:.6},{:.6},{:.6},{}",
                 csv_field(&r.topic),
                 csv_field(&r.phase),
                 st,
-                r.start[i],
-                r.end[i],
-                r.stances[i].magnitude,
-                r.stances[i]
+                r.start[st],
+                r.end[st],
+                r.stances[st].magnitude,
+                r.stances[st]
                     .time
                     .map_or(String::new(), |t| format!("{t:.6}"))
             );
@@ -261,7 +257,7 @@ pub fn drift_json(data: &RunData, rows: &[TopicDrift]) -> serde_json::Value {
     struct Doc<'a> {
         run: &'a str,
         model: &'a str,
-        stances: [&'static str; 3],
+        stances: [Stance; 3],
         phases: &'a [PhaseSpan],
         method: &'a str,
         probes: u64,
@@ -273,9 +269,9 @@ pub fn drift_json(data: &RunData, rows: &[TopicDrift]) -> serde_json::Value {
     serde_json::to_value(Doc {
         run: &data.run,
         model: &data.model,
-        stances: STANCES,
+        stances: Stance::EACH,
         phases: &data.phases,
-        method: &data.method,
+        method: data.method.map_or("", ProbeMethod::name),
         probes: data.probes,
         failed_probes: data.failed_probes,
         probe_seconds: data.probe_seconds,

@@ -4,7 +4,7 @@
 //! fontconfig or system font is needed.
 
 use super::RunData;
-use crate::events::STANCES;
+use crate::events::{PerStance, Stance};
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -24,11 +24,11 @@ pub const LOSS_SIZE: (u32, u32) = (1200, 600);
 
 /// Okabe–Ito colours, distinguishable with colour-blindness: support
 /// (bluish green), neutral (grey), oppose (vermillion).
-pub const STANCE_COLORS: [RGBColor; 3] = [
+pub const STANCE_COLORS: PerStance<RGBColor> = PerStance::new(
     RGBColor(0, 158, 115),
     RGBColor(128, 128, 128),
     RGBColor(213, 94, 0),
-];
+);
 const BOUNDARY: RGBColor = RGBColor(110, 110, 110);
 const LOSS_COLOR: RGBColor = RGBColor(0, 114, 178);
 
@@ -120,11 +120,7 @@ fn title_of(data: &RunData) -> String {
 fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) -> Result<()> {
     root.fill(&WHITE).map_err(drawing)?;
     let (header, body) = root.split_vertically(HEADER_HEIGHT);
-    let method = if data.method.is_empty() {
-        "—"
-    } else {
-        &data.method
-    };
+    let method = data.method.map_or("—", |m| m.name());
     header
         .draw(&Text::new(
             format!("Stance per topic over training — {}", title_of(data)),
@@ -143,16 +139,16 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
         .map_err(drawing)?;
     // Legend.
     let mut x = 20;
-    for (i, name) in STANCES.iter().enumerate() {
+    for stance in Stance::EACH {
         header
             .draw(&Rectangle::new(
                 [(x, 86), (x + 28, 94)],
-                STANCE_COLORS[i].filled(),
+                STANCE_COLORS[stance].filled(),
             ))
             .map_err(drawing)?;
         header
             .draw(&Text::new(
-                name.to_string(),
+                stance.name(),
                 (x + 36, 81),
                 (FONT, 18).into_font().color(&BLACK),
             ))
@@ -213,7 +209,7 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
                 )))
                 .map_err(drawing)?;
         }
-        for (s, color) in STANCE_COLORS.iter().enumerate() {
+        for (s, color) in STANCE_COLORS.iter() {
             if points.len() >= 2 {
                 let mut band: Vec<(f64, f64)> = points
                     .iter()

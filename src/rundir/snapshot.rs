@@ -7,7 +7,7 @@
 //! crash never leaves a directory that looks complete but is not.
 
 use super::RunDir;
-use crate::events::SnapshotEvent;
+use crate::events::{SnapshotEvent, SnapshotReason};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -191,8 +191,9 @@ pub struct SnapshotEntry {
     pub phase: String,
     pub step: Option<u64>,
     pub global_step: Option<u64>,
-    /// `cadence`, `manual`, `phase_end`, `stop`, `reference`, or `on disk`.
-    pub reason: String,
+    /// Why it was written, as the log says; for one only found on disk,
+    /// what its name says (`reference`) or nothing.
+    pub reason: Option<SnapshotReason>,
     /// Why it cannot be probed, if it cannot.
     pub problem: Option<String>,
 }
@@ -214,7 +215,7 @@ pub(super) fn list(run: &RunDir, known: &[SnapshotEvent]) -> Vec<SnapshotEntry> 
             name,
             step: Some(s.step),
             global_step: Some(s.global_step),
-            reason: s.reason.clone(),
+            reason: Some(s.reason),
             problem: problem(&path),
             path,
         });
@@ -232,11 +233,7 @@ pub(super) fn list(run: &RunDir, known: &[SnapshotEvent]) -> Vec<SnapshotEntry> 
                 phase: phase.to_string(),
                 step,
                 global_step: None,
-                reason: if tail == REFERENCE_SUFFIX {
-                    "reference".into()
-                } else {
-                    "on disk".into()
-                },
+                reason: (tail == REFERENCE_SUFFIX).then_some(SnapshotReason::Reference),
                 problem: problem(&entry.path()),
                 path: entry.path(),
                 name,

@@ -2,7 +2,7 @@
 //! loss, reward margin, tokens/s and ETA, at most about once a second.
 
 use crate::duration::clock;
-use crate::events::Event;
+use crate::events::{Event, Stance};
 use std::time::{Duration, Instant};
 
 pub struct Progress {
@@ -134,14 +134,14 @@ impl Progress {
                 }
                 let n = p.topics.len();
                 let mean =
-                    |i: usize| p.topics.iter().map(|t| t.mean[i]).sum::<f64>() / n.max(1) as f64;
+                    |s: Stance| p.topics.iter().map(|t| t.mean[s]).sum::<f64>() / n.max(1) as f64;
                 Some(format!(
                     "probe ({}, step {}): {n} topics, mean support {:.3} neutral {:.3} oppose {:.3} ({:.1} s)",
                     p.reason,
                     p.global_step,
-                    mean(0),
-                    mean(1),
-                    mean(2),
+                    mean(Stance::Support),
+                    mean(Stance::Neutral),
+                    mean(Stance::Oppose),
                     p.seconds
                 ))
             }

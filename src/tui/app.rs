@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(app.quit, Quit::Stopping);
         app.apply(&[Event::RunEnd(crate::events::RunEnd {
             t: 1.0,
-            status: "stopped".into(),
+            status: crate::events::RunStatus::Stopped,
             global_step: 3,
             seconds: 1.0,
             message: None,

@@ -2,7 +2,7 @@
 //! the question (typed, or taken from the probe set), and the answers the
 //! worker streams back, one column per checkpoint.
 
-use crate::events::SnapshotEvent;
+use crate::events::{SnapshotEvent, StanceDistribution};
 use crate::model::generate::SamplingParams;
 use crate::probe::checkpoint::RunContext;
 use crate::probe::set::ProbeSet;
@@ -29,7 +29,7 @@ pub fn default_params() -> SamplingParams {
 pub struct AnswerView {
     pub text: String,
     /// The judge's stance distribution, once scored.
-    pub judged: Option<[f64; 3]>,
+    pub judged: Option<StanceDistribution>,
 }
 
 /// One checkpoint's results.
@@ -39,7 +39,7 @@ pub struct ColumnView {
     pub global_step: Option<u64>,
     /// What the worker is doing for it.
     pub status: String,
-    pub choice: Option<[f64; 3]>,
+    pub choice: Option<StanceDistribution>,
     pub answers: Vec<AnswerView>,
     /// Judge name, its check on answers of known stance, and whether it passed.
     pub judge: Option<(String, Option<String>, bool)>,

@@ -398,7 +398,7 @@ mod tests {
         replay.command(ReplayCommand::End, &mut model).unwrap();
         assert!(!replay.is_playing(), "the end stops playback");
         assert_eq!(model.global_step, 180);
-        assert_eq!(model.ended.as_deref(), Some("completed"));
+        assert_eq!(model.ended, Some(crate::events::RunStatus::Completed));
     }
 
     #[test]
