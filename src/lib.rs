@@ -7,6 +7,7 @@ pub mod cli;
 pub mod data;
 pub mod duration;
 pub mod events;
+pub mod location;
 pub mod model;
 pub mod probe;
 pub mod recipe;

@@ -3,11 +3,13 @@
 //! the cargo feature to build with.
 
 use driftui::events::{read_log, Event, RunStatus};
-use driftui::train::{self, TrainOptions};
+mod common;
+
+use driftui::train;
 use std::path::Path;
 
 fn recipe(dir: &Path, dtype: &str, device: &str) -> std::path::PathBuf {
-    let a = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let a = common::assets().join("demo");
     let p = dir.join(format!("{dtype}-{}.toml", device.replace(':', "_")));
     std::fs::write(
         &p,
@@ -39,13 +41,7 @@ max_len = 48
 }
 
 fn prepare(r: &Path, out: &Path) -> anyhow::Result<train::Prepared> {
-    train::prepare(&TrainOptions {
-        recipe: r.to_path_buf(),
-        output: Some(out.to_path_buf()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
+    train::prepare(&common::train_options(r, Some(out.to_path_buf())))
 }
 
 #[test]

@@ -2,21 +2,20 @@
 //! snapshot, its merged export and the live adapted decoder give the same
 //! logits; the export keeps the original model's config.json and names.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{logits, max_diff, micro, train_options};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::events::{RunStatus, Stance};
 use driftui::model::export::{export, ExportOptions};
 use driftui::model::seq_logps;
-use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, LoadedModel, Mode};
+use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, Mode};
 use driftui::recipe::LoraConfig;
-use driftui::train::{self, TrainOptions};
+use driftui::train;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-fn micro() -> LoadedModel {
-    load_model("builtin:micro", &LoadOptions::default()).unwrap()
-}
 
 fn all_linear(rank: usize) -> LoraConfig {
     LoraConfig {
@@ -48,7 +47,7 @@ fn norm(t: &Tensor) -> f32 {
 
 #[test]
 fn gradients_reach_every_adapter_and_no_base_weight() {
-    let m = micro();
+    let m = micro(0);
     let (decoder, vars) = lora::attach(&m, &all_linear(4), 1, None).unwrap();
     let layers = m.cfg.num_hidden_layers;
     assert_eq!(vars.len(), 2 * 7 * layers);
@@ -103,7 +102,7 @@ fn gradients_reach_every_adapter_and_no_base_weight() {
 /// The built-in micro model written as an original Hugging Face directory,
 /// with config.json fields driftui itself does not use.
 fn original_dir(dir: &Path) -> (PathBuf, serde_json::Value) {
-    let m = micro();
+    let m = micro(0);
     let d = dir.join("original");
     std::fs::create_dir_all(&d).unwrap();
     let mut cfg = m.cfg.to_hf_json();
@@ -162,41 +161,13 @@ max_len = 64
     p
 }
 
-fn logits(m: &LoadedModel) -> Tensor {
-    let ids = Tensor::new(&[[7u32, 100, 31, 1500, 9, 2, 64]], &Device::Cpu).unwrap();
-    m.decoder()
-        .unwrap()
-        .forward(&ids, Mode::Fast, ForwardOptions::default())
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let (orig, orig_cfg) = original_dir(tmp.path());
     let r = recipe(tmp.path(), &orig);
     let run_dir = tmp.path().join("run");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(run_dir.clone()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(run_dir.clone()))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let outcome = train::run(prep, rx, None).unwrap();
     assert_eq!(outcome.status, RunStatus::Completed);
@@ -219,7 +190,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
         ac["base_model_name_or_path"],
         std::fs::canonicalize(&orig).unwrap().display().to_string()
     );
-    let base = micro();
+    let base = micro(0);
     let adapters =
         candle_core::safetensors::load(snap.join("adapter_model.safetensors"), &Device::Cpu)
             .unwrap();
@@ -380,14 +351,7 @@ fn export_command_writes_a_model_directory() {
     let end = text.find("[[phase]]").unwrap();
     std::fs::write(&r, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let run_dir = tmp.path().join("run");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(run_dir.clone()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(run_dir.clone()))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     train::run(prep, rx, None).unwrap();
     let snap = run_dir.join("snapshots/sft-000004");

@@ -5,12 +5,11 @@
 use driftui::events::{
     read_log, AlertLevel, Event, ProbeEvent, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
 };
+mod common;
+
+use common::{assets, train_options, train_to_end, write_probes};
 use driftui::train::{self, Control, RunOutcome, TrainOptions};
 use std::path::{Path, PathBuf};
-
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
 
 /// A small recipe over the demo data: SFT, then DPO, then KTO.
 fn recipe(dir: &Path, extra_sft: &str) -> PathBuf {
@@ -64,16 +63,10 @@ max_len = 96
 }
 
 fn run(recipe: &Path, output: Option<PathBuf>, resume: Option<PathBuf>) -> RunOutcome {
-    let prep = train::prepare(&TrainOptions {
-        recipe: recipe.to_path_buf(),
-        output,
+    train_to_end(&TrainOptions {
         resume,
-        progress: false,
-        inject_nan_at_step: None,
+        ..train_options(recipe, output)
     })
-    .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    train::run(prep, rx, None).unwrap()
 }
 
 fn steps_of(events: &[Event], phase: usize) -> Vec<(u64, f64)> {
@@ -230,11 +223,8 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
         .to_string();
     std::fs::write(&r, sft_only.replace("steps = 16", "steps = 5")).unwrap();
     let prep = train::prepare(&TrainOptions {
-        recipe: r.clone(),
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
         inject_nan_at_step: Some(3),
+        ..train_options(&r, Some(dir.path().join("run")))
     })
     .unwrap();
     let mut handle = train::spawn(prep).unwrap();
@@ -279,14 +269,7 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
 fn graceful_stop_writes_a_final_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), "");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(dir.path().join("run")))).unwrap();
     let mut handle = train::spawn(prep).unwrap();
     // Stop after the second step.
     let mut steps = 0;
@@ -320,16 +303,10 @@ fn graceful_stop_writes_a_final_snapshot() {
 fn headless_nan_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), "");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
+    let outcome = train_to_end(&TrainOptions {
         inject_nan_at_step: Some(2),
-    })
-    .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    let outcome = train::run(prep, rx, None).unwrap();
+        ..train_options(&r, Some(dir.path().join("run")))
+    });
     assert_eq!(outcome.status, RunStatus::Stopped);
     assert_eq!(outcome.global_step, 2);
     assert!(dir
@@ -346,13 +323,14 @@ fn headless_nan_stops_the_run() {
 fn generate_probes_with_a_checked_judge() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("probes.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
-         {\"topic\":\"guns\",\"question\":\"Are background checks good?\"}\n\
-         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("guns", "Should gun laws be stricter?"),
+            ("guns", "Are background checks good?"),
+            ("tax", "Should the rich pay more tax?"),
+        ],
+    );
     let base = recipe(dir.path(), "");
     let text = std::fs::read_to_string(&base).unwrap();
     let sft_only = text
@@ -433,12 +411,13 @@ fn probe_events(events: &[Event]) -> Vec<&ProbeEvent> {
 fn phase_start_probe_reuses_the_previous_phase_end() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("probes.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
-         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("guns", "Should gun laws be stricter?"),
+            ("tax", "Should the rich pay more tax?"),
+        ],
+    );
     let base = recipe(dir.path(), "");
     let text = std::fs::read_to_string(&base).unwrap();
     let two_phases = text

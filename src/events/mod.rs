@@ -174,6 +174,19 @@ impl Event {
     }
 }
 
+/// Where each phase after the first begins on the global step axis, with its
+/// name: the boundaries the dashboard's charts and the report's plots draw.
+/// `phases` gives each phase's name and start (when known), in order.
+pub fn phase_boundaries<'a>(
+    phases: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+) -> Vec<(u64, &'a str)> {
+    phases
+        .into_iter()
+        .skip(1)
+        .filter_map(|(name, start)| Some((start?, name)))
+        .collect()
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -366,6 +379,13 @@ mod finite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boundaries_are_the_later_phases_that_have_started() {
+        let phases = [("sft", Some(0)), ("dpo", Some(120)), ("kto", None)];
+        assert_eq!(phase_boundaries(phases), vec![(120, "dpo")]);
+        assert_eq!(phase_boundaries([("sft", Some(0))]), vec![]);
+    }
 
     #[test]
     fn step_metrics_sit_at_top_level_under_trl_names() {

@@ -121,12 +121,10 @@ impl RunData {
     }
 
     /// Global steps where a phase after the first began, with its name.
-    pub fn boundaries(&self) -> Vec<(u64, &str)> {
-        self.phases
-            .iter()
-            .skip(1)
-            .map(|p| (p.start, p.name.as_str()))
-            .collect()
+    pub fn phase_boundaries(&self) -> Vec<(u64, &str)> {
+        crate::events::phase_boundaries(
+            self.phases.iter().map(|p| (p.name.as_str(), Some(p.start))),
+        )
     }
 
     /// Every probe of `topic` over the run, in step order (a probe that ends

@@ -211,11 +211,7 @@ impl RunModel {
 
     /// Global steps at which a phase after the first began.
     pub fn phase_boundaries(&self) -> Vec<(u64, &str)> {
-        self.phases
-            .iter()
-            .skip(1)
-            .filter_map(|p| p.start.map(|s| (s, p.name.as_str())))
-            .collect()
+        crate::events::phase_boundaries(self.phases.iter().map(|p| (p.name.as_str(), p.start)))
     }
 
     pub fn current_phase(&self) -> Option<&Phase> {

@@ -6,6 +6,7 @@
 //! line and column: a broken theme never falls back silently.
 
 use crate::events::PerStance;
+use crate::location::line_col;
 use anyhow::{anyhow, Result};
 use ratatui::style::Color;
 use ratatui::symbols::Marker;
@@ -187,14 +188,6 @@ impl Theme {
             stance: PerStance::new(Color::Green, Color::Yellow, Color::Red),
         }
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 #[derive(Debug, Deserialize)]
