@@ -20,6 +20,7 @@
 //! Unknown keys are errors; every error names the file, line and column.
 
 use crate::data::TruncationMode;
+use crate::location::line_col;
 use crate::train::objectives::{DpoLoss, LossAverage, Objective, OrpoNll};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,20 @@ pub struct LoraConfig {
     pub targets: Vec<String>,
 }
 
+/// The projections LoRA can adapt, by their Hugging Face module names.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// The LoRA target that means all of [`LORA_TARGETS`] (PEFT's spelling).
+pub const ALL_LINEAR: &str = "all-linear";
+
 fn default_rank() -> usize {
     16
 }
@@ -101,7 +116,7 @@ fn default_alpha() -> f64 {
     32.0
 }
 fn default_targets() -> Vec<String> {
-    vec!["all-linear".into()]
+    vec![ALL_LINEAR.into()]
 }
 
 /// Training algorithms.
@@ -412,14 +427,6 @@ pub fn parse(text: &str) -> std::result::Result<Recipe, String> {
     Ok(recipe)
 }
 
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
-    (line, col)
-}
-
 /// A place in the recipe: table keys and array indices.
 #[derive(Debug, Clone)]
 enum Seg {
@@ -497,20 +504,14 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "LoRA dropout must be in [0, 1)".into(),
             );
         }
-        const KNOWN: [&str; 8] = [
-            "all-linear",
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ];
-        if let Some(t) = l.targets.iter().find(|t| !KNOWN.contains(&t.as_str())) {
+        let known = |t: &str| t == ALL_LINEAR || LORA_TARGETS.contains(&t);
+        if let Some(t) = l.targets.iter().find(|t| !known(t)) {
             return bad(
                 vec![Key("model"), Key("lora"), Key("targets")],
-                format!("unknown LoRA target \"{t}\" (one of {})", KNOWN.join(", ")),
+                format!(
+                    "unknown LoRA target \"{t}\" (one of {ALL_LINEAR}, {})",
+                    LORA_TARGETS.join(", ")
+                ),
             );
         }
     }
@@ -815,6 +816,25 @@ beta = 0.2
         assert!(err.starts_with("4:8:"), "{err}");
         let err = parse("[run\nname=1").unwrap_err();
         assert!(err.starts_with("1:"), "{err}");
+    }
+
+    #[test]
+    fn columns_after_non_ascii_text_count_characters() {
+        let text = GOOD.replace(
+            "source = \"builtin:tiny\"",
+            "source = \"builtin:tiny\" # Zürich → Genève\ndtype = \"f64\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("8:9: dtype \"f64\""), "{err}");
+        let text = GOOD
+            .replace("[model]\nsource = \"builtin:tiny\"\n", "")
+            .replace(
+                "\n[run]",
+                "\nmodel = { source = \"Zürich\", dtype = \"f64\" }\n[run]",
+            );
+        let err = parse(&text).unwrap_err();
+        // `"f64"` starts at character 38 (byte 39: ü is two bytes).
+        assert!(err.starts_with("2:38: dtype \"f64\""), "{err}");
     }
 }
 

@@ -195,7 +195,8 @@ fn cdpo_is_the_label_smoothed_sigmoid_and_sigmoid_ignores_smoothing() {
 /// log-probs −1 and −3, row 1 has −4. Per token: 8/3. Per sequence: (2 + 4)/2.
 #[test]
 fn sft_loss_token_and_sequence_averages() {
-    use driftui::train::objectives::{sft_loss, LossAverage, SeqLogps};
+    use driftui::model::SeqLogps;
+    use driftui::train::objectives::{sft_loss, LossAverage};
     let lp = SeqLogps {
         tokens: Tensor::new(&[-1.0f64, -3.0, -4.0], &Device::Cpu).unwrap(),
         sums: Tensor::new(&[-4.0f64, -4.0], &Device::Cpu).unwrap(),

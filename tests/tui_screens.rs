@@ -1,7 +1,7 @@
 //! The dashboard without a terminal: a recorded run in, keys in, screens out.
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use driftui::events::{read_log, Event};
+use driftui::events::{read_log, Event, Stance};
 use driftui::tui::action::{binding_label, Mode, KEYMAP};
 use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
 use driftui::tui::event_loop::{self, Source};
@@ -255,7 +255,11 @@ fn themes_colour_the_cells() {
         let buf = t.backend().buffer();
         // The stance bar of the first topic: support █, neutral ▓, oppose ▒.
         let (_, row) = find(buf, "abortion").unwrap();
-        for (glyph, stance) in [("█", 0), ("▓", 1), ("▒", 2)] {
+        for (glyph, stance) in [
+            ("█", Stance::Support),
+            ("▓", Stance::Neutral),
+            ("▒", Stance::Oppose),
+        ] {
             let x = (0..buf.area.width)
                 .find(|&x| buf[(x, row)].symbol() == glyph)
                 .unwrap_or_else(|| panic!("{name}: no {glyph} on the abortion row"));

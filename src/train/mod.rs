@@ -1,4 +1,4 @@
-//! The training engine: objectives, optimizer, schedule, the loop, snapshots.
+//! The training engine: objectives, optimizer, schedule and the loop.
 
 pub mod control;
 pub mod objectives;
@@ -8,7 +8,6 @@ pub mod policy;
 pub mod prepare;
 pub mod progress;
 pub mod schedule;
-pub mod snapshot;
 pub mod step;
 pub mod trainer;
 

@@ -1,10 +1,10 @@
 //! The model being trained, and the frozen reference a preference phase
 //! compares it with.
 
-use super::snapshot;
 use crate::model::weights::TensorMap;
 use crate::model::{Decoder, LoadedModel};
 use crate::recipe::LoraConfig;
+use crate::rundir::snapshot;
 use anyhow::{Context, Result};
 use candle_core::{Tensor, Var};
 use std::collections::BTreeMap;

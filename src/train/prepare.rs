@@ -2,11 +2,13 @@
 //! recipe, the model, every phase's data, the prober and the run directory.
 
 use super::phase::Phase;
-use super::snapshot::{self, TrainerState};
+
 use crate::data::TemplateChoice;
 use crate::model::{load_model, LoadOptions, LoadedModel};
 use crate::probe::Prober;
 use crate::recipe::{self, LoadedRecipe};
+use crate::rundir::snapshot::{self, TrainerState};
+use crate::rundir::RunDir;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ pub(crate) struct ResumeFrom {
 /// want of a file after this.
 pub struct Prepared {
     pub(crate) recipe: LoadedRecipe,
-    pub(crate) run_dir: PathBuf,
+    pub(crate) run_dir: RunDir,
     pub(crate) model: LoadedModel,
     pub(crate) phases: Vec<Phase>,
     pub(crate) resume: Option<ResumeFrom>,
@@ -48,7 +50,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.run_dir.root()
     }
 
     pub fn model(&self) -> &LoadedModel {
@@ -141,18 +143,25 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         None => None,
     };
     let run_dir = run_dir_for(opts, &recipe, resume.as_ref())?;
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir.root()).with_context(|| {
+        format!(
+            "cannot create the run directory {}",
+            run_dir.root().display()
+        )
+    })?;
     if resume.is_none() {
-        std::fs::write(run_dir.join("recipe.toml"), &recipe.text).with_context(|| {
-            format!("cannot write into the run directory {}", run_dir.display())
+        std::fs::write(run_dir.recipe_copy(), &recipe.text).with_context(|| {
+            format!(
+                "cannot write into the run directory {}",
+                run_dir.root().display()
+            )
         })?;
-    } else if let Ok(old) = std::fs::read_to_string(run_dir.join("recipe.toml")) {
+    } else if let Ok(old) = std::fs::read_to_string(run_dir.recipe_copy()) {
         if old != recipe.text {
             warnings.push(format!(
                 "the recipe {} differs from the one this run started with (its copy is in {}); the resumed run follows the new one",
                 opts.recipe.display(),
-                run_dir.join("recipe.toml").display()
+                run_dir.recipe_copy().display()
             ));
         }
     }
@@ -195,13 +204,9 @@ fn run_dir_for(
     opts: &TrainOptions,
     recipe: &LoadedRecipe,
     resume: Option<&ResumeFrom>,
-) -> Result<PathBuf> {
+) -> Result<RunDir> {
     Ok(match (resume, &opts.output) {
-        (Some(res), _) => res
-            .dir
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
+        (Some(res), _) => RunDir::of_snapshot(&res.dir)
             .context("the snapshot is not inside a run directory (RUN/snapshots/NAME)")?,
         (None, Some(out)) => {
             if out.exists()
@@ -214,19 +219,11 @@ fn run_dir_for(
                     out.display()
                 );
             }
-            out.clone()
+            RunDir::at(out)
         }
         (None, None) => {
             let r = &recipe.recipe;
-            let base = recipe.resolve(&r.run.output_dir);
-            let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-            let mut dir = base.join(format!("{}-{stamp}", r.run.name));
-            let mut n = 2;
-            while dir.exists() {
-                dir = base.join(format!("{}-{stamp}-{n}", r.run.name));
-                n += 1;
-            }
-            dir
+            RunDir::fresh_in(&recipe.resolve(&r.run.output_dir), &r.run.name)
         }
     })
 }

@@ -12,7 +12,7 @@ use super::optim::{collect_grads, AdamW};
 use super::phase::{Phase, PhaseData};
 use super::policy::Policy;
 use crate::data::{Cut, PromptCompletion, SeqBatch, TokenSeq};
-use crate::model::{Decoder, Mode};
+use crate::model::{seq_logps, Decoder, Mode};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use std::collections::BTreeMap;
@@ -43,7 +43,7 @@ pub fn micro_batch_loss(
         (PhaseData::Sft(seqs), Objective::Sft { average }) => {
             let rows: Vec<&TokenSeq> = idx.iter().map(|&i| &seqs[i]).collect();
             let b = SeqBatch::new(&rows, pad, &dev)?;
-            let lp = objectives::seq_logps(policy, &b, Mode::Train)?;
+            let lp = seq_logps(policy, &b, Mode::Train)?;
             Ok(MicroBatch {
                 out: objectives::sft_loss(&lp, *average)?,
                 processed: b.tokens,
@@ -92,7 +92,7 @@ fn pair_loss(
     b: &SeqBatch,
     pairs: usize,
 ) -> Result<LossOut> {
-    let lp = objectives::seq_logps(policy, b, Mode::Train)?;
+    let lp = seq_logps(policy, b, Mode::Train)?;
     let pol = PairLogps::split(&lp, pairs)?;
     let chosen_nll = || lp.nll(0..pairs);
     Ok(match objective {
@@ -102,7 +102,7 @@ fn pair_loss(
             label_smoothing,
         } => {
             let reference = reference.context("a DPO phase without its reference model")?;
-            let rlp = objectives::seq_logps(reference, b, Mode::Train)?;
+            let rlp = seq_logps(reference, b, Mode::Train)?;
             let refp = PairLogps::split(&rlp, pairs)?;
             let mut out = objectives::dpo_loss(&pol, &refp, *beta, *loss, *label_smoothing)?;
             objectives::dpo_token_metrics(&lp, pairs, &mut out.metrics);
@@ -180,12 +180,12 @@ fn kto_loss(
     let kl_refs: Vec<&TokenSeq> = kl.iter().collect();
     let mb = SeqBatch::new(&main_refs, pad, &dev)?;
     let kb = SeqBatch::new(&kl_refs, pad, &dev)?;
-    let pol = objectives::seq_logps(policy, &mb, Mode::Train)?;
+    let pol = seq_logps(policy, &mb, Mode::Train)?;
     // The KL term carries no gradient (TRL: no_grad), and the reference is
     // scored batch for batch as the policy is.
-    let pol_kl = objectives::seq_logps(&policy.no_grad()?, &kb, Mode::Train)?;
-    let ref_main = objectives::seq_logps(reference, &mb, Mode::Train)?.sums;
-    let ref_kl = objectives::seq_logps(reference, &kb, Mode::Train)?.sums;
+    let pol_kl = seq_logps(&policy.no_grad()?, &kb, Mode::Train)?;
+    let ref_main = seq_logps(reference, &mb, Mode::Train)?.sums;
+    let ref_kl = seq_logps(reference, &kb, Mode::Train)?.sums;
     let mut out = objectives::kto_loss(
         &pol.sums,
         &ref_main,

@@ -16,12 +16,15 @@ use super::policy::Policy;
 use super::prepare::Prepared;
 use super::progress::Progress;
 use super::schedule::lr_at;
-use super::snapshot::{self, SnapshotWriter, TrainerState, STATE_VERSION};
 use super::step;
 use crate::data::Batcher;
-use crate::events::{self, Event, EventLog};
+use crate::events::{
+    self, AlertLevel, Event, EventLog, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
+};
 use crate::model::weights::save_tensors;
 use crate::model::Decoder;
+use crate::rundir::snapshot::{self, TrainerState, STATE_VERSION};
+use crate::rundir::RunDir;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -60,7 +63,7 @@ struct Trainer {
 pub fn spawn(prep: Prepared) -> Result<TrainerHandle> {
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let run_dir = prep.run_dir.clone();
+    let run_dir = prep.run_dir.root().to_path_buf();
     let thread = std::thread::Builder::new()
         .name("trainer".into())
         .spawn(move || run(prep, ctl_rx, Some(ev_tx)))?;
@@ -78,7 +81,7 @@ pub fn run(
     control: mpsc::Receiver<Control>,
     sink: Option<tokio::sync::mpsc::Sender<Event>>,
 ) -> Result<RunOutcome> {
-    let log = EventLog::open(&prep.run_dir.join("events.jsonl"))?;
+    let log = EventLog::open(&prep.run_dir.events_log())?;
     let policy = Policy::new(
         &prep.model,
         prep.recipe.recipe.model.lora.as_ref(),
@@ -111,7 +114,7 @@ pub fn run(
             let msg = format!("{err:#}");
             t.emit(Event::RunEnd(events::RunEnd {
                 t: events::now(),
-                status: "failed".into(),
+                status: RunStatus::Failed,
                 global_step: t.global_step,
                 seconds: t.started.elapsed().as_secs_f64(),
                 message: Some(msg),
@@ -142,10 +145,10 @@ impl Trainer {
         Ok(())
     }
 
-    fn alert(&mut self, level: &str, message: String) -> Result<()> {
+    fn alert(&mut self, level: AlertLevel, message: String) -> Result<()> {
         self.emit(Event::Alert(events::Alert {
             t: events::now(),
-            level: level.into(),
+            level,
             message,
             global_step: self.global_step,
         }))
@@ -156,7 +159,7 @@ impl Trainer {
         let start = self.run_start_event();
         self.emit(start)?;
         for w in std::mem::take(&mut self.prep.warnings) {
-            self.alert("warning", w)?;
+            self.alert(AlertLevel::Warning, w)?;
         }
         let notes = self
             .prep
@@ -165,13 +168,13 @@ impl Trainer {
             .map(|p| std::mem::take(&mut p.notes))
             .unwrap_or_default();
         for (level, msg) in notes {
-            self.alert(&level, msg)?;
+            self.alert(level, msg)?;
         }
         // A run resumed within a preference phase reloads its reference.
         let mut reference: Option<(Decoder, Option<String>)> = None;
         if let Some(res) = &self.prep.resume {
             if let (true, Some(rel)) = (start_phase == res.state.phase, &res.state.reference) {
-                let dir = self.prep.run_dir.join(rel);
+                let dir = self.prep.run_dir.path_of(rel);
                 let seed = self.prep.recipe.recipe.run.seed;
                 let decoder = self.policy.load_reference(&self.prep.model, &dir, seed)?;
                 reference = Some((decoder, Some(rel.clone())));
@@ -182,7 +185,7 @@ impl Trainer {
             .resume
             .as_ref()
             .and_then(|res| res.dir.file_name())
-            .map(|n| format!("snapshots/{}", n.to_string_lossy()));
+            .map(|n| RunDir::snapshot_rel(&n.to_string_lossy()));
         let phases = Rc::clone(&self.phases);
         for (pi, phase) in phases.iter().enumerate().skip(start_phase) {
             let first_step = if pi == start_phase { start_step } else { 0 };
@@ -194,10 +197,10 @@ impl Trainer {
             let done = self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?;
             last_snapshot = Some(done.snapshot);
             if done.stopped {
-                return self.finish("stopped");
+                return self.finish(RunStatus::Stopped);
             }
         }
-        self.finish("completed")
+        self.finish(RunStatus::Completed)
     }
 
     /// Phase and step a run starts at (after its resume snapshot, if any);
@@ -281,24 +284,24 @@ impl Trainer {
                 // the starting model; keep it on disk for resumes.
                 self.opt = None;
                 self.reference_snapshot = None;
-                self.snapshot(pi, 0, "reference")?
+                self.snapshot(pi, 0, SnapshotReason::Reference)?
             }
         };
         Ok(Some((decoder, Some(held_in))))
     }
 
-    fn finish(&mut self, status: &str) -> Result<RunOutcome> {
+    fn finish(&mut self, status: RunStatus) -> Result<RunOutcome> {
         self.emit(Event::RunEnd(events::RunEnd {
             t: events::now(),
-            status: status.into(),
+            status,
             global_step: self.global_step,
             seconds: self.started.elapsed().as_secs_f64(),
             message: None,
         }))?;
         self.log.sync()?;
         Ok(RunOutcome {
-            status: status.into(),
-            run_dir: self.prep.run_dir.clone(),
+            status,
+            run_dir: self.prep.run_dir.root().to_path_buf(),
             global_step: self.global_step,
             losses: self.losses.clone(),
         })
@@ -335,10 +338,10 @@ impl Trainer {
                     }))?;
                 }
                 Control::Snapshot => {
-                    self.snapshot(phase, step, "manual")?;
+                    self.snapshot(phase, step, SnapshotReason::Manual)?;
                 }
                 Control::ProbeNow => {
-                    self.probe(phase, step, "manual")?;
+                    self.probe(phase, step, ProbeReason::Manual)?;
                 }
                 Control::Stop => {
                     self.stop_requested = true;
@@ -355,20 +358,20 @@ impl Trainer {
         }
     }
 
-    fn probe(&mut self, phase: usize, step: u64, reason: &str) -> Result<()> {
+    fn probe(&mut self, phase: usize, step: u64, reason: ProbeReason) -> Result<()> {
         let Some(prober) = self.prep.prober.as_mut() else {
-            if reason == "manual" {
+            if reason == ProbeReason::Manual {
                 self.alert(
-                    "warning",
+                    AlertLevel::Warning,
                     "the recipe has no [probe] table: nothing to probe".into(),
                 )?;
             }
             return Ok(());
         };
         let reusable = self.last_probe.as_ref().filter(|p| {
-            reason == "phase_start"
+            reason == ProbeReason::PhaseStart
                 && p.global_step == self.global_step
-                && p.method == "choice"
+                && p.method == ProbeMethod::Choice
                 && p.error.is_none()
         });
         let event = match reusable {
@@ -376,7 +379,7 @@ impl Trainer {
                 t: events::now(),
                 phase,
                 step,
-                reason: reason.into(),
+                reason,
                 seconds: 0.0,
                 ..p.clone()
             },
@@ -413,16 +416,20 @@ impl Trainer {
             self.optimizer_step(pi, phase, step, reference, &mut batcher)?;
             step += 1;
             if snap_every > 0 && step.is_multiple_of(snap_every) && step < phase.steps {
-                self.snapshot(pi, step, "cadence")?;
+                self.snapshot(pi, step, SnapshotReason::Cadence)?;
             }
             if probe_every > 0 && step.is_multiple_of(probe_every) && step < phase.steps {
-                self.probe(pi, step, "periodic")?;
+                self.probe(pi, step, ProbeReason::Periodic)?;
             }
         }
-        let reason = if stopped { "stop" } else { "phase_end" };
+        let reason = if stopped {
+            SnapshotReason::Stop
+        } else {
+            SnapshotReason::PhaseEnd
+        };
         let snap = self.snapshot(pi, step, reason)?;
         if !stopped {
-            self.probe(pi, step, "phase_end")?;
+            self.probe(pi, step, ProbeReason::PhaseEnd)?;
             self.emit(Event::PhaseEnd(events::PhaseEnd {
                 t: events::now(),
                 phase: pi,
@@ -472,7 +479,7 @@ impl Trainer {
         }
         self.opt = Some(opt);
         if first_step == 0 {
-            self.probe(pi, 0, "phase_start")?;
+            self.probe(pi, 0, ProbeReason::PhaseStart)?;
         }
         Ok(())
     }
@@ -552,7 +559,7 @@ impl Trainer {
     fn not_finite(&mut self, phase_name: &str, step: u64, loss_finite: bool) -> Result<()> {
         let what = if loss_finite { "gradient norm" } else { "loss" };
         self.alert(
-            "error",
+            AlertLevel::Error,
             format!(
                 "{phase_name} step {step}: the {what} is not finite; the update was not applied and training is paused \
                  (snapshot, resume to go on with the next batch, or stop)"
@@ -574,16 +581,15 @@ impl Trainer {
 
     /// Write a snapshot of the policy (and optimizer, if a phase is under
     /// way) after `step` completed steps of phase `pi`.
-    fn snapshot(&mut self, pi: usize, step: u64, reason: &str) -> Result<String> {
+    fn snapshot(&mut self, pi: usize, step: u64, reason: SnapshotReason) -> Result<String> {
         let phases = Rc::clone(&self.phases);
         let phase = &phases[pi];
-        let name = if reason == "reference" {
-            format!("{}-reference", phase.cfg.name)
+        let name = if reason == SnapshotReason::Reference {
+            snapshot::reference_name(&phase.cfg.name)
         } else {
             snapshot::snapshot_name(&phase.cfg.name, step)
         };
-        let snaps = self.prep.run_dir.join("snapshots");
-        let mut w = SnapshotWriter::begin(&snaps, &name)?;
+        let mut w = self.prep.run_dir.begin_snapshot(&name)?;
         let model = &self.prep.model;
         let is_lora = self.policy.lora.is_some();
         if is_lora {
@@ -635,14 +641,14 @@ impl Trainer {
         };
         w.write("trainer_state.json", &serde_json::to_vec_pretty(&state)?)?;
         let dir = w.seal()?;
-        let rel = format!("snapshots/{name}");
+        let rel = RunDir::snapshot_rel(&name);
         self.emit(Event::Snapshot(events::SnapshotEvent {
             t: events::now(),
             phase: pi,
             step,
             global_step: self.global_step,
             path: rel.clone(),
-            reason: reason.into(),
+            reason,
         }))?;
         tracing::info!("snapshot {}", dir.display());
         Ok(rel)

@@ -16,7 +16,6 @@ pub mod event_loop;
 pub mod ingest;
 pub mod logging;
 pub mod panels;
-pub mod probe_worker;
 pub mod replay;
 pub mod run;
 pub mod series;
@@ -25,15 +24,16 @@ pub mod theme;
 pub mod ui;
 
 use crate::events::watch::{follow, Follower};
+use crate::probe::worker::ProbeWorker;
+use crate::rundir::RunLog;
 use crate::train::{Control, TrainerHandle};
 use action::Mode;
 use anyhow::{Context, Result};
 use app::App;
 use event_loop::{LiveSource, Source, WatchSource};
-use probe_worker::ProbeWorker;
 use replay::Replay;
 use run::Level;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use theme::Theme;
 
 /// Options shared by every dashboard mode.
@@ -79,21 +79,6 @@ fn run_on_terminal(app: &mut App, source: &mut Source) -> Result<()> {
         drop(guard);
         result
     })
-}
-
-/// The run directory a log path belongs to (the directory itself, or the
-/// directory of its `events.jsonl`).
-fn run_dir_of(path: &Path) -> Option<PathBuf> {
-    if path.is_dir() {
-        return Some(path.to_path_buf());
-    }
-    let parent = path.parent()?;
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    Some(parent.to_path_buf())
 }
 
 /// Show the dashboard over a running trainer until the user quits or the run ends.
@@ -155,7 +140,7 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
         replay.len()
     );
     let mut app = App::new(Mode::Replay, theme, path.display().to_string());
-    app.run_dir = run_dir_of(path);
+    app.run_dir = Some(replay.run_dir().root().to_path_buf());
     app.skipped_lines = replay.skipped;
     if replay.torn_tail {
         app.run.note(
@@ -170,19 +155,16 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
 pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
-    let file = if path.is_dir() {
-        let f = path.join("events.jsonl");
-        if !f.exists() {
-            anyhow::bail!("{} is not a run: it has no events.jsonl", path.display());
-        }
-        f
+    // A log that does not exist yet is waited for.
+    let RunLog { run, log: file } = if path.exists() {
+        RunLog::locate(path)?
     } else {
-        path.to_path_buf()
+        RunLog::of_file(path)
     };
     let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
     tracing::info!("watching {}", file.display());
     let mut app = App::new(Mode::Watch, theme, file.display().to_string());
-    app.run_dir = run_dir_of(&file);
+    app.run_dir = Some(run.root().to_path_buf());
     app.skipped_lines = first.skipped;
     if first.missing {
         app.run.note(
