@@ -144,7 +144,7 @@ fn fixture_adapters(model: &LoadedModel, rank: usize) -> BTreeMap<String, Tensor
     let mut out = BTreeMap::new();
     let dev = candle_core::Device::Cpu;
     for layer in 0..model.cfg.num_hidden_layers {
-        for (p, proj) in driftui::model::lora::TARGETS.iter().enumerate() {
+        for (p, proj) in driftui::recipe::LORA_TARGETS.iter().enumerate() {
             let module = if p < 4 {
                 format!("model.layers.{layer}.self_attn.{proj}")
             } else {
