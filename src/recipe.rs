@@ -434,6 +434,9 @@ enum Seg {
     Index(usize),
 }
 
+/// (field, alias) pairs: a recipe may spell a key either way.
+const KEY_ALIASES: [(&str, &str); 2] = [("simpo_gamma", "gamma"), ("max_len", "max_length")];
+
 /// Line and column of the value at `path`, or of the nearest enclosing one.
 fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
     use toml::de::{DeTable, DeValue};
@@ -444,7 +447,12 @@ fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
     for seg in path {
         let next = match seg {
             Seg::Key(k) => table
-                .and_then(|t| t.iter().find(|(key, _)| key.get_ref().as_ref() == *k))
+                .and_then(|t| {
+                    t.iter().find(|(key, _)| {
+                        let key = key.get_ref().as_ref();
+                        key == *k || KEY_ALIASES.contains(&(*k, key))
+                    })
+                })
                 .map(|(_, v)| v),
             Seg::Index(i) => array.and_then(|a| a.get(*i)),
         };
@@ -788,7 +796,126 @@ beta = 0.2
             }
         );
         assert_eq!(r.run.output_dir, "runs");
-        assert_eq!(r.phases[0].schedule, Schedule::Cosine);
+        // TRL 1.16's defaults: linear decay, max_length 1024, keep_start.
+        assert_eq!(r.phases[0].schedule, Schedule::Linear);
+        assert_eq!(r.phases[0].max_len, 1024);
+        assert_eq!(
+            r.phases[0].cut(),
+            crate::data::Cut::Sequence(TruncationMode::KeepStart)
+        );
+    }
+
+    /// A key that changes nothing for its phase is an error at the key,
+    /// saying where it applies (TRL 1.16's semantics).
+    #[test]
+    fn a_key_without_effect_is_located_and_says_where_it_applies() {
+        let cases = [
+            (
+                "beta = 0.2",
+                "beta = 0.2\ngamma = 0.5",
+                "22:9",
+                "simpo_gamma has no effect on a dpo phase; it applies to simpo phases",
+            ),
+            (
+                "beta = 0.2",
+                "beta = 0.2\nlabel_smoothing = 0.1",
+                "22:19",
+                "label_smoothing has no effect with loss_type \"sigmoid\"",
+            ),
+            (
+                "beta = 0.2",
+                "beta = 0.2\ndesirable_weight = 2.0",
+                "22:20",
+                "desirable_weight has no effect on a dpo phase; it applies to kto phases",
+            ),
+            (
+                "lr = 1e-3",
+                "lr = 1e-3\nbeta = 0.5",
+                "15:8",
+                "beta has no effect on a sft phase",
+            ),
+            (
+                "lr = 1e-3",
+                "lr = 1e-3\norpo_nll = \"completion\"",
+                "15:12",
+                "orpo_nll has no effect on a sft phase; it applies to orpo phases",
+            ),
+            (
+                "beta = 0.2",
+                "beta = 0.2\ndecay_ratio = 0.3",
+                "22:15",
+                "decay_ratio has no effect with this schedule",
+            ),
+            (
+                "beta = 0.2",
+                "beta = 0.2\nloss_type = \"cdpo\"",
+                "22:13",
+                "loss_type \"cdpo\" (conservative DPO) needs label_smoothing > 0",
+            ),
+        ];
+        for (from, to, at, msg) in cases {
+            let err = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(err.starts_with(&format!("{at}: {msg}")), "{to}: {err}");
+        }
+        // Where they apply, they parse.
+        for ok in [
+            "beta = 0.2\nloss_type = \"robust\"\nlabel_smoothing = 0.1",
+            "beta = 0.2\nloss_type = \"cdpo\"\nlabel_smoothing = 0.1",
+            "beta = 0.2\ntruncation_mode = \"keep_end\"",
+        ] {
+            parse(&GOOD.replace("beta = 0.2", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let simpo = GOOD
+            .replace("algorithm = \"dpo\"", "algorithm = \"simpo\"")
+            .replace(
+                "beta = 0.2",
+                "beta = 2.0\ngamma = 0.3\ncpo_alpha = 0.5\nlabel_smoothing = 0.1",
+            );
+        let r = parse(&simpo).unwrap();
+        assert_eq!(
+            r.phases[1].objective(),
+            Objective::SimPo {
+                beta: 2.0,
+                gamma: 0.3,
+                label_smoothing: 0.1,
+                alpha: 0.5
+            }
+        );
+    }
+
+    /// Every size a recipe sets has a bound: no panic or overflow later.
+    #[test]
+    fn sizes_out_of_bounds_are_located() {
+        for (from, to, msg) in [
+            (
+                "steps = 10",
+                "steps = 10\nbatch_size = 9223372036854775807",
+                "batch_size must be in 1..=65536",
+            ),
+            (
+                "steps = 10",
+                "steps = 10\ngrad_accum = 0",
+                "grad_accum must be in 1..=65536",
+            ),
+            (
+                "steps = 10",
+                "steps = 10\nmax_len = 4",
+                "max_len must be in 8..=1048576",
+            ),
+            (
+                "steps = 10",
+                "steps = 9223372036854775807",
+                "steps must be at most 1099511627776",
+            ),
+            (
+                "epochs = 1.5",
+                "epochs = 1e300",
+                "epochs must be at most 1000000",
+            ),
+        ] {
+            let err = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(err.contains(msg), "{to}: {err}");
+        }
     }
 
     #[test]
