@@ -2,13 +2,15 @@
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use driftui::events::{read_log, Event};
-use driftui::tui::action::{binding_label, Mode, KEYMAP};
+use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
 use driftui::tui::event_loop::{self, Source};
+use driftui::tui::keymap::Keymap;
 use driftui::tui::panels::help;
 use driftui::tui::replay::Replay;
 use driftui::tui::theme::Theme;
 use driftui::tui::ui;
+use driftui::tui::UiOptions;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::Terminal;
@@ -141,17 +143,19 @@ fn help_overlay_lists_every_binding() {
             assert_eq!(app.overlay, Overlay::Help);
             let t = draw(&app, 120, 40);
             let screen_text = text(t.backend().buffer());
-            // Every binding of the groups this screen lists is on it.
+            // Every binding of the sections this screen lists is on it.
             let groups = help::groups_on(screen);
-            let shown: Vec<_> = KEYMAP
+            let keymap = app.keymap.clone();
+            let shown: Vec<_> = keymap
+                .bindings()
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| groups.contains(&b.context.group()))
+                .filter(|(_, b)| groups.contains(&b.section))
                 .collect();
             for (i, b) in &shown {
-                let line = binding_label(b);
+                let line = format!("{}  ", b.label());
                 assert!(
-                    screen_text.contains(&line) && screen_text.contains(b.description),
+                    screen_text.contains(&line) && screen_text.contains(&b.description),
                     "{mode:?} {screen:?}: help lacks {line:?} {:?}\n{screen_text}",
                     b.description
                 );
@@ -172,7 +176,95 @@ fn help_overlay_lists_every_binding() {
         }
     }
     // Over all screens, the help shows the whole keymap.
-    assert_eq!(listed.len(), KEYMAP.len());
+    assert_eq!(listed.len(), Keymap::built_in().bindings().len());
+}
+
+/// A keymap file in a temporary directory, loaded over the built-in one.
+fn user_keymap(text: &str) -> anyhow::Result<Keymap> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keymap.toml");
+    std::fs::write(&path, text).unwrap();
+    UiOptions {
+        keymap: Some(path),
+        ..Default::default()
+    }
+    .keymap()
+}
+
+#[test]
+fn a_rebound_key_works_and_the_help_reads_it_from_the_keymap() {
+    let keymap = user_keymap(
+        "[[view]]\naction = \"toggle_log_scale\"\nkeys = [\"L\"]\n\
+         description = \"logarithmic loss and rewards\"\n\
+         [[view]]\naction = \"toggle_help\"\nkeys = [\"F1\"]\n",
+    )
+    .unwrap();
+    let mut app = app_after(Mode::Live, Some(after_step(170)), "dark");
+    app.keymap = keymap;
+    // The old key does nothing now; the new one does what the old did.
+    press(&mut app, &[key('l')]);
+    assert!(!app.view.log_scale);
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::Char('L'), KeyModifiers::SHIFT)],
+    );
+    assert!(app.view.log_scale);
+    press(&mut app, &[key('?')]);
+    assert_eq!(app.overlay, Overlay::None);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(screen.contains("F1 help"), "{screen}");
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::F(1), KeyModifiers::NONE)],
+    );
+    assert_eq!(app.overlay, Overlay::Help);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    let squeeze = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<String> = screen.lines().map(squeeze).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("│ L logarithmic loss and rewards")),
+        "{screen}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("│ F1 this help")),
+        "{screen}"
+    );
+    assert!(!screen.contains("log scale on the y axis"), "{screen}");
+    // Keys the file leaves alone keep their built-in binding and text.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("│ m smoothing (debiased EMA)")),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_bad_keymap_file_stops_the_dashboard_with_file_line_and_column() {
+    let err = user_keymap("[[view]]\naction = \"toggle_zoom\"\nkeys = [\"z\", \"Ctrl-Shift\"]\n")
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("keymap.toml:3:14: \"Ctrl-Shift\" is not a key"),
+        "{msg}"
+    );
+    let err = user_keymap("[[replay]]\naction = \"faster\"\nkeys = [\">\"]\n").unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("keymap.toml:2:10: unknown variant `faster`"),
+        "{msg}"
+    );
+    let opts = UiOptions {
+        keymap: Some("/no/such/keymap.toml".into()),
+        ..Default::default()
+    };
+    let msg = format!("{:#}", opts.validate().unwrap_err());
+    assert!(
+        msg.contains("cannot read the keymap /no/such/keymap.toml"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! is looking at it. Keys become [`Action`]s, actions change the view or
 //! become [`Effect`]s that the event loop carries out.
 
-use super::action::{lookup, Action, Context, Mode};
+use super::action::{Action, Context, Mode};
 use super::checkpoints::ProbeScreen;
+use super::keymap::Keymap;
 use super::probe_worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use super::run::{Level, RunModel};
 use super::theme::Theme;
@@ -36,13 +37,6 @@ pub enum Zoom {
     WholeRun,
     Recent,
 }
-
-/// The main screen's context (bindings then filter by mode).
-const MAIN: Context = Context::Main {
-    live: true,
-    replay: true,
-    watch: true,
-};
 
 /// Weight of the debiased EMA when smoothing is on (TensorBoard's default).
 pub const SMOOTHING_WEIGHT: f64 = 0.6;
@@ -159,6 +153,8 @@ pub struct App {
     pub probe: ProbeScreen,
     /// The run's directory, where its snapshots are (none for foreign logs).
     pub run_dir: Option<PathBuf>,
+    /// Which key does what (the built-in keymap unless the user has one).
+    pub keymap: Keymap,
 }
 
 impl App {
@@ -179,6 +175,7 @@ impl App {
             drift_row: 0,
             probe: ProbeScreen::default(),
             run_dir: None,
+            keymap: Keymap::built_in(),
         }
     }
 
@@ -234,7 +231,7 @@ impl App {
             Overlay::Help => Context::Help,
             Overlay::ConfirmQuit => Context::Confirm,
             Overlay::None => match self.screen {
-                Screen::Dashboard => MAIN,
+                Screen::Dashboard => Context::Main,
                 Screen::Topic => Context::Topic,
                 Screen::Drift => Context::Drift,
                 Screen::Probe if self.probe.editing => Context::ProbeInput,
@@ -264,9 +261,9 @@ impl App {
                 _ => {}
             }
         }
-        let action = lookup(key, context, self.mode).or_else(|| {
+        let action = self.keymap.lookup(key, context, self.mode).or_else(|| {
             if context.falls_through() {
-                lookup(key, MAIN, self.mode)
+                self.keymap.lookup(key, Context::Main, self.mode)
             } else {
                 None
             }

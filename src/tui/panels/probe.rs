@@ -19,6 +19,7 @@
 //! ```
 
 use super::stance::{distribution_bar, initial, pad, prob, truncate};
+use crate::tui::action::{Action, Context};
 use crate::tui::app::App;
 use crate::tui::checkpoints::{ColumnView, QuestionSource};
 use crate::tui::probe_worker::JudgeChoice;
@@ -64,12 +65,17 @@ fn snapshots(frame: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.probe;
     let muted = Style::new().fg(t.muted);
+    let hint = app.keymap.hint(
+        Context::Probe,
+        app.mode,
+        &[
+            (Action::PickSnapshot, "picks A, B"),
+            (Action::Rescan, "re-reads"),
+        ],
+    );
     let b = block(
         app,
-        Line::from(format!(
-            " snapshots ({}) · Space picks A, B · r re-reads ",
-            p.snapshots.len()
-        )),
+        Line::from(format!(" snapshots ({}) · {hint} ", p.snapshots.len())),
         !p.editing,
     );
     let inner = b.inner(area);
@@ -134,12 +140,32 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.probe;
     let muted = Style::new().fg(t.muted);
+    let keys = &app.keymap;
+    let typing_keys = keys.hint(
+        Context::ProbeInput,
+        app.mode,
+        &[(Action::Ask, "asks"), (Action::StopEditing, "stops")],
+    );
     let title = if p.editing && p.replace_on_type {
-        " question · typing replaces it (Backspace edits it) · Enter asks · Esc stops "
+        format!(" question · typing replaces it (Backspace edits it) · {typing_keys} ")
     } else if p.editing {
-        " question · typing: Enter asks · Esc stops · Ctrl-u clears "
+        format!(" question · typing: {typing_keys} · Ctrl-u clears ")
     } else {
-        " question · e types · n/N probe set · t judge · Enter asks "
+        let set_keys = match (
+            keys.key_for(Context::Probe, app.mode, Action::NextQuestion),
+            keys.key_for(Context::Probe, app.mode, Action::PrevQuestion),
+        ) {
+            (Some(n), Some(prev)) => format!(" · {n}/{prev} probe set"),
+            (Some(n), None) | (None, Some(n)) => format!(" · {n} probe set"),
+            (None, None) => String::new(),
+        };
+        let edit = keys.hint(Context::Probe, app.mode, &[(Action::EditQuestion, "types")]);
+        let rest = keys.hint(
+            Context::Probe,
+            app.mode,
+            &[(Action::ToggleJudge, "judge"), (Action::Ask, "asks")],
+        );
+        format!(" question · {edit}{set_keys} · {rest} ")
     };
     let b = block(app, Line::from(title), p.editing);
     let inner = b.inner(area);
