@@ -1,7 +1,9 @@
 //! The dashboard without a terminal: a recorded run in, keys in, screens out.
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use driftui::events::{read_log, Event};
+use driftui::events::{
+    read_log, Event, Marker, ModelInfo, PhasePlan, PhaseStart, RunStart, StepEvent,
+};
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
 use driftui::tui::event_loop::{self, Source};
@@ -465,3 +467,154 @@ async fn event_loop_drives_a_replay_with_keys() {
 }
 
 use futures::StreamExt;
+
+/// A one-phase run written by hand: run_start and phase_start at t = 100.
+struct HandRun {
+    events: Vec<Event>,
+}
+
+impl HandRun {
+    fn new(algorithm: &str, planned: u64) -> Self {
+        let start = Event::RunStart(RunStart {
+            schema: 1,
+            t: 100.0,
+            run: "hand".into(),
+            seed: 0,
+            recipe: String::new(),
+            model: ModelInfo::default(),
+            phases: vec![PhasePlan {
+                name: algorithm.into(),
+                algorithm: algorithm.into(),
+                steps: planned,
+            }],
+            versions: Default::default(),
+            resumed_from: None,
+        });
+        let phase = Event::PhaseStart(PhaseStart {
+            t: 100.0,
+            phase: 0,
+            name: algorithm.into(),
+            algorithm: algorithm.into(),
+            steps: planned,
+            global_step: 0,
+        });
+        HandRun {
+            events: vec![start, phase],
+        }
+    }
+
+    fn step(&mut self, t: f64, global_step: u64, loss: f64, metrics: &[(&str, f64)]) {
+        self.events.push(Event::Step(StepEvent {
+            t,
+            phase: 0,
+            step: global_step,
+            global_step,
+            loss,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            tokens: 100,
+            seconds: 0.9,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }));
+    }
+
+    fn marker(&mut self, resume: bool, t: f64, global_step: u64) {
+        let m = Marker {
+            t,
+            global_step,
+            reason: "user".into(),
+        };
+        self.events.push(if resume {
+            Event::Resume(m)
+        } else {
+            Event::Pause(m)
+        });
+    }
+
+    /// The run as `events.jsonl` in a temporary directory.
+    fn log(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        std::fs::write(dir.path().join("events.jsonl"), lines.join("\n") + "\n").unwrap();
+        dir
+    }
+}
+
+/// The header's second line, runs of spaces squeezed.
+fn header_rates(app: &App) -> String {
+    let screen = text(draw(app, 120, 40).backend().buffer());
+    let line = screen.lines().nth(2).unwrap();
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_pause_does_not_slow_the_rate_or_the_eta_live_or_in_replay() {
+    // 200 steps planned; steps 1-10 a second apart, a 36 s pause, steps
+    // 11-15 a second apart: 14 steps in 14 running seconds, 185 left.
+    let mut run = HandRun::new("dpo", 200);
+    for g in 1..=10 {
+        run.step(100.0 + g as f64, g, 0.69, &[]);
+    }
+    run.marker(false, 110.5, 10);
+    let paused_at = run.events.len();
+    run.marker(true, 146.5, 10);
+    for g in 11..=15 {
+        run.step(136.0 + g as f64, g, 0.69, &[]);
+    }
+    // Live: the events as the trainer's channel brings them.
+    let mut live = App::new(Mode::Live, Theme::default(), "runs/hand");
+    live.apply(&run.events[..paused_at]);
+    // While paused: the rate of the steps before the pause; 190 steps left.
+    let header = header_rates(&live);
+    assert!(
+        header.contains("steps/s 1.00 tokens/s 100 elapsed 0:11 ETA 3:10"),
+        "{header}"
+    );
+    live.apply(&run.events[paused_at..]);
+    // Wall clock: 51 s, 36 of them paused. Counting the pause, the rate
+    // would read 14/50 = 0.28 steps/s and the ETA 11:01.
+    let want = "steps/s 1.00 tokens/s 100 elapsed 0:15 (+0:36 paused) ETA 3:05";
+    let header = header_rates(&live);
+    assert!(header.contains(want), "{header}");
+    // Replay reads the same events from the log, steps by its fast path.
+    let dir = run.log();
+    let (mut replay, _) = Replay::open(dir.path()).unwrap();
+    let mut app = App::new(Mode::Replay, Theme::default(), "hand");
+    replay.seek(replay.len(), &mut app.run).unwrap();
+    app.replay = Some(replay.status());
+    let header = header_rates(&app);
+    assert!(header.contains(want), "{header}");
+    // And the running clock is the same whichever way the events came.
+    assert_eq!(app.run.clock, live.run.clock);
+}
+
+#[test]
+fn probing_share_is_of_the_time_up_to_the_replay_cursor() {
+    let (mut replay, _) = Replay::open(&fixture()).unwrap();
+    let mut app = App::new(Mode::Replay, Theme::default(), "sample-run.jsonl");
+    let at = |replay: &mut Replay, app: &mut App, events: usize| {
+        replay.seek(events, &mut app.run).unwrap();
+        app.replay = Some(replay.status());
+        header_rates(app)
+    };
+    // Nothing read yet: no probing figure at all.
+    let header = at(&mut replay, &mut app, 0);
+    assert!(!header.contains("probing"), "{header}");
+    // At step 0, after the first probe (3 s of the first 3 s): a share
+    // would only say that the probe took its own time.
+    let header = at(&mut replay, &mut app, 3);
+    assert!(header.contains("ETA — probing — model"), "{header}");
+    // After step 10 (t = 7.327 s): the 3 s probe is 40.9% of the time. The
+    // same seeking back from the end, where it is 23.6%.
+    let header = at(&mut replay, &mut app, 13);
+    assert!(header.contains("probing 40.9% of time"), "{header}");
+    let end = replay.len();
+    let header = at(&mut replay, &mut app, end);
+    assert!(header.contains("probing 23.6% of time"), "{header}");
+    let header = at(&mut replay, &mut app, 13);
+    assert!(header.contains("probing 40.9% of time"), "{header}");
+}

@@ -20,6 +20,7 @@ pub mod panels;
 pub mod probe_worker;
 pub mod replay;
 pub mod run;
+pub mod run_clock;
 pub mod series;
 pub mod terminal;
 pub mod theme;
