@@ -8,6 +8,7 @@ use driftui::events::{
     read_log, Event, ModelInfo, PhasePlan, PhaseStart, ProbeEvent, RunStart, SnapshotEvent,
     TopicStance,
 };
+use driftui::probe::set::ProbeSet;
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Effect, Quit, Screen};
 use driftui::tui::event_loop::{self, Source};
@@ -604,5 +605,24 @@ fn new_snapshots_appear_on_the_open_probe_screen() {
     assert_eq!(
         (s.name.as_str(), s.global_step, s.reason.as_str()),
         ("sft-000120", Some(120), "phase_end")
+    );
+}
+
+#[test]
+fn the_probe_set_s_path_is_shown_normalised() {
+    let mut app = app_with(&events());
+    let set = ProbeSet::parse(
+        "{\"topic\": \"t\", \"question\": \"Is it fair?\"}\n\
+         {\"topic\": \"t\", \"question\": \"Is it just?\"}\n",
+        "recipes/../runs/../assets/probes/default.jsonl",
+    )
+    .unwrap();
+    app.probe.set = Some(set);
+    app.probe.pick_question(1);
+    press(&mut app, &[key('c')]);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(
+        screen.contains("t · question 2/2 of assets/probes/default.jsonl "),
+        "{screen}"
     );
 }

@@ -618,3 +618,25 @@ fn probing_share_is_of_the_time_up_to_the_replay_cursor() {
     let header = at(&mut replay, &mut app, 13);
     assert!(header.contains("probing 40.9% of time"), "{header}");
 }
+
+#[test]
+fn paths_in_the_header_are_normalised_and_relative_to_the_current_directory() {
+    let cwd = std::env::current_dir().unwrap();
+    for (given, mode) in [
+        (
+            "recipes/../runs/demo-20250101-120000".to_string(),
+            Mode::Live,
+        ),
+        (
+            format!("{}/recipes/../runs/demo-20250101-120000", cwd.display()),
+            Mode::Watch,
+        ),
+        ("./runs/demo-20250101-120000/".to_string(), Mode::Replay),
+    ] {
+        let app = App::new(mode, Theme::default(), given.as_str());
+        let screen = text(draw(&app, 120, 40).backend().buffer());
+        let title = screen.lines().next().unwrap();
+        let want = format!(" driftui {} · runs/demo-20250101-120000 ", mode.name());
+        assert!(title.contains(&want), "{given}: {title}");
+    }
+}

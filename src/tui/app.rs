@@ -5,13 +5,14 @@
 use super::action::{Action, Context, Mode};
 use super::checkpoints::ProbeScreen;
 use super::keymap::Keymap;
+use super::path_display;
 use super::probe_worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use super::run::{Level, RunModel};
 use super::theme::Theme;
 use crate::events::Event;
 use crate::train::Control;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The panels that can take focus, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +140,7 @@ pub struct App {
     pub overlay: Overlay,
     pub quit: Quit,
     pub replay: Option<ReplayStatus>,
-    /// The file or run being shown, for the header.
+    /// The file or run being shown, for the header (normalised).
     pub source: String,
     /// Log lines that could not be read (replay and watch).
     pub skipped_lines: u64,
@@ -159,6 +160,7 @@ pub struct App {
 
 impl App {
     pub fn new(mode: Mode, theme: Theme, source: impl Into<String>) -> Self {
+        let source = path_display::shown(Path::new(&source.into()));
         Self {
             mode,
             run: RunModel::new(),
@@ -167,7 +169,7 @@ impl App {
             overlay: Overlay::None,
             quit: Quit::Running,
             replay: None,
-            source: source.into(),
+            source,
             skipped_lines: 0,
             trainer_done: false,
             screen: Screen::Dashboard,

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod keymap;
 pub mod logging;
 pub mod panels;
+pub mod path_display;
 pub mod probe_worker;
 pub mod replay;
 pub mod run;
@@ -206,10 +207,8 @@ pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     app.run_dir = run_dir_of(&file);
     app.skipped_lines = first.skipped;
     if first.missing {
-        app.run.note(
-            Level::Warning,
-            format!("waiting for {} to appear", file.display()),
-        );
+        let waiting = format!("waiting for {} to appear", app.source);
+        app.run.note(Level::Warning, waiting);
     }
     app.apply(&first.events);
     run_on_terminal(

@@ -22,12 +22,14 @@ use super::stance::{distribution_bar, initial, pad, prob, truncate};
 use crate::tui::action::{Action, Context};
 use crate::tui::app::App;
 use crate::tui::checkpoints::{ColumnView, QuestionSource};
+use crate::tui::path_display;
 use crate::tui::probe_worker::JudgeChoice;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use ratatui::Frame;
+use std::path::Path;
 
 const COLUMN_NAMES: [&str; 2] = ["A", "B"];
 
@@ -193,7 +195,7 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
             p.topic().unwrap_or("?"),
             i + 1,
             set.questions.len(),
-            set.origin
+            path_display::shown(Path::new(&set.origin))
         ),
         _ => "typed by you".to_string(),
     };
