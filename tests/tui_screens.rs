@@ -640,3 +640,67 @@ fn paths_in_the_header_are_normalised_and_relative_to_the_current_directory() {
         assert!(title.contains(&want), "{given}: {title}");
     }
 }
+
+/// The y-axis labels of the chart whose left border is `border` (`┃` for
+/// the focused loss panel, `│` for the rewards), top to bottom.
+fn y_labels(screen: &str, border: char, skip_columns: usize) -> Vec<String> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            let l: String = l.chars().skip(skip_columns).collect();
+            let rest = l.strip_prefix(border)?;
+            let (label, _) = rest.split_once(['│', '└'])?;
+            let label = label.trim();
+            // Not the x axis's line, whose labels run the chart's width.
+            let is_y_label = !label.is_empty() && !label.contains(' ');
+            is_y_label.then(|| label.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn each_chart_writes_its_numbers_one_way_and_a_loss_never_goes_below_zero() {
+    // A DPO run whose loss falls from 7.91 to 0.17 and whose rewards end at
+    // margin 2.02, chosen 0.8891, rejected −1.13.
+    let mut run = HandRun::new("dpo", 40);
+    for g in 1..=40u64 {
+        let f = (g - 1) as f64 / 39.0;
+        run.step(
+            100.0 + g as f64,
+            g,
+            7.91 + (0.17 - 7.91) * f,
+            &[
+                ("rewards/margins", 2.02 * f),
+                ("rewards/chosen", 0.8891 * f),
+                ("rewards/rejected", -1.13 * f),
+            ],
+        );
+    }
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/hand");
+    app.apply(&run.events);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    let two_decimals = |s: &str| {
+        let (int, dec) = s.split_once('.').unwrap_or((s, ""));
+        dec.len() == 2
+            && int
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_digit())
+    };
+    // Loss: 0 to 7.91 plus a 5% margin on top, in two decimals.
+    let loss = y_labels(&screen, '┃', 0);
+    assert_eq!(loss.len(), 3, "{loss:?}\n{screen}");
+    assert_eq!(loss[2], "0.00", "{loss:?}");
+    assert!(loss.iter().all(|l| two_decimals(l)), "{loss:?}");
+    // Rewards: the axis and the footer in the same two decimals.
+    let half = screen.lines().next().unwrap().chars().count() / 2;
+    let rewards = y_labels(&screen, '│', half);
+    assert_eq!(rewards.len(), 3, "{rewards:?}\n{screen}");
+    assert!(rewards.iter().all(|l| two_decimals(l)), "{rewards:?}");
+    assert!(rewards[2].starts_with('-'), "{rewards:?}");
+    assert!(
+        screen.contains("margin 2.02 chosen 0.89 rejected -1.13 "),
+        "{screen}"
+    );
+    insta::assert_snapshot!("number_formats_120x40", draw(&app, 120, 40).backend());
+}
