@@ -3,7 +3,7 @@
 //! become [`Effect`]s that the event loop carries out.
 
 use super::action::{Action, Context, Mode};
-use super::checkpoints::ProbeScreen;
+use super::checkpoints::{Pick, ProbeScreen};
 use super::keymap::Keymap;
 use super::path_display;
 use super::probe_worker::{JudgeChoice, ProbeJob, WorkerUpdate};
@@ -409,11 +409,7 @@ impl App {
                     }
                 }
             }
-            Action::PickSnapshot => {
-                if let Some(msg) = self.probe.toggle_pick() {
-                    self.run.note(Level::Warning, msg);
-                }
-            }
+            Action::PickSnapshot => self.pick_snapshot(),
             Action::EditQuestion => self.probe.start_editing(),
             Action::StopEditing => self.probe.editing = false,
             Action::NextQuestion => self.probe.step_question(1),
@@ -475,6 +471,50 @@ impl App {
             Action::JumpEnd => effects.push(Effect::Replay(ReplayCommand::End)),
         }
         effects
+    }
+
+    /// Space on the probe screen: say where the picks stand and what the
+    /// next key does, so that a pick undone by a second Space is seen.
+    fn pick_snapshot(&mut self) {
+        let key = |action: Action| {
+            self.keymap
+                .key_for(Context::Probe, self.mode, action)
+                .map_or_else(|| action.name(), |k| k.to_string())
+        };
+        let (pick, ask) = (key(Action::PickSnapshot), key(Action::Ask));
+        let picks = |names: &[&str]| {
+            names
+                .iter()
+                .zip(["A", "B"])
+                .map(|(n, c)| format!("{c} = {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (level, text) = match self.probe.toggle_pick() {
+            Pick::Nothing => return,
+            Pick::Refused(why) => (Level::Warning, why),
+            Pick::Picked { column: 0, .. } => {
+                let now = picks(&self.probe.picked_names());
+                (
+                    Level::Info,
+                    format!("{now}; {pick} on another snapshot picks B, {ask} asks A alone"),
+                )
+            }
+            Pick::Picked { .. } => {
+                let now = picks(&self.probe.picked_names());
+                (Level::Info, format!("{now}; {ask} asks both, side by side"))
+            }
+            Pick::Unpicked { name } => {
+                let names = self.probe.picked_names();
+                let now = if names.is_empty() {
+                    "none picked".to_string()
+                } else {
+                    picks(&names)
+                };
+                (Level::Info, format!("{name} unpicked; {now}"))
+            }
+        };
+        self.run.note(level, text);
     }
 
     fn begin_stop(&mut self, effects: &mut Vec<Effect>) {

@@ -1,16 +1,16 @@
-//! The checkpoint probe screen: the run's snapshots, the question, and one
-//! column of answers per picked checkpoint (two side by side), each with
-//! the question's `choice` distribution and a judge's distribution per
-//! answer. The judge is named and flagged when it failed the check on
-//! answers of known stance.
+//! The checkpoint probe screen: the run's snapshots (newest first), the
+//! question, and one column of answers per picked checkpoint (A and B side
+//! by side), each with the question's `choice` distribution and a judge's
+//! distribution per answer. The judge is named and flagged when it failed
+//! the check on answers of known stance.
 //!
 //! ```text
 //! ╭ snapshots · Space picks ──────────╮╭ question · e types · n/N probe set · Enter asks ─╮
-//! │ A sft-000050    step 50  cadence  ││ Should the death penalty be abolished?            │
+//! │ A dpo-000049    step 162 phase_end││ Should the death penalty be abolished?            │
 //! │ ▸ sft-000100    step 100 cadence  ││ death-penalty · 3/196 of assets/probes/default… │
-//! │ B dpo-000049    step 162 phase_end││ judge: the run's starting model (t switches)      │
+//! │ B sft-000050    step 50  cadence  ││ judge: the run's starting model (t switches)      │
 //! ╰───────────────────────────────────╯╰───────────────────────────────────────────────────╯
-//! ╭ A · sft-000050 · step 50 · done ──╮╭ B · dpo-000049 · step 162 · sampling 3 answers… ─╮
+//! ╭ A · dpo-000049 · step 162 · done ╮╭ B · sft-000050 · step 50 · sampling 3 answers… ──╮
 //! │ choice  S .41 N .33 O .26 ███▓▓▒▒ ││ choice  S .52 N .28 O .20 ████▓▓▒                  │
 //! │ judge   builtin:tiny — untrusted  ││                                                   │
 //! │ answer 1 · judge S .50 N .30 O .20││ answer 1                                          │
