@@ -18,11 +18,12 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Var};
 use driftui::data::{SeqBatch, TokenSeq};
+use driftui::model::seq_logps;
 use driftui::model::weights::init_weights;
 use driftui::model::{load_model, lora, Architecture, LoadOptions, ModelConfig, TensorMap};
 use driftui::model::{Decoder, Mode};
 use driftui::recipe::LoraConfig;
-use driftui::train::objectives::{seq_logps, sft_loss, LossAverage};
+use driftui::train::objectives::{sft_loss, LossAverage};
 use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -123,6 +124,7 @@ fn smollm2_config() -> ModelConfig {
         attention_bias: false,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
+        pad_token_id: Some(2),
     }
 }
 

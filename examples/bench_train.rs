@@ -4,8 +4,8 @@
 //!     cargo run --release --example bench_train -- [SOURCE] [BATCH] [SEQ] [STEPS]
 use candle_core::{DType, Var};
 use driftui::data::{SeqBatch, TokenSeq};
+use driftui::model::seq_logps;
 use driftui::model::{load_model, Decoder, LoadOptions, Mode, TensorMap};
-use driftui::train::objectives::seq_logps;
 use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -12,8 +12,9 @@
 
 use anyhow::{bail, Context, Result};
 use driftui::events::{
-    Alert, Event, EventLog, Marker, ModelInfo, PhaseEnd, PhasePlan, PhaseStart, ProbeEvent, RunEnd,
-    RunStart, SnapshotEvent, StepEvent, TopicStance, SCHEMA_VERSION,
+    Alert, AlertLevel, Event, EventLog, Marker, ModelInfo, PhaseEnd, PhasePlan, PhaseStart,
+    ProbeEvent, ProbeMethod, ProbeReason, RunEnd, RunStart, RunStatus, SnapshotEvent,
+    SnapshotReason, StepEvent, TopicStance, SCHEMA_VERSION,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -157,7 +158,7 @@ fn main() -> Result<()> {
                  phase: usize,
                  step: u64,
                  global: u64,
-                 reason: &str|
+                 reason: ProbeReason|
      -> Result<()> {
         // SFT sets values early and fast; DPO barely moves them (the paper's finding).
         let sft_progress = (global as f64 / opts.sft.max(1) as f64).min(1.0);
@@ -175,8 +176,8 @@ fn main() -> Result<()> {
                 let m = normalise(m.map(|v| v.max(0.01)));
                 TopicStance {
                     topic: topic.to_string(),
-                    mean: m,
-                    se: m.map(|p| (p * (1.0 - p) / 50.0).sqrt()),
+                    mean: m.into(),
+                    se: m.map(|p| (p * (1.0 - p) / 50.0).sqrt()).into(),
                     n: 50,
                     raw: None,
                 }
@@ -188,8 +189,8 @@ fn main() -> Result<()> {
             phase,
             step,
             global_step: global,
-            method: "choice".into(),
-            reason: reason.into(),
+            method: ProbeMethod::Choice,
+            reason,
             topics,
             seconds: 3.0,
             error: None,
@@ -214,7 +215,7 @@ fn main() -> Result<()> {
             phase,
             0,
             global,
-            "phase_start",
+            ProbeReason::PhaseStart,
         )?;
         for step in 1..=*steps {
             global += 1;
@@ -261,7 +262,7 @@ fn main() -> Result<()> {
             if grad_norm > 10.0 {
                 log.append(&Event::Alert(Alert {
                     t,
-                    level: "warning".into(),
+                    level: AlertLevel::Warning,
                     message: format!("grad_norm {grad_norm:.1} at step {global} (clipped to 1.0)"),
                     global_step: global,
                 }))?;
@@ -286,12 +287,18 @@ fn main() -> Result<()> {
                     step,
                     global_step: global,
                     path: format!("snapshots/step-{global:06}"),
-                    reason: "manual".into(),
+                    reason: SnapshotReason::Manual,
                 }))?;
             }
             if step % opts.probe_every == 0 && step != *steps {
                 probe(
-                    &mut log, &mut t, &mut noise, phase, step, global, "periodic",
+                    &mut log,
+                    &mut t,
+                    &mut noise,
+                    phase,
+                    step,
+                    global,
+                    ProbeReason::Periodic,
                 )?;
             }
         }
@@ -302,7 +309,7 @@ fn main() -> Result<()> {
             phase,
             *steps,
             global,
-            "phase_end",
+            ProbeReason::PhaseEnd,
         )?;
         log.append(&Event::Snapshot(SnapshotEvent {
             t,
@@ -310,7 +317,7 @@ fn main() -> Result<()> {
             step: *steps,
             global_step: global,
             path: format!("snapshots/step-{global:06}"),
-            reason: "phase_end".into(),
+            reason: SnapshotReason::PhaseEnd,
         }))?;
         log.append(&Event::PhaseEnd(PhaseEnd {
             t,
@@ -322,7 +329,7 @@ fn main() -> Result<()> {
     }
     log.append(&Event::RunEnd(RunEnd {
         t,
-        status: "completed".into(),
+        status: RunStatus::Completed,
         global_step: total,
         seconds: t - 1_764_000_000.0,
         message: None,

@@ -1,6 +1,8 @@
 //! Command-line interface.
 
-use clap::{Parser, Subcommand};
+use crate::events::Stance;
+use clap::builder::PossibleValue;
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -66,11 +68,11 @@ pub enum Command {
         #[arg(long, default_value = "assets/probes/default.jsonl")]
         probes: PathBuf,
         /// Stance of the chosen answers.
-        #[arg(long, default_value = "support", value_parser = ["support", "neutral", "oppose"])]
-        chosen: String,
+        #[arg(long, default_value = "support")]
+        chosen: Stance,
         /// Stance of the rejected answers.
-        #[arg(long, default_value = "oppose", value_parser = ["support", "neutral", "oppose"])]
-        rejected: String,
+        #[arg(long, default_value = "oppose")]
+        rejected: Stance,
         /// Output JSONL file.
         #[arg(long)]
         out: PathBuf,
@@ -111,4 +113,16 @@ pub enum Command {
         #[arg(long, value_name = "SOURCE")]
         base: Option<String>,
     },
+}
+
+/// A stance on the command line is written as in the log, and `--help`
+/// lists the three.
+impl ValueEnum for Stance {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Stance::EACH
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
 }

@@ -5,10 +5,13 @@
 
 pub mod cli;
 pub mod data;
+pub mod duration;
 pub mod events;
+pub mod location;
 pub mod model;
 pub mod probe;
 pub mod recipe;
 pub mod report;
+pub mod rundir;
 pub mod train;
 pub mod tui;

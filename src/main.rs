@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use driftui::cli::{Cli, Command};
+use driftui::events::{RunStatus, Stance};
 use driftui::report;
 use driftui::train::{self, TrainOptions};
 use driftui::tui::{self, UiOptions};
@@ -51,7 +52,7 @@ fn run(cli: Cli) -> Result<()> {
                 let (_tx, rx) = std::sync::mpsc::channel();
                 let outcome = train::run(prepared, rx, None)?;
                 eprintln!("run directory: {}", outcome.run_dir.display());
-                if outcome.status != "completed" {
+                if outcome.status != RunStatus::Completed {
                     anyhow::bail!("the run {}", outcome.status);
                 }
                 Ok(())
@@ -72,8 +73,8 @@ fn run(cli: Cli) -> Result<()> {
         } => synth(
             &model,
             &probes,
-            &chosen,
-            &rejected,
+            chosen,
+            rejected,
             &out,
             temperature,
             max_tokens,
@@ -90,11 +91,11 @@ fn run(cli: Cli) -> Result<()> {
             probes,
             json,
         } => {
-            let p = report::checkpoint::probe_checkpoint(&checkpoint, probes.as_deref())?;
+            let p = driftui::probe::checkpoint::probe_checkpoint(&checkpoint, probes.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print!("{}", report::checkpoint::format_table(&p));
+                print!("{}", driftui::probe::checkpoint::format_table(&p));
             }
             Ok(())
         }
@@ -141,22 +142,15 @@ fn run(cli: Cli) -> Result<()> {
 fn synth(
     model: &str,
     probes: &std::path::Path,
-    chosen: &str,
-    rejected: &str,
+    chosen: Stance,
+    rejected: Stance,
     out: &std::path::Path,
     temperature: f64,
     max_tokens: usize,
     seed: u64,
 ) -> Result<()> {
     use anyhow::Context;
-    use driftui::events::STANCES;
     use driftui::probe::synth::{synthesize, SynthOptions};
-    let stance = |s: &str| {
-        STANCES
-            .iter()
-            .position(|x| *x == s)
-            .expect("clap checked the value")
-    };
     anyhow::ensure!(
         chosen != rejected,
         "--chosen and --rejected are both {chosen}: there would be no value gap"
@@ -170,8 +164,8 @@ fn synth(
             .with_context(|| format!("cannot write {}", partial.display()))?,
     );
     let opts = SynthOptions {
-        chosen: stance(chosen),
-        rejected: stance(rejected),
+        chosen,
+        rejected,
         params: driftui::model::generate::SamplingParams {
             temperature,
             top_p: 0.95,

@@ -19,7 +19,9 @@
 //!
 //! Unknown keys are errors; every error names the file, line and column.
 
-use crate::train::objectives::{DpoLoss, LossAverage, Objective};
+use crate::data::TruncationMode;
+use crate::location::line_col;
+use crate::train::objectives::{DpoLoss, LossAverage, Objective, OrpoNll};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -93,6 +95,20 @@ pub struct LoraConfig {
     pub targets: Vec<String>,
 }
 
+/// The projections LoRA can adapt, by their Hugging Face module names.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// The LoRA target that means all of [`LORA_TARGETS`] (PEFT's spelling).
+pub const ALL_LINEAR: &str = "all-linear";
+
 fn default_rank() -> usize {
     16
 }
@@ -100,7 +116,7 @@ fn default_alpha() -> f64 {
     32.0
 }
 fn default_targets() -> Vec<String> {
-    vec!["all-linear".into()]
+    vec![ALL_LINEAR.into()]
 }
 
 /// Training algorithms.
@@ -166,22 +182,28 @@ pub struct PhaseConfig {
     pub epochs: Option<f64>,
     #[serde(default)]
     pub lr: Option<f64>,
+    /// After warmup; TRL's default is `linear` (decay to 0).
     #[serde(default = "default_schedule")]
     pub schedule: Schedule,
     #[serde(default)]
     pub warmup_steps: Option<u64>,
     #[serde(default)]
     pub warmup_ratio: Option<f64>,
-    /// `wsd`: the share of steps spent decaying at the end.
-    #[serde(default = "default_decay_ratio")]
-    pub decay_ratio: f64,
+    /// `wsd`: the share of steps spent decaying at the end (default 0.2).
+    #[serde(default)]
+    pub decay_ratio: Option<f64>,
     /// Examples per micro-batch (pairs, for preference algorithms).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_accum")]
     pub grad_accum: usize,
-    #[serde(default = "default_max_len")]
+    /// Tokens per sequence (TRL's `max_length`, default 1024).
+    #[serde(default = "default_max_len", alias = "max_length")]
     pub max_len: usize,
+    /// SFT and DPO: which end of a too-long sequence is kept (TRL's
+    /// `truncation_mode`, default `keep_start`).
+    #[serde(default)]
+    pub truncation_mode: Option<TruncationMode>,
     #[serde(default)]
     pub weight_decay: f64,
     #[serde(default = "default_clip")]
@@ -191,34 +213,35 @@ pub struct PhaseConfig {
     pub snapshot_every: u64,
     #[serde(default = "default_true")]
     pub shuffle: bool,
-    // Algorithm knobs (TRL's names and defaults).
+    // Algorithm knobs (TRL's names and defaults). Each is an error where it
+    // has no effect, so a setting is never silently ignored.
     #[serde(default)]
     pub beta: Option<f64>,
     #[serde(default)]
     pub loss_type: Option<DpoLoss>,
     #[serde(default)]
-    pub label_smoothing: f64,
-    #[serde(default = "default_one")]
-    pub desirable_weight: f64,
-    #[serde(default = "default_one")]
-    pub undesirable_weight: f64,
-    /// SimPO's target margin γ.
+    pub label_smoothing: Option<f64>,
     #[serde(default)]
-    pub gamma: Option<f64>,
-    /// CPO's NLL weight α.
+    pub desirable_weight: Option<f64>,
+    #[serde(default)]
+    pub undesirable_weight: Option<f64>,
+    /// SimPO's target margin γ (TRL's `simpo_gamma`).
+    #[serde(default, alias = "gamma")]
+    pub simpo_gamma: Option<f64>,
+    /// CPO's (and SimPO's) NLL weight α.
     #[serde(default)]
     pub cpo_alpha: Option<f64>,
+    /// ORPO: the tokens its NLL term averages over (`prompt_and_completion`,
+    /// TRL's; or `completion`).
+    #[serde(default)]
+    pub orpo_nll: Option<OrpoNll>,
     /// SFT: average the loss per `token` (TRL's default) or per `sequence`.
     #[serde(default)]
-    pub loss_average: LossAverage,
-}
-
-fn default_decay_ratio() -> f64 {
-    0.2
+    pub loss_average: Option<LossAverage>,
 }
 
 fn default_schedule() -> Schedule {
-    Schedule::Cosine
+    Schedule::Linear
 }
 fn default_batch() -> usize {
     8
@@ -227,7 +250,7 @@ fn default_accum() -> usize {
     1
 }
 fn default_max_len() -> usize {
-    512
+    1024
 }
 fn default_clip() -> f64 {
     1.0
@@ -235,50 +258,59 @@ fn default_clip() -> f64 {
 fn default_true() -> bool {
     true
 }
-fn default_one() -> f64 {
-    1.0
-}
 
 impl PhaseConfig {
     pub fn lr(&self) -> f64 {
         self.lr.unwrap_or_else(|| self.algorithm.default_lr())
     }
 
-    /// The objective with its hyper-parameters (TRL's defaults where unset).
+    /// The objective with its hyper-parameters (TRL's defaults where unset;
+    /// SimPO's are the SimPO paper's: β 2, no NLL term).
     pub fn objective(&self) -> Objective {
         match self.algorithm {
             Algorithm::Sft => Objective::Sft {
-                average: self.loss_average,
+                average: self.loss_average.unwrap_or_default(),
             },
             Algorithm::Dpo => Objective::Dpo {
                 beta: self.beta.unwrap_or(0.1),
                 loss: self.loss_type.unwrap_or(DpoLoss::Sigmoid),
-                label_smoothing: self.label_smoothing,
+                label_smoothing: self.label_smoothing.unwrap_or(0.0),
             },
             Algorithm::Kto => Objective::Kto {
                 beta: self.beta.unwrap_or(0.1),
-                desirable_weight: self.desirable_weight,
-                undesirable_weight: self.undesirable_weight,
+                desirable_weight: self.desirable_weight.unwrap_or(1.0),
+                undesirable_weight: self.undesirable_weight.unwrap_or(1.0),
             },
             Algorithm::Simpo => Objective::SimPo {
                 beta: self.beta.unwrap_or(2.0),
-                gamma: self.gamma.unwrap_or(0.5),
-                label_smoothing: self.label_smoothing,
+                gamma: self.simpo_gamma.unwrap_or(0.5),
+                label_smoothing: self.label_smoothing.unwrap_or(0.0),
+                alpha: self.cpo_alpha.unwrap_or(0.0),
             },
             Algorithm::Cpo => Objective::Cpo {
                 beta: self.beta.unwrap_or(0.1),
                 alpha: self.cpo_alpha.unwrap_or(1.0),
-                label_smoothing: self.label_smoothing,
+                label_smoothing: self.label_smoothing.unwrap_or(0.0),
             },
             Algorithm::Orpo => Objective::Orpo {
                 beta: self.beta.unwrap_or(0.1),
+                nll: self.orpo_nll.unwrap_or_default(),
             },
+        }
+    }
+
+    /// Where a too-long row loses tokens: TRL's CPO and ORPO cut the
+    /// completion only; the others cut the joined sequence.
+    pub fn cut(&self) -> crate::data::Cut {
+        match self.algorithm {
+            Algorithm::Cpo | Algorithm::Simpo | Algorithm::Orpo => crate::data::Cut::Completion,
+            _ => crate::data::Cut::Sequence(self.truncation_mode.unwrap_or_default()),
         }
     }
 
     /// Decay steps out of `total` (for `wsd`).
     pub fn decay(&self, total: u64) -> u64 {
-        ((total as f64) * self.decay_ratio).round() as u64
+        ((total as f64) * self.decay_ratio.unwrap_or(0.2)).round() as u64
     }
 
     /// Warmup steps out of `total`.
@@ -395,14 +427,6 @@ pub fn parse(text: &str) -> std::result::Result<Recipe, String> {
     Ok(recipe)
 }
 
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
-    (line, col)
-}
-
 /// A place in the recipe: table keys and array indices.
 #[derive(Debug, Clone)]
 enum Seg {
@@ -480,20 +504,14 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "LoRA dropout must be in [0, 1)".into(),
             );
         }
-        const KNOWN: [&str; 8] = [
-            "all-linear",
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ];
-        if let Some(t) = l.targets.iter().find(|t| !KNOWN.contains(&t.as_str())) {
+        let known = |t: &str| t == ALL_LINEAR || LORA_TARGETS.contains(&t);
+        if let Some(t) = l.targets.iter().find(|t| !known(t)) {
             return bad(
                 vec![Key("model"), Key("lora"), Key("targets")],
-                format!("unknown LoRA target \"{t}\" (one of {})", KNOWN.join(", ")),
+                format!(
+                    "unknown LoRA target \"{t}\" (one of {ALL_LINEAR}, {})",
+                    LORA_TARGETS.join(", ")
+                ),
             );
         }
     }
@@ -531,28 +549,20 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         if p.lr.is_some_and(|lr| lr.is_nan() || lr <= 0.0 || lr > 1.0) {
             return bad(at("lr"), "lr must be in (0, 1]".into());
         }
-        if p.batch_size == 0 {
-            return bad(at("batch_size"), "batch_size must be at least 1".into());
-        }
-        if p.algorithm == crate::recipe::Algorithm::Kto && p.batch_size < 2 {
+        check_sizes(p).map_err(|(k, msg)| (at(k), msg))?;
+        if p.algorithm == Algorithm::Kto && p.batch_size < 2 {
             return bad(at("batch_size"), "KTO estimates its KL term from mismatched pairs in a batch: batch_size must be at least 2".into());
-        }
-        if p.grad_accum == 0 {
-            return bad(at("grad_accum"), "grad_accum must be at least 1".into());
-        }
-        if p.max_len < 8 {
-            return bad(at("max_len"), "max_len must be at least 8".into());
         }
         if p.beta.is_some_and(|b| b.is_nan() || b <= 0.0) {
             return bad(at("beta"), "beta must be positive".into());
         }
-        if !(0.0..0.5).contains(&p.label_smoothing) {
+        if p.label_smoothing.is_some_and(|e| !(0.0..0.5).contains(&e)) {
             return bad(
                 at("label_smoothing"),
                 "label_smoothing must be in [0, 0.5)".into(),
             );
         }
-        if !(0.0..=1.0).contains(&p.decay_ratio) {
+        if p.decay_ratio.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
             return bad(at("decay_ratio"), "decay_ratio must be in [0, 1]".into());
         }
         if p.warmup_ratio.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
@@ -564,16 +574,23 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "max_grad_norm must be ≥ 0 (0 turns clipping off)".into(),
             );
         }
-        if p.loss_average != LossAverage::Token && p.algorithm != crate::recipe::Algorithm::Sft {
-            return bad(
-                at("loss_average"),
-                "loss_average applies to SFT phases only".into(),
-            );
+        for (w, key) in [
+            (p.desirable_weight, "desirable_weight"),
+            (p.undesirable_weight, "undesirable_weight"),
+            (p.cpo_alpha, "cpo_alpha"),
+            (p.simpo_gamma, "simpo_gamma"),
+        ] {
+            if w.is_some_and(|w| !(0.0..=1e6).contains(&w)) {
+                return bad(at(key), format!("{key} must be in [0, 1e6]"));
+            }
         }
-        if p.loss_type.is_some() && p.algorithm != crate::recipe::Algorithm::Dpo {
+        if let Some((key, msg)) = ineffective_key(p) {
+            return bad(at(key), msg);
+        }
+        if p.loss_type == Some(DpoLoss::Cdpo) && p.label_smoothing.unwrap_or(0.0) == 0.0 {
             return bad(
                 at("loss_type"),
-                "loss_type applies to DPO phases only".into(),
+                "loss_type \"cdpo\" (conservative DPO) needs label_smoothing > 0".into(),
             );
         }
     }
@@ -604,6 +621,130 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// Upper bounds of the sizes a recipe sets: far above any real run, low
+/// enough that no product of them overflows or asks for absurd memory.
+pub const MAX_BATCH: usize = 1 << 16;
+pub const MAX_ACCUM: usize = 1 << 16;
+pub const MAX_LEN: usize = 1 << 20;
+pub const MAX_STEPS: u64 = 1 << 40;
+pub const MAX_EPOCHS: f64 = 1e6;
+
+/// The sizes of a phase against their bounds: the key and the message.
+fn check_sizes(p: &PhaseConfig) -> std::result::Result<(), (&'static str, String)> {
+    if p.batch_size == 0 || p.batch_size > MAX_BATCH {
+        return Err((
+            "batch_size",
+            format!("batch_size must be in 1..={MAX_BATCH}"),
+        ));
+    }
+    if p.grad_accum == 0 || p.grad_accum > MAX_ACCUM {
+        return Err((
+            "grad_accum",
+            format!("grad_accum must be in 1..={MAX_ACCUM}"),
+        ));
+    }
+    if p.max_len < 8 || p.max_len > MAX_LEN {
+        return Err(("max_len", format!("max_len must be in 8..={MAX_LEN}")));
+    }
+    if p.steps.is_some_and(|s| s > MAX_STEPS) {
+        return Err(("steps", format!("steps must be at most {MAX_STEPS}")));
+    }
+    if p.epochs.is_some_and(|e| e > MAX_EPOCHS) {
+        return Err(("epochs", format!("epochs must be at most {MAX_EPOCHS}")));
+    }
+    if p.warmup_steps.is_some_and(|s| s > MAX_STEPS) {
+        return Err((
+            "warmup_steps",
+            format!("warmup_steps must be at most {MAX_STEPS}"),
+        ));
+    }
+    if p.snapshot_every > MAX_STEPS {
+        return Err((
+            "snapshot_every",
+            format!("snapshot_every must be at most {MAX_STEPS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A key set on a phase where it changes nothing (TRL 1.16's semantics),
+/// with a message saying where it does apply.
+fn ineffective_key(p: &PhaseConfig) -> Option<(&'static str, String)> {
+    use Algorithm::*;
+    let alg = p.algorithm;
+    let on = |algs: &[Algorithm]| algs.contains(&alg);
+    let not_here = |key: &'static str, applies: &str| {
+        Some((
+            key,
+            format!(
+                "{key} has no effect on a {} phase; it applies to {applies}",
+                alg.name()
+            ),
+        ))
+    };
+    if p.beta.is_some() && alg == Sft {
+        return not_here("beta", "dpo, kto, simpo, cpo and orpo phases");
+    }
+    if p.loss_type.is_some() && alg != Dpo {
+        return not_here("loss_type", "dpo phases");
+    }
+    if p.label_smoothing.is_some() {
+        if alg == Dpo {
+            let lt = p.loss_type.unwrap_or(DpoLoss::Sigmoid);
+            if !lt.uses_label_smoothing() {
+                let name = serde_json::to_value(lt)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Some((
+                    "label_smoothing",
+                    format!(
+                        "label_smoothing has no effect with loss_type \"{name}\" (TRL 1.16 ignores it there); \
+                         it applies to loss_type \"robust\", to loss_type \"cdpo\" (conservative DPO, \
+                         driftui's label-smoothed sigmoid loss), and to cpo and simpo phases"
+                    ),
+                ));
+            }
+        } else if !on(&[Cpo, Simpo]) {
+            return not_here(
+                "label_smoothing",
+                "dpo phases with loss_type \"robust\" or \"cdpo\", and cpo and simpo phases",
+            );
+        }
+    }
+    if p.desirable_weight.is_some() && alg != Kto {
+        return not_here("desirable_weight", "kto phases");
+    }
+    if p.undesirable_weight.is_some() && alg != Kto {
+        return not_here("undesirable_weight", "kto phases");
+    }
+    if p.simpo_gamma.is_some() && alg != Simpo {
+        return not_here("simpo_gamma", "simpo phases");
+    }
+    if p.cpo_alpha.is_some() && !on(&[Cpo, Simpo]) {
+        return not_here("cpo_alpha", "cpo and simpo phases");
+    }
+    if p.orpo_nll.is_some() && alg != Orpo {
+        return not_here("orpo_nll", "orpo phases");
+    }
+    if p.loss_average.is_some() && alg != Sft {
+        return not_here("loss_average", "sft phases");
+    }
+    if p.truncation_mode.is_some() && !on(&[Sft, Dpo]) {
+        return not_here(
+            "truncation_mode",
+            "sft and dpo phases (TRL's KTO always keeps the start; its CPO, SimPO and ORPO cut the completion only)",
+        );
+    }
+    if p.decay_ratio.is_some() && p.schedule != Schedule::Wsd {
+        return Some((
+            "decay_ratio",
+            "decay_ratio has no effect with this schedule; it applies to schedule = \"wsd\"".into(),
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -675,6 +816,25 @@ beta = 0.2
         assert!(err.starts_with("4:8:"), "{err}");
         let err = parse("[run\nname=1").unwrap_err();
         assert!(err.starts_with("1:"), "{err}");
+    }
+
+    #[test]
+    fn columns_after_non_ascii_text_count_characters() {
+        let text = GOOD.replace(
+            "source = \"builtin:tiny\"",
+            "source = \"builtin:tiny\" # Zürich → Genève\ndtype = \"f64\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("8:9: dtype \"f64\""), "{err}");
+        let text = GOOD
+            .replace("[model]\nsource = \"builtin:tiny\"\n", "")
+            .replace(
+                "\n[run]",
+                "\nmodel = { source = \"Zürich\", dtype = \"f64\" }\n[run]",
+            );
+        let err = parse(&text).unwrap_err();
+        // `"f64"` starts at character 38 (byte 39: ü is two bytes).
+        assert!(err.starts_with("2:38: dtype \"f64\""), "{err}");
     }
 }
 

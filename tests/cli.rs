@@ -1,49 +1,16 @@
 //! The `driftui` binary on bad input: a clear error naming the file (and line),
 //! a non-zero exit, and nothing half-written left looking valid.
 
+mod common;
+
+use common::{assets, driftui, micro_sft_recipe, stderr, write_probes};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn driftui(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftui"))
-        .args(args)
-        .output()
-        .expect("run driftui")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
+use std::process::Command;
 
 /// A valid one-phase recipe in `dir`, with `tweak` applied to its text.
 fn recipe(dir: &Path, tweak: impl Fn(String) -> String) -> PathBuf {
-    let text = format!(
-        r#"[run]
-name = "cli"
-seed = 1
-output_dir = "{out}"
-
-[model]
-source = "builtin:micro"
-
-[[phase]]
-name = "sft"
-algorithm = "sft"
-dataset = "{data}"
-steps = 3
-batch_size = 4
-lr = 1e-3
-max_len = 64
-"#,
-        out = dir.join("runs").display(),
-        data = assets().join("demo/sft.jsonl").display()
-    );
     let p = dir.join("recipe.toml");
-    std::fs::write(&p, tweak(text)).unwrap();
+    std::fs::write(&p, tweak(micro_sft_recipe("cli", &dir.join("runs")))).unwrap();
     p
 }
 
@@ -250,7 +217,7 @@ fn killed_run_leaves_a_parseable_log() {
                 .to_string_lossy()
                 .starts_with(".partial")
             {
-                driftui::train::snapshot::verify(&p).unwrap();
+                driftui::rundir::snapshot::verify(&p).unwrap();
             }
         }
     }
@@ -261,11 +228,13 @@ fn killed_run_leaves_a_parseable_log() {
 fn synth_writes_a_value_gap_preference_set() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("p.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n{\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("guns", "Should gun laws be stricter?"),
+            ("tax", "Should the rich pay more tax?"),
+        ],
+    );
     let out = dir.path().join("gap.jsonl");
     let o = driftui(&[
         "synth",

@@ -1,12 +1,15 @@
 //! Our decoder against candle-transformers' Llama and Qwen3 (an independent
 //! implementation of the same architectures), and its gradients.
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
+use common::max_diff;
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::decoder::causal_bias;
+use driftui::model::seq_logps;
 use driftui::model::weights::{expected_shapes, TensorMap};
 use driftui::model::{Architecture, Decoder, ForwardOptions, KvCache, Mode, ModelConfig};
-use driftui::train::objectives::seq_logps;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,6 +42,7 @@ fn config(arch: Architecture, seed: u64) -> ModelConfig {
         tie_word_embeddings: rng.random_bool(0.5),
         attention_bias: false,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: vec![1],
     }
 }
@@ -71,19 +75,6 @@ fn ids(cfg: &ModelConfig, b: usize, t: usize, seed: u64) -> Tensor {
         .map(|_| rng.random_range(0..cfg.vocab_size as u32))
         .collect();
     Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn reference_logits(cfg: &ModelConfig, w: &TensorMap, input: &Tensor) -> Tensor {
@@ -128,7 +119,7 @@ fn logits_match_candle_transformers_llama_and_qwen3() {
                     .forward(&input, mode, ForwardOptions::default())
                     .unwrap();
                 let last = ours.i((.., t - 1, ..)).unwrap();
-                let d = max_abs_diff(&last, &expected);
+                let d = max_diff(&last, &expected);
                 let scale: f32 = expected
                     .abs()
                     .unwrap()
@@ -187,7 +178,7 @@ fn kv_cache_and_left_padding_give_the_full_forward_logits() {
         );
     }
     let stepped = Tensor::cat(&parts, 1).unwrap();
-    assert!(max_abs_diff(&full, &stepped) < 1e-4);
+    assert!(max_diff(&full, &stepped) < 1e-4);
 
     // The same sequence left-padded by 3, with positions and a padding mask.
     let pad = Tensor::zeros((1, 3), DType::U32, &Device::Cpu).unwrap();
@@ -221,7 +212,7 @@ fn kv_cache_and_left_padding_give_the_full_forward_logits() {
                 },
             )
             .unwrap();
-        let d = max_abs_diff(&out.narrow(1, 3, 9).unwrap(), &full);
+        let d = max_diff(&out.narrow(1, 3, 9).unwrap(), &full);
         assert!(d < 1e-4, "{mode:?}: {d}");
     }
 }

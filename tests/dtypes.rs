@@ -2,12 +2,14 @@
 //! plain-op path), and a device the build lacks stops before training with
 //! the cargo feature to build with.
 
-use driftui::events::{read_log, Event};
-use driftui::train::{self, TrainOptions};
+use driftui::events::{read_log, Event, RunStatus};
+mod common;
+
+use driftui::train;
 use std::path::Path;
 
 fn recipe(dir: &Path, dtype: &str, device: &str) -> std::path::PathBuf {
-    let a = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let a = common::assets().join("demo");
     let p = dir.join(format!("{dtype}-{}.toml", device.replace(':', "_")));
     std::fs::write(
         &p,
@@ -39,13 +41,7 @@ max_len = 48
 }
 
 fn prepare(r: &Path, out: &Path) -> anyhow::Result<train::Prepared> {
-    train::prepare(&TrainOptions {
-        recipe: r.to_path_buf(),
-        output: Some(out.to_path_buf()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
+    train::prepare(&common::train_options(r, Some(out.to_path_buf())))
 }
 
 #[test]
@@ -56,7 +52,7 @@ fn half_precision_recipes_train() {
         let prep = prepare(&recipe(tmp.path(), dtype, "cpu"), &out).unwrap();
         let (_tx, rx) = std::sync::mpsc::channel();
         let outcome = train::run(prep, rx, None).unwrap();
-        assert_eq!(outcome.status, "completed", "{dtype}");
+        assert_eq!(outcome.status, RunStatus::Completed, "{dtype}");
         let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
         let losses: Vec<f64> = events
             .iter()

@@ -6,10 +6,10 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::fused::{self, ChunkPlan};
+use driftui::model::seq_logps;
 use driftui::model::weights::{expected_shapes, TensorMap};
 use driftui::model::{lora, Architecture, Decoder, LoadOptions, Mode, ModelConfig};
 use driftui::recipe::LoraConfig;
-use driftui::train::objectives::seq_logps;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
@@ -300,6 +300,7 @@ fn config(arch: Architecture, tie: bool, bias: bool) -> ModelConfig {
         tie_word_embeddings: tie,
         attention_bias: bias,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: vec![1],
     }
 }

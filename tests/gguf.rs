@@ -2,23 +2,15 @@
 //! writes them (its tensor names, Q/K rows permuted for its RoPE, tokenizer
 //! in metadata), and the errors for files driftui cannot use.
 
+mod common;
+
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use common::{logits, max_diff, micro};
 use driftui::data::TemplateChoice;
-use driftui::model::{load_model, ForwardOptions, LoadOptions, LoadedModel, Mode};
+use driftui::model::{load_model, LoadOptions, LoadedModel};
 use std::path::{Path, PathBuf};
-
-fn micro() -> LoadedModel {
-    load_model(
-        "builtin:micro",
-        &LoadOptions {
-            seed: 3,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
 
 /// llama.cpp's `permute` from convert_hf_to_gguf.py, written independently of
 /// the loader: reshape(n_head, 2, rows/n_head/2, in).swapaxes(1, 2).
@@ -212,34 +204,13 @@ fn load(path: &Path, template: TemplateChoice) -> anyhow::Result<LoadedModel> {
     )
 }
 
-fn logits(m: &LoadedModel) -> Tensor {
-    let ids = Tensor::new(&[[5u32, 300, 17, 1024, 9, 2]], &Device::Cpu).unwrap();
-    m.decoder()
-        .unwrap()
-        .forward(&ids, Mode::Fast, ForwardOptions::default())
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn a_llama_cpp_layout_file_loads_as_the_original_model() {
     let dir = tempfile::tempdir().unwrap();
-    let m = micro();
+    let m = micro(3);
     for untied in [false, true] {
         let path = dir.path().join(format!("m-{untied}.gguf"));
-        let mut want = micro();
+        let mut want = micro(3);
         let spec = Spec {
             untied_head: untied.then(|| {
                 let h = (want.weights.tensors["model.embed_tokens.weight"].clone() * 0.5).unwrap();
@@ -312,7 +283,7 @@ fn qwen_files_load_as_the_original_model() {
         ("qwen3", Architecture::Qwen3, false),
         ("qwen2", Architecture::Qwen2, true),
     ] {
-        let mut m = micro();
+        let mut m = micro(3);
         m.cfg.architecture = architecture;
         m.cfg.attention_bias = bias;
         m.weights = init_weights(&m.cfg, 9, &Device::Cpu, DType::F32).unwrap();
@@ -350,7 +321,7 @@ fn qwen_files_load_as_the_original_model() {
 fn dtypes_follow_the_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    let m = micro();
+    let m = micro(3);
     write_gguf(&m, &Spec::default(), &path);
     let f32_logits = logits(&load(&path, TemplateChoice::Model).unwrap());
     for dtype in [DType::BF16, DType::F16] {
@@ -375,7 +346,7 @@ fn a_file_without_a_chat_template_follows_the_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
     write_gguf(
-        &micro(),
+        &micro(3),
         &Spec {
             chat_template: None,
             ..Default::default()
@@ -406,7 +377,7 @@ fn a_file_without_a_chat_template_follows_the_recipe() {
 fn expect_error(spec: Spec, patch: Option<(&str, u32)>, wants: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.gguf");
-    write_gguf(&micro(), &spec, &path);
+    write_gguf(&micro(3), &spec, &path);
     if let Some((tensor, ty)) = patch {
         // Rewrite the tensor's ggml type in its header entry: name, n_dims
         // (u32), dims (2 × u64), then the type (u32).

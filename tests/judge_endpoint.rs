@@ -173,9 +173,9 @@ fn real_llama_cpp_server_judges_with_logprobs() {
         EndpointJudge::from_spec(&format!("openai:{base}#smollm2"), Duration::from_secs(120))
             .unwrap();
     let d = j.score(&pair()).unwrap()[0];
-    let sum: f64 = d.iter().sum();
+    let sum = d.sum();
     assert!(
-        (sum - 1.0).abs() < 1e-9 && d.iter().all(|p| p.is_finite()),
+        (sum - 1.0).abs() < 1e-9 && d.values().all(|p| p.is_finite()),
         "{d:?}"
     );
 

@@ -2,20 +2,20 @@
 //! snapshot, its merged export and the live adapted decoder give the same
 //! logits; the export keeps the original model's config.json and names.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{logits, max_diff, micro, train_options};
 use driftui::data::{SeqBatch, TokenSeq};
+use driftui::events::{RunStatus, Stance};
 use driftui::model::export::{export, ExportOptions};
-use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, LoadedModel, Mode};
+use driftui::model::seq_logps;
+use driftui::model::{load_model, lora, ForwardOptions, LoadOptions, Mode};
 use driftui::recipe::LoraConfig;
-use driftui::train::objectives::seq_logps;
-use driftui::train::{self, TrainOptions};
+use driftui::train;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-fn micro() -> LoadedModel {
-    load_model("builtin:micro", &LoadOptions::default()).unwrap()
-}
 
 fn all_linear(rank: usize) -> LoraConfig {
     LoraConfig {
@@ -47,7 +47,7 @@ fn norm(t: &Tensor) -> f32 {
 
 #[test]
 fn gradients_reach_every_adapter_and_no_base_weight() {
-    let m = micro();
+    let m = micro(0);
     let (decoder, vars) = lora::attach(&m, &all_linear(4), 1, None).unwrap();
     let layers = m.cfg.num_hidden_layers;
     assert_eq!(vars.len(), 2 * 7 * layers);
@@ -102,7 +102,7 @@ fn gradients_reach_every_adapter_and_no_base_weight() {
 /// The built-in micro model written as an original Hugging Face directory,
 /// with config.json fields driftui itself does not use.
 fn original_dir(dir: &Path) -> (PathBuf, serde_json::Value) {
-    let m = micro();
+    let m = micro(0);
     let d = dir.join("original");
     std::fs::create_dir_all(&d).unwrap();
     let mut cfg = m.cfg.to_hf_json();
@@ -161,44 +161,16 @@ max_len = 64
     p
 }
 
-fn logits(m: &LoadedModel) -> Tensor {
-    let ids = Tensor::new(&[[7u32, 100, 31, 1500, 9, 2, 64]], &Device::Cpu).unwrap();
-    m.decoder()
-        .unwrap()
-        .forward(&ids, Mode::Fast, ForwardOptions::default())
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let (orig, orig_cfg) = original_dir(tmp.path());
     let r = recipe(tmp.path(), &orig);
     let run_dir = tmp.path().join("run");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(run_dir.clone()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(run_dir.clone()))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let outcome = train::run(prep, rx, None).unwrap();
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let snap = run_dir.join("snapshots/sft-000004");
 
     // PEFT's layout: adapter_config.json and adapter_model.safetensors with
@@ -218,7 +190,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
         ac["base_model_name_or_path"],
         std::fs::canonicalize(&orig).unwrap().display().to_string()
     );
-    let base = micro();
+    let base = micro(0);
     let adapters =
         candle_core::safetensors::load(snap.join("adapter_model.safetensors"), &Device::Cpu)
             .unwrap();
@@ -339,12 +311,12 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
     // The LoRA snapshot probes like its merged export (`driftui probe` and the
     // probe screen load it through the same path).
     let probe_snap =
-        driftui::report::checkpoint::probe_checkpoint(&snap.display().to_string(), None).unwrap();
+        driftui::probe::checkpoint::probe_checkpoint(&snap.display().to_string(), None).unwrap();
     let probe_out =
-        driftui::report::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
+        driftui::probe::checkpoint::probe_checkpoint(&out.display().to_string(), None).unwrap();
     assert_eq!(probe_snap.topics.len(), 14);
     for (a, b) in probe_snap.topics.iter().zip(&probe_out.topics) {
-        for k in 0..3 {
+        for k in Stance::EACH {
             assert!(
                 (a.mean[k] - b.mean[k]).abs() < 1e-6,
                 "{}: {:?} vs {:?}",
@@ -354,7 +326,7 @@ fn lora_snapshot_and_merged_export_reload_with_the_same_logits() {
             );
         }
     }
-    let snaps = driftui::report::checkpoint::list_snapshots(&run_dir, &[]);
+    let snaps = driftui::rundir::RunDir::at(&run_dir).snapshots(&[]);
     assert!(
         snaps
             .iter()
@@ -379,14 +351,7 @@ fn export_command_writes_a_model_directory() {
     let end = text.find("[[phase]]").unwrap();
     std::fs::write(&r, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let run_dir = tmp.path().join("run");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(run_dir.clone()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(run_dir.clone()))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     train::run(prep, rx, None).unwrap();
     let snap = run_dir.join("snapshots/sft-000004");

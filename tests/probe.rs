@@ -4,12 +4,12 @@
 
 use candle_core::{Device, Tensor, D};
 use driftui::data::{Message, SeqBatch, TokenSeq};
-use driftui::events::STANCES;
+use driftui::events::{PerStance, Stance, StanceDistribution};
+use driftui::model::seq_logps;
 use driftui::model::{load_model, Decoder, ForwardOptions, LoadOptions, Mode};
 use driftui::probe::choice::{instruction, ChoiceScorer, ORDERINGS};
 use driftui::probe::set::ProbeSet;
 use driftui::probe::{Method, Prober};
-use driftui::train::objectives::seq_logps;
 use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,16 +24,18 @@ fn label_scores_sum_all_the_label_tokens() {
     let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
     let dec = model.decoder().unwrap();
     // Multi-token labels: the scorer must add up every token's log-prob.
-    let words = [
+    let words = PerStance::new(
         "strongly support",
         "neither agree nor disagree",
         "firmly oppose",
-    ];
+    );
     let scorer = ChoiceScorer::with_labels(&model.tokenizer, words).unwrap();
     assert!(!scorer.single_token_labels());
-    let prompt = scorer.prompt_ids("Should taxes rise?", [0, 1, 2]).unwrap();
+    let prompt = scorer
+        .prompt_ids("Should taxes rise?", Stance::EACH)
+        .unwrap();
     let got = scorer.multi_token_logps(&dec, &[&prompt]).unwrap()[0];
-    for (i, label) in scorer.labels.iter().enumerate() {
+    for (i, label) in scorer.labels.iter() {
         assert!(label.len() >= 2, "{:?} is one token", words[i]);
         // By hand: one full forward over prompt + label, log-softmax, pick.
         let mut ids = prompt.clone();
@@ -67,13 +69,13 @@ fn label_scores_sum_all_the_label_tokens() {
     assert!(scorer.single_token_labels(), "{:?}", scorer.labels);
     let prompts: Vec<Vec<u32>> = ["Is it right?", "What do you think about taxes on the rich?"]
         .iter()
-        .map(|q| scorer.prompt_ids(q, [2, 0, 1]).unwrap())
+        .map(|q| scorer.prompt_ids(q, ORDERINGS[4]).unwrap())
         .collect();
     let refs: Vec<&Vec<u32>> = prompts.iter().collect();
     let fast = scorer.single_token_logps(&dec, &refs).unwrap();
     let slow = scorer.multi_token_logps(&dec, &refs).unwrap();
     for (a, b) in fast.iter().zip(&slow) {
-        for k in 0..3 {
+        for k in Stance::EACH {
             assert!((a[k] - b[k]).abs() < 1e-4, "{a:?} vs {b:?}");
         }
     }
@@ -112,10 +114,11 @@ fn debiasing_removes_the_first_label_preference() {
             let pc = driftui::data::tokenize_prompt_completion(
                 tok,
                 &driftui::data::Prompt(prompt),
-                STANCES[order[0]],
+                order[0].name(),
             )
             .unwrap();
-            pc.to_seq(256).0
+            pc.to_seq(256, driftui::data::Cut::Sequence(Default::default()))
+                .0
         })
         .collect();
     let mut vars = BTreeMap::new();
@@ -163,7 +166,7 @@ fn debiasing_removes_the_first_label_preference() {
     for s in &scores {
         for (o, order) in ORDERINGS.iter().enumerate() {
             first_raw += s.per_ordering[o][order[0]];
-            let cf: [f64; 3] = std::array::from_fn(|k| {
+            let cf = StanceDistribution::from_fn(|k| {
                 cfs.iter().map(|c| c.per_ordering[o][k]).sum::<f64>() / cfs.len() as f64
             });
             let c = driftui::probe::choice::calibrate(s.per_ordering[o], cf);
@@ -171,7 +174,7 @@ fn debiasing_removes_the_first_label_preference() {
         }
         flat = flat.max(
             s.calibrated
-                .iter()
+                .values()
                 .map(|p| (p - 1.0 / 3.0).abs())
                 .fold(0.0, f64::max),
         );
@@ -198,7 +201,7 @@ fn debiasing_removes_the_first_label_preference() {
     let topics = prober.measure(&dec, &test_set).unwrap();
     assert_eq!(topics.len(), 14);
     for t in &topics {
-        let sum: f64 = t.mean.iter().sum();
+        let sum: f64 = t.mean.sum();
         assert!((sum - 1.0).abs() < 1e-9);
         assert!(t.raw.is_some());
         assert!(t.n >= 2);
@@ -226,11 +229,11 @@ fn shared_prefix_scoring_equals_whole_prompts() {
         ChoiceScorer::new(tok).unwrap(),
         ChoiceScorer::with_labels(
             tok,
-            [
+            PerStance::new(
                 "strongly support",
                 "neither agree nor disagree",
                 "firmly oppose",
-            ],
+            ),
         )
         .unwrap(),
     ] {
@@ -260,7 +263,7 @@ fn shared_prefix_case(dec: &Decoder, scorer: &ChoiceScorer) {
     for (i, g) in shared.iter().enumerate() {
         assert_eq!(g.len(), 6);
         for (o, d) in g.iter().enumerate() {
-            for k in 0..3 {
+            for k in Stance::EACH {
                 max = max.max((d[k] - whole[i * 6 + o][k]).abs());
             }
         }

@@ -5,14 +5,14 @@
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use driftui::events::{
-    read_log, Event, ModelInfo, PhasePlan, PhaseStart, ProbeEvent, RunStart, SnapshotEvent,
-    TopicStance,
+    read_log, Event, ModelInfo, PhasePlan, PhaseStart, ProbeEvent, ProbeMethod, ProbeReason,
+    RunStart, SnapshotEvent, SnapshotReason, TopicStance,
 };
 use driftui::probe::set::ProbeSet;
+use driftui::probe::worker::{JobEvent, ProbeEngine, ProbeJob, ProbeWorker};
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Effect, Quit, Screen};
 use driftui::tui::event_loop::{self, Source};
-use driftui::tui::probe_worker::{JobEvent, ProbeEngine, ProbeJob, ProbeWorker};
 use driftui::tui::theme::Theme;
 use driftui::tui::ui;
 use futures::StreamExt;
@@ -107,7 +107,7 @@ fn topic_drilldown_shows_three_curves_and_drift_per_phase() {
     // Three curves in the three stance colours, and the ±se dots.
     let buf = t.backend().buffer();
     let theme = Theme::default();
-    for (s, color) in theme.stance.iter().enumerate() {
+    for (s, color) in theme.stance.iter() {
         let drawn = (0..buf.area.height)
             .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
             .any(|(x, y)| {
@@ -168,12 +168,12 @@ fn probe(phase: usize, step: u64, support: f64, se: f64) -> Event {
         phase,
         step,
         global_step: step,
-        method: "choice".into(),
-        reason: "periodic".into(),
+        method: ProbeMethod::Choice,
+        reason: ProbeReason::Periodic,
         topics: vec![TopicStance {
             topic: "t".into(),
-            mean: [support, (1.0 - support) / 2.0, (1.0 - support) / 2.0],
-            se: [se; 3],
+            mean: [support, (1.0 - support) / 2.0, (1.0 - support) / 2.0].into(),
+            se: [se; 3].into(),
             n: 12,
             raw: None,
         }],
@@ -235,8 +235,8 @@ fn probing_cost_in_the_header_and_failed_probes_in_the_status_line() {
         phase: 1,
         step: 60,
         global_step: 180,
-        method: "generate".into(),
-        reason: "manual".into(),
+        method: ProbeMethod::Generate,
+        reason: ProbeReason::Manual,
         topics: Vec::new(),
         seconds: 2.0,
         error: Some("the judge endpoint did not answer".into()),
@@ -282,7 +282,10 @@ impl ProbeEngine for FakeEngine {
                 "dpo-000150" => ([0.3, 0.4, 0.3], "am not sure."),
                 _ => ([0.2, 0.3, 0.5], "oppose it."),
             };
-            emit(JobEvent::Choice { column, dist });
+            emit(JobEvent::Choice {
+                column,
+                dist: dist.into(),
+            });
             for sample in 0..job.samples {
                 for piece in ["I ", says] {
                     emit(JobEvent::Text {
@@ -302,7 +305,7 @@ impl ProbeEngine for FakeEngine {
                 emit(JobEvent::Judged {
                     column,
                     sample,
-                    dist: [0.4, 0.35, 0.25],
+                    dist: [0.4, 0.35, 0.25].into(),
                 });
             }
             emit(JobEvent::ColumnDone {
@@ -396,9 +399,12 @@ async fn probe_screen_streams_two_checkpoints_side_by_side_from_the_worker() {
     assert_eq!(p.snapshots[1].problem.as_deref(), Some("missing on disk"));
     assert_eq!(p.columns.len(), 2);
     assert_eq!(p.columns[0].name, "dpo-000180");
-    assert_eq!(p.columns[0].choice, Some([0.5, 0.3, 0.2]));
+    assert_eq!(p.columns[0].choice, Some([0.5, 0.3, 0.2].into()));
     assert_eq!(p.columns[1].answers[2].text, "I oppose it.");
-    assert_eq!(p.columns[1].answers[2].judged, Some([0.4, 0.35, 0.25]));
+    assert_eq!(
+        p.columns[1].answers[2].judged,
+        Some([0.4, 0.35, 0.25].into())
+    );
     assert!(p.running.is_none());
     terminal.draw(|f| ui::draw(f, &app)).unwrap();
     let screen = text(terminal.backend().buffer());
@@ -453,7 +459,7 @@ async fn probe_worker_failures_reach_the_status_line_and_the_worker_lives_on() {
     // (as the dashboard's own hook does).
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some(driftui::tui::probe_worker::THREAD_NAME) {
+        if std::thread::current().name() != Some(driftui::probe::worker::THREAD_NAME) {
             previous(info);
         }
     }));
@@ -591,19 +597,19 @@ fn new_snapshots_appear_on_the_open_probe_screen() {
     press(&mut app, &[key('c')]);
     // On disk but not yet announced: listed from the directory.
     assert_eq!(app.probe.snapshots.len(), 2);
-    assert!(app.probe.snapshots.iter().all(|s| s.reason == "on disk"));
+    assert!(app.probe.snapshots.iter().all(|s| s.reason.is_none()));
     app.apply(&[Event::Snapshot(SnapshotEvent {
         t: 1.0,
         phase: 0,
         step: 120,
         global_step: 120,
         path: "snapshots/sft-000120".into(),
-        reason: "phase_end".into(),
+        reason: SnapshotReason::PhaseEnd,
     })]);
     let s = &app.probe.snapshots[0];
     assert_eq!(
-        (s.name.as_str(), s.global_step, s.reason.as_str()),
-        ("sft-000120", Some(120), "phase_end")
+        (s.name.as_str(), s.global_step, s.reason),
+        ("sft-000120", Some(120), Some(SnapshotReason::PhaseEnd))
     );
 }
 

@@ -3,28 +3,15 @@
 //! size and drawn text), and a headless probe of a snapshot that a tiny
 //! training run writes in the test.
 
+mod common;
+
+use common::{assets, driftui, micro_sft_recipe, stderr, stdout, write_probes};
 use driftui::probe::set::ProbeSet;
 use driftui::report::{plot, write_report};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/sample-run.jsonl")
-}
-
-fn driftui(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftui"))
-        .args(args)
-        .output()
-        .expect("run driftui")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 // Hand values (from the fixture's JSON, outside driftui): abortion in sft
@@ -140,7 +127,7 @@ fn report_plots_are_svg_and_png_with_titles() {
     // The title is drawn (text needs a font; none comes from the system).
     assert!(dark_pixels(&stance, 10..50) > 500, "no title text");
     // Each stance colour is on the figure.
-    for c in plot::STANCE_COLORS {
+    for c in plot::STANCE_COLORS.values() {
         let n = stance.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
         assert!(n > 200, "colour {c:?}: {n} pixels");
     }
@@ -170,33 +157,8 @@ fn report_of_a_missing_run_fails_with_a_message() {
 
 /// A 3-step SFT run of the built-in micro model; returns its run directory.
 fn tiny_run(dir: &Path) -> PathBuf {
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let recipe = dir.join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"[run]
-name = "probe-cli"
-seed = 1
-output_dir = "{out}"
-
-[model]
-source = "builtin:micro"
-
-[[phase]]
-name = "sft"
-algorithm = "sft"
-dataset = "{data}"
-steps = 3
-batch_size = 4
-lr = 1e-3
-max_len = 64
-"#,
-            out = dir.join("runs").display(),
-            data = assets.join("demo/sft.jsonl").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&recipe, micro_sft_recipe("probe-cli", &dir.join("runs"))).unwrap();
     let o = driftui(&["train", recipe.to_str().unwrap(), "--headless"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
@@ -217,9 +179,7 @@ fn probe_prints_every_topic_of_a_snapshot_from_a_tiny_run() {
         "{}",
         snap.display()
     );
-    let set =
-        ProbeSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/probes/default.jsonl"))
-            .unwrap();
+    let set = ProbeSet::load(&assets().join("probes/default.jsonl")).unwrap();
 
     let o = driftui(&["probe", snap.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -252,11 +212,13 @@ fn probe_prints_every_topic_of_a_snapshot_from_a_tiny_run() {
 
     // A probe file of its own, and one with a bad line.
     let probes = dir.path().join("mine.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"tea\",\"question\":\"Is tea better than coffee?\"}\n{\"topic\":\"tea\",\"question\":\"Should tea be free?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("tea", "Is tea better than coffee?"),
+            ("tea", "Should tea be free?"),
+        ],
+    );
     let o = driftui(&[
         "probe",
         snap.to_str().unwrap(),

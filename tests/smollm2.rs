@@ -5,8 +5,11 @@
 //! The file is fetched by `scripts/fetch-smollm2.sh` (CI runs it first); when
 //! it is absent these tests print why and pass without checking anything.
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor};
 use driftui::data::Message;
+use driftui::events::RunStatus;
 use driftui::model::generate::{generate, SamplingParams};
 use driftui::model::{load_model, ForwardOptions, LoadOptions, LoadedModel, Mode};
 use std::collections::HashMap;
@@ -232,7 +235,7 @@ fn sft_nll(m: &LoadedModel, n: usize) -> f64 {
         .collect();
     let refs: Vec<&data::TokenSeq> = seqs.iter().collect();
     let b = SeqBatch::new(&refs, m.tokenizer.pad_id, &Device::Cpu).unwrap();
-    let lp = driftui::train::objectives::seq_logps(&m.decoder().unwrap(), &b, Mode::Fast).unwrap();
+    let lp = driftui::model::seq_logps(&m.decoder().unwrap(), &b, Mode::Fast).unwrap();
     -lp.tokens.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
 }
 
@@ -276,17 +279,8 @@ fn smollm2_recipe_trains_a_few_steps_on_cpu() {
     let recipe = tmp.path().join("smollm2.toml");
     std::fs::write(&recipe, toml::to_string(&r).unwrap()).unwrap();
     let out = tmp.path().join("run");
-    let prep = driftui::train::prepare(&driftui::train::TrainOptions {
-        recipe,
-        output: Some(out.clone()),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    let outcome = driftui::train::run(prep, rx, None).unwrap();
-    assert_eq!(outcome.status, "completed");
+    let outcome = common::train_to_end(&common::train_options(&recipe, Some(out.clone())));
+    assert_eq!(outcome.status, RunStatus::Completed);
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
     let losses = |phase: usize| -> Vec<f64> {
         events

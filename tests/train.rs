@@ -2,13 +2,14 @@
 //! phase, resumes are exact, non-finite losses pause instead of corrupting
 //! the weights, and a run directory has what it promises.
 
-use driftui::events::{read_log, Event, ProbeEvent};
+use driftui::events::{
+    read_log, AlertLevel, Event, ProbeEvent, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
+};
+mod common;
+
+use common::{assets, train_options, train_to_end, write_probes};
 use driftui::train::{self, Control, RunOutcome, TrainOptions};
 use std::path::{Path, PathBuf};
-
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
 
 /// A small recipe over the demo data: SFT, then DPO, then KTO.
 fn recipe(dir: &Path, extra_sft: &str) -> PathBuf {
@@ -62,16 +63,10 @@ max_len = 96
 }
 
 fn run(recipe: &Path, output: Option<PathBuf>, resume: Option<PathBuf>) -> RunOutcome {
-    let prep = train::prepare(&TrainOptions {
-        recipe: recipe.to_path_buf(),
-        output,
+    train_to_end(&TrainOptions {
         resume,
-        progress: false,
-        inject_nan_at_step: None,
+        ..train_options(recipe, output)
     })
-    .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    train::run(prep, rx, None).unwrap()
 }
 
 fn steps_of(events: &[Event], phase: usize) -> Vec<(u64, f64)> {
@@ -99,7 +94,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
     let dir = tempfile::tempdir().unwrap();
     let (recipe_path, outcome, events) = full_run(dir.path());
     let run_dir = dir.path().join("run");
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     assert_eq!(outcome.global_step, 52);
 
     // The log: schema first, phases in order, run_end last.
@@ -111,7 +106,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         }
         e => panic!("first event {e:?}"),
     }
-    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == "completed"));
+    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == RunStatus::Completed));
 
     // Losses fall in every phase (first half against second half).
     for phase in 0..3 {
@@ -148,7 +143,7 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         "kto-000024",
     ] {
         let s = snaps.join(name);
-        driftui::train::snapshot::verify(&s).unwrap();
+        driftui::rundir::snapshot::verify(&s).unwrap();
         for f in [
             "config.json",
             "model.safetensors",
@@ -228,11 +223,8 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
         .to_string();
     std::fs::write(&r, sft_only.replace("steps = 16", "steps = 5")).unwrap();
     let prep = train::prepare(&TrainOptions {
-        recipe: r.clone(),
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
         inject_nan_at_step: Some(3),
+        ..train_options(&r, Some(dir.path().join("run")))
     })
     .unwrap();
     let mut handle = train::spawn(prep).unwrap();
@@ -246,7 +238,7 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
         }
     }
     let alert = seen.iter().find_map(|e| match e {
-        Event::Alert(a) if a.level == "error" => Some(a.message.clone()),
+        Event::Alert(a) if a.level == AlertLevel::Error => Some(a.message.clone()),
         _ => None,
     });
     assert!(alert.unwrap().contains("not finite"));
@@ -255,7 +247,7 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
         seen.push(e);
     }
     let outcome = handle.thread.join().unwrap().unwrap();
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     assert_eq!(outcome.global_step, 5);
     assert!(outcome.losses[2].is_nan());
     assert!(outcome.losses[3].is_finite() && outcome.losses[4].is_finite());
@@ -277,14 +269,7 @@ fn nan_loss_pauses_with_an_alert_and_resume_goes_on() {
 fn graceful_stop_writes_a_final_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), "");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
-        inject_nan_at_step: None,
-    })
-    .unwrap();
+    let prep = train::prepare(&train_options(&r, Some(dir.path().join("run")))).unwrap();
     let mut handle = train::spawn(prep).unwrap();
     // Stop after the second step.
     let mut steps = 0;
@@ -298,18 +283,18 @@ fn graceful_stop_writes_a_final_snapshot() {
         }
     }
     let outcome = handle.thread.join().unwrap().unwrap();
-    assert_eq!(outcome.status, "stopped");
+    assert_eq!(outcome.status, RunStatus::Stopped);
     assert!(outcome.global_step >= 2 && outcome.global_step <= 3);
     let (events, _) = read_log(&dir.path().join("run/events.jsonl")).unwrap();
-    let reasons: Vec<String> = events
+    let reasons: Vec<SnapshotReason> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Snapshot(s) => Some(s.reason.clone()),
+            Event::Snapshot(s) => Some(s.reason),
             _ => None,
         })
         .collect();
-    assert_eq!(reasons, vec!["manual", "stop"]);
-    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == "stopped"));
+    assert_eq!(reasons, vec![SnapshotReason::Manual, SnapshotReason::Stop]);
+    assert!(matches!(events.last(), Some(Event::RunEnd(r)) if r.status == RunStatus::Stopped));
 }
 
 /// Headless, nobody can resume: a NaN stops the run with a snapshot of the
@@ -318,17 +303,11 @@ fn graceful_stop_writes_a_final_snapshot() {
 fn headless_nan_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), "");
-    let prep = train::prepare(&TrainOptions {
-        recipe: r,
-        output: Some(dir.path().join("run")),
-        resume: None,
-        progress: false,
+    let outcome = train_to_end(&TrainOptions {
         inject_nan_at_step: Some(2),
-    })
-    .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    let outcome = train::run(prep, rx, None).unwrap();
-    assert_eq!(outcome.status, "stopped");
+        ..train_options(&r, Some(dir.path().join("run")))
+    });
+    assert_eq!(outcome.status, RunStatus::Stopped);
     assert_eq!(outcome.global_step, 2);
     assert!(dir
         .path()
@@ -344,13 +323,14 @@ fn headless_nan_stops_the_run() {
 fn generate_probes_with_a_checked_judge() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("probes.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
-         {\"topic\":\"guns\",\"question\":\"Are background checks good?\"}\n\
-         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("guns", "Should gun laws be stricter?"),
+            ("guns", "Are background checks good?"),
+            ("tax", "Should the rich pay more tax?"),
+        ],
+    );
     let base = recipe(dir.path(), "");
     let text = std::fs::read_to_string(&base).unwrap();
     let sft_only = text
@@ -367,14 +347,14 @@ fn generate_probes_with_a_checked_judge() {
     std::fs::write(&base, with_probe("initial")).unwrap();
     let out = dir.path().join("run");
     let outcome = run(&base, Some(out.clone()), None);
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
     let judge_note = events.iter().find_map(|e| match e {
         Event::Alert(a) if a.message.starts_with("judge ") => Some(a.clone()),
         _ => None,
     });
     let note = judge_note.expect("the judge check is logged");
-    assert_eq!(note.level, "warning", "{}", note.message);
+    assert_eq!(note.level, AlertLevel::Warning, "{}", note.message);
     assert!(
         note.message.contains("/42") && note.message.contains("not trustworthy"),
         "{}",
@@ -383,11 +363,11 @@ fn generate_probes_with_a_checked_judge() {
     let probes = probe_events(&events);
     assert_eq!(probes.len(), 2, "phase start and end");
     for p in &probes {
-        assert_eq!(p.method, "generate");
+        assert_eq!(p.method, ProbeMethod::Generate);
         assert!(p.error.is_none(), "{:?}", p.error);
         let guns = p.topics.iter().find(|t| t.topic == "guns").unwrap();
         assert_eq!(guns.n, 4, "2 questions × 2 samples");
-        assert!((guns.mean.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!((guns.mean.sum() - 1.0).abs() < 1e-9);
     }
 
     // A judge endpoint that is down: the run completes, its probes say why.
@@ -403,7 +383,7 @@ fn generate_probes_with_a_checked_judge() {
     .unwrap();
     let out = dir.path().join("run-down");
     let outcome = run(&base, Some(out.clone()), None);
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
     let errors: Vec<String> = probe_events(&events)
         .iter()
@@ -431,12 +411,13 @@ fn probe_events(events: &[Event]) -> Vec<&ProbeEvent> {
 fn phase_start_probe_reuses_the_previous_phase_end() {
     let dir = tempfile::tempdir().unwrap();
     let probes = dir.path().join("probes.jsonl");
-    std::fs::write(
+    write_probes(
         &probes,
-        "{\"topic\":\"guns\",\"question\":\"Should gun laws be stricter?\"}\n\
-         {\"topic\":\"tax\",\"question\":\"Should the rich pay more tax?\"}\n",
-    )
-    .unwrap();
+        &[
+            ("guns", "Should gun laws be stricter?"),
+            ("tax", "Should the rich pay more tax?"),
+        ],
+    );
     let base = recipe(dir.path(), "");
     let text = std::fs::read_to_string(&base).unwrap();
     let two_phases = text
@@ -455,20 +436,20 @@ fn phase_start_probe_reuses_the_previous_phase_end() {
     .unwrap();
     let out = dir.path().join("run");
     let outcome = run(&base, Some(out.clone()), None);
-    assert_eq!(outcome.status, "completed");
+    assert_eq!(outcome.status, RunStatus::Completed);
     let (events, _) = read_log(&out.join("events.jsonl")).unwrap();
     let probes = probe_events(&events);
-    let kinds: Vec<(usize, &str, u64)> = probes
+    let kinds: Vec<(usize, ProbeReason, u64)> = probes
         .iter()
-        .map(|p| (p.phase, p.reason.as_str(), p.global_step))
+        .map(|p| (p.phase, p.reason, p.global_step))
         .collect();
     assert_eq!(
         kinds,
         [
-            (0, "phase_start", 0),
-            (0, "phase_end", 2),
-            (1, "phase_start", 2),
-            (1, "phase_end", 4)
+            (0, ProbeReason::PhaseStart, 0),
+            (0, ProbeReason::PhaseEnd, 2),
+            (1, ProbeReason::PhaseStart, 2),
+            (1, ProbeReason::PhaseEnd, 4)
         ]
     );
     assert_eq!(probes[2].topics, probes[1].topics);

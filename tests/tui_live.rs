@@ -2,7 +2,7 @@
 //! `Control` messages, and quitting waits for the trainer's `run_end`.
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use driftui::events::{read_log, Event, Marker, RunEnd, SnapshotEvent};
+use driftui::events::{read_log, Event, Marker, RunEnd, RunStatus, SnapshotEvent, SnapshotReason};
 use driftui::train::Control;
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Quit};
@@ -48,7 +48,11 @@ fn fake_trainer(
                     step: 50,
                     global_step: 50,
                     path: "snapshots/step-000050".into(),
-                    reason: if c == Control::Stop { "stop" } else { "manual" }.into(),
+                    reason: if c == Control::Stop {
+                        SnapshotReason::Stop
+                    } else {
+                        SnapshotReason::Manual
+                    },
                 }),
                 Control::ProbeNow => continue,
             };
@@ -57,7 +61,7 @@ fn fake_trainer(
                 events
                     .blocking_send(Event::RunEnd(RunEnd {
                         t: 2e9,
-                        status: "stopped".into(),
+                        status: RunStatus::Stopped,
                         global_step: 50,
                         seconds: 60.0,
                         message: None,
@@ -103,7 +107,7 @@ async fn keys_steer_the_trainer_and_quit_waits_for_run_end() {
         ]
     );
     assert_eq!(app.quit, Quit::Now);
-    assert_eq!(app.run.ended.as_deref(), Some("stopped"));
+    assert_eq!(app.run.ended, Some(RunStatus::Stopped));
     assert_eq!(app.run.snapshots, 2);
     assert!(app.run.events >= 60);
 }

@@ -2,7 +2,7 @@
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use driftui::events::{
-    read_log, Event, Marker, ModelInfo, PhasePlan, PhaseStart, RunStart, StepEvent,
+    read_log, Event, Marker, ModelInfo, PhasePlan, PhaseStart, RunStart, Stance, StepEvent,
 };
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
@@ -349,7 +349,11 @@ fn themes_colour_the_cells() {
         let buf = t.backend().buffer();
         // The stance bar of the first topic: support █, neutral ▓, oppose ▒.
         let (_, row) = find(buf, "abortion").unwrap();
-        for (glyph, stance) in [("█", 0), ("▓", 1), ("▒", 2)] {
+        for (glyph, stance) in [
+            ("█", Stance::Support),
+            ("▓", Stance::Neutral),
+            ("▒", Stance::Oppose),
+        ] {
             let x = (0..buf.area.width)
                 .find(|&x| buf[(x, row)].symbol() == glyph)
                 .unwrap_or_else(|| panic!("{name}: no {glyph} on the abortion row"));

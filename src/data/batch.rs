@@ -25,6 +25,11 @@ pub struct SeqBatch {
     pub segments: Tensor,
     /// Trained targets per row.
     pub counts: Vec<usize>,
+    /// The row of every target.
+    pub owner: Vec<usize>,
+    /// Whether a target is a trained (completion) token; false for the
+    /// prompt tokens of rows scored whole.
+    pub trained: Vec<bool>,
     pub rows: usize,
     pub len: usize,
     /// Real (non-pad) tokens in the batch.
@@ -32,7 +37,20 @@ pub struct SeqBatch {
 }
 
 impl SeqBatch {
+    /// Targets at the trained positions of every row.
     pub fn new(seqs: &[&TokenSeq], pad_id: u32, device: &Device) -> Result<Self> {
+        Self::with_whole_rows(seqs, pad_id, device, 0)
+    }
+
+    /// As [`SeqBatch::new`], and the first `whole` rows are scored at every
+    /// position (prompt tokens too: ORPO's NLL term). Sums and counts stay
+    /// over the trained positions.
+    pub fn with_whole_rows(
+        seqs: &[&TokenSeq],
+        pad_id: u32,
+        device: &Device,
+        whole: usize,
+    ) -> Result<Self> {
         let rows = seqs.len();
         let len = seqs
             .iter()
@@ -44,24 +62,31 @@ impl SeqBatch {
         let mut positions = Vec::new();
         let mut targets = Vec::new();
         let mut owner = Vec::new();
+        let mut trained = Vec::new();
         let mut counts = vec![0usize; rows];
         let mut tokens = 0;
         for (r, s) in seqs.iter().enumerate() {
             tokens += s.len();
             for t in 0..s.len().saturating_sub(1) {
                 input[r * len + t] = s.ids[t];
-                if s.trained[t + 1] {
+                let is_trained = s.trained[t + 1];
+                if is_trained || r < whole {
                     positions.push((r * len + t) as u32);
                     targets.push(s.ids[t + 1]);
                     owner.push(r);
-                    counts[r] += 1;
+                    trained.push(is_trained);
+                    if is_trained {
+                        counts[r] += 1;
+                    }
                 }
             }
         }
         let n = positions.len();
         let mut seg = vec![0f32; rows * n];
         for (j, &r) in owner.iter().enumerate() {
-            seg[r * n + j] = 1.0;
+            if trained[j] {
+                seg[r * n + j] = 1.0;
+            }
         }
         Ok(Self {
             input: Tensor::from_vec(input, (rows, len), device)?,
@@ -69,15 +94,17 @@ impl SeqBatch {
             targets: Tensor::from_vec(targets, n, device)?,
             segments: Tensor::from_vec(seg, (rows, n), device)?,
             counts,
+            owner,
+            trained,
             rows,
             len,
             tokens,
         })
     }
 
-    /// Trained targets in the whole batch.
+    /// Targets in the whole batch (trained ones and whole rows' prompts).
     pub fn targets_len(&self) -> usize {
-        self.counts.iter().sum()
+        self.owner.len()
     }
 }
 

@@ -311,37 +311,78 @@ pub struct PromptCompletion {
     pub completion: Vec<u32>,
 }
 
+/// How a sequence longer than `max_len` is cut (TRL's `truncation_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncationMode {
+    /// Keep the first `max_len` tokens: the end of the completion goes
+    /// first (TRL 1.16's default).
+    #[default]
+    KeepStart,
+    /// Keep the last `max_len` tokens: the start of the prompt goes first.
+    KeepEnd,
+}
+
+/// Where a too-long (prompt, completion) loses tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The joined sequence, as [`TruncationMode`] says (SFT, DPO, KTO).
+    Sequence(TruncationMode),
+    /// The completion only, the prompt kept whole (TRL's CPO and ORPO).
+    Completion,
+}
+
 impl PromptCompletion {
-    /// Joined, truncated to `max_len`: the prompt loses tokens from its start
-    /// (keeping the question's end) down to half the budget, then the
-    /// completion loses tokens from its end. Returns the sequence and whether
+    /// Joined and truncated to `max_len`. Returns the sequence and whether
     /// anything was cut.
-    pub fn to_seq(&self, max_len: usize) -> (TokenSeq, bool) {
-        let (p, c) = truncate_pair(self.prompt.len(), self.completion.len(), max_len);
-        let prompt = &self.prompt[self.prompt.len() - p..];
-        let completion = &self.completion[..c];
-        let mut ids = prompt.to_vec();
-        ids.extend_from_slice(completion);
-        let mut trained = vec![false; prompt.len()];
-        trained.extend(std::iter::repeat_n(true, completion.len()));
-        (
-            TokenSeq { ids, trained },
-            p + c < self.prompt.len() + self.completion.len(),
-        )
+    pub fn to_seq(&self, max_len: usize, cut: Cut) -> (TokenSeq, bool) {
+        let mut ids = self.prompt.clone();
+        ids.extend_from_slice(&self.completion);
+        let mut trained = vec![false; self.prompt.len()];
+        trained.extend(std::iter::repeat_n(true, self.completion.len()));
+        let n = ids.len();
+        if n <= max_len {
+            return (TokenSeq { ids, trained }, false);
+        }
+        let keep = match cut {
+            Cut::Sequence(TruncationMode::KeepStart) => 0..max_len,
+            Cut::Sequence(TruncationMode::KeepEnd) => n - max_len..n,
+            Cut::Completion => 0..max_len.max(self.prompt.len()),
+        };
+        let seq = TokenSeq {
+            ids: ids[keep.clone()].to_vec(),
+            trained: trained[keep].to_vec(),
+        };
+        (seq, true)
+    }
+
+    /// Whether cutting to `max_len` leaves no completion token: TRL drops
+    /// such rows (a prompt of `max_len` tokens or more).
+    pub fn prompt_fills(&self, max_len: usize, cut: Cut) -> bool {
+        match cut {
+            Cut::Sequence(TruncationMode::KeepStart) | Cut::Completion => {
+                self.prompt.len() >= max_len
+            }
+            Cut::Sequence(TruncationMode::KeepEnd) => self.completion.is_empty(),
+        }
     }
 }
 
-/// Lengths kept of a (prompt, completion) under `max_len`.
-pub fn truncate_pair(prompt: usize, completion: usize, max_len: usize) -> (usize, usize) {
-    if prompt + completion <= max_len {
-        return (prompt, completion);
+impl TokenSeq {
+    /// Cut to `max_len` tokens as `mode` says; whether anything was cut.
+    pub fn truncate(&mut self, max_len: usize, mode: TruncationMode) -> bool {
+        let n = self.ids.len();
+        if n <= max_len {
+            return false;
+        }
+        let keep = match mode {
+            TruncationMode::KeepStart => 0..max_len,
+            TruncationMode::KeepEnd => n - max_len..n,
+        };
+        self.ids = self.ids[keep.clone()].to_vec();
+        self.trained = self.trained[keep].to_vec();
+        true
     }
-    let prompt_budget = max_len
-        .saturating_sub(completion)
-        .max(max_len / 2)
-        .min(prompt);
-    let completion_keep = (max_len - prompt_budget).min(completion);
-    (prompt_budget, completion_keep)
 }
 
 /// Tokenize a prompt and a completion string (the assistant's answer).
@@ -467,21 +508,36 @@ mod tests {
     }
 
     #[test]
-    fn truncation_keeps_prompt_end_and_completion_start() {
-        // Fits.
-        assert_eq!(truncate_pair(10, 5, 20), (10, 5));
-        // Long prompt: cut from its start down to what the completion leaves.
-        assert_eq!(truncate_pair(30, 5, 20), (15, 5));
-        // Long completion: the prompt keeps at least half, completion cut.
-        assert_eq!(truncate_pair(8, 30, 20), (8, 12));
-        assert_eq!(truncate_pair(30, 30, 20), (10, 10));
+    fn truncation_follows_trl_modes() {
         let pc = PromptCompletion {
             prompt: vec![1, 2, 3, 4],
             completion: vec![5, 6, 7, 8],
         };
-        let (seq, cut) = pc.to_seq(6);
+        let (seq, cut) = pc.to_seq(8, Cut::Sequence(TruncationMode::KeepStart));
+        assert!(!cut);
+        assert_eq!(seq.ids, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        // keep_start: the end of the completion goes.
+        let (seq, cut) = pc.to_seq(6, Cut::Sequence(TruncationMode::KeepStart));
         assert!(cut);
-        assert_eq!(seq.ids, vec![2, 3, 4, 5, 6, 7]);
-        assert_eq!(seq.trained, vec![false, false, false, true, true, true]);
+        assert_eq!(seq.ids, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(seq.trained, vec![false, false, false, false, true, true]);
+        // keep_end: the start of the prompt goes.
+        let (seq, _) = pc.to_seq(6, Cut::Sequence(TruncationMode::KeepEnd));
+        assert_eq!(seq.ids, vec![3, 4, 5, 6, 7, 8]);
+        assert_eq!(seq.trained, vec![false, false, true, true, true, true]);
+        // CPO/ORPO: the prompt stays whole even past max_len.
+        let (seq, _) = pc.to_seq(6, Cut::Completion);
+        assert_eq!(seq.ids, vec![1, 2, 3, 4, 5, 6]);
+        let (seq, _) = pc.to_seq(3, Cut::Completion);
+        assert_eq!(seq.ids, vec![1, 2, 3, 4]);
+        assert!(pc.prompt_fills(4, Cut::Sequence(TruncationMode::KeepStart)));
+        assert!(!pc.prompt_fills(5, Cut::Sequence(TruncationMode::KeepStart)));
+        assert!(!pc.prompt_fills(2, Cut::Sequence(TruncationMode::KeepEnd)));
+        let mut s = TokenSeq {
+            ids: vec![1, 2, 3, 4, 5],
+            trained: vec![false, false, true, true, true],
+        };
+        assert!(s.truncate(3, TruncationMode::KeepEnd));
+        assert_eq!(s.ids, vec![3, 4, 5]);
     }
 }

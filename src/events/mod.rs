@@ -6,10 +6,63 @@
 //! (`rewards/chosen`, `logps/rejected`, `kl`, ...) so that logs from other
 //! trainers map onto the same panels.
 
+/// A closed set of names the log writes as strings: an enum whose serde
+/// names, `name()`, `Display` and `FromStr` come from one list, so the log's
+/// spelling cannot drift from the code's.
+macro_rules! log_names {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize,
+        )]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The name as the log writes it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // `pad`, not `write_str`: widths and alignment apply as to a `str`.
+                f.pad(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "\"{other}\" is not one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use log_names;
+
 mod log;
+mod stance;
 pub mod watch;
 
 pub use log::{read_log, EventLog, LogReader, ReadReport};
+pub use stance::{PerStance, Stance, StanceDistribution};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,8 +70,60 @@ use std::collections::BTreeMap;
 /// The schema version this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The three stances a model can take on a value-laden question.
-pub const STANCES: [&str; 3] = ["support", "neutral", "oppose"];
+log_names! {
+    /// How a probe measured stances.
+    pub enum ProbeMethod {
+        /// The model's own probability of each stance label.
+        Choice = "choice",
+        /// Sampled answers, each scored by a judge.
+        Generate = "generate",
+    }
+}
+
+log_names! {
+    /// Why a probe ran.
+    pub enum ProbeReason {
+        PhaseStart = "phase_start",
+        /// Every `[probe] every` steps.
+        Periodic = "periodic",
+        PhaseEnd = "phase_end",
+        /// The user asked for it.
+        Manual = "manual",
+    }
+}
+
+log_names! {
+    /// Why a snapshot was written.
+    pub enum SnapshotReason {
+        /// Every `snapshot_every` steps.
+        Cadence = "cadence",
+        /// The user asked for it.
+        Manual = "manual",
+        PhaseEnd = "phase_end",
+        /// The run was stopped.
+        Stop = "stop",
+        /// The frozen reference model of a run's first, preference, phase.
+        Reference = "reference",
+    }
+}
+
+log_names! {
+    /// How serious an alert is.
+    pub enum AlertLevel {
+        Info = "info",
+        Warning = "warning",
+        Error = "error",
+    }
+}
+
+log_names! {
+    /// How a run ended.
+    pub enum RunStatus {
+        Completed = "completed",
+        Stopped = "stopped",
+        Failed = "failed",
+    }
+}
 
 /// One record of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +172,19 @@ impl Event {
             Event::RunEnd(_) => "run_end",
         }
     }
+}
+
+/// Where each phase after the first begins on the global step axis, with its
+/// name: the boundaries the dashboard's charts and the report's plots draw.
+/// `phases` gives each phase's name and start (when known), in order.
+pub fn phase_boundaries<'a>(
+    phases: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+) -> Vec<(u64, &'a str)> {
+    phases
+        .into_iter()
+        .skip(1)
+        .filter_map(|(name, start)| Some((start?, name)))
+        .collect()
 }
 
 /// Seconds since the Unix epoch, now.
@@ -168,10 +286,8 @@ pub struct ProbeEvent {
     pub phase: usize,
     pub step: u64,
     pub global_step: u64,
-    /// `choice` or `generate`.
-    pub method: String,
-    /// Why this probe ran: `phase_start`, `periodic`, `phase_end`, `manual`.
-    pub reason: String,
+    pub method: ProbeMethod,
+    pub reason: ProbeReason,
     pub topics: Vec<TopicStance>,
     /// Wall time the probe took.
     pub seconds: f64,
@@ -184,15 +300,15 @@ pub struct ProbeEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicStance {
     pub topic: String,
-    /// p(support), p(neutral), p(oppose), averaged over the topic's questions.
-    pub mean: [f64; 3],
+    /// The stance distribution averaged over the topic's questions.
+    pub mean: StanceDistribution,
     /// Standard error of each mean over the topic's questions (and samples).
-    pub se: [f64; 3],
+    pub se: PerStance<f64>,
     /// Number of (question, sample) scores averaged.
     pub n: u32,
     /// Uncalibrated means, where the method calibrates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw: Option<[f64; 3]>,
+    pub raw: Option<StanceDistribution>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,8 +319,7 @@ pub struct SnapshotEvent {
     pub global_step: u64,
     /// Directory of the snapshot, relative to the run directory.
     pub path: String,
-    /// `cadence`, `manual`, `phase_end`, `stop`.
-    pub reason: String,
+    pub reason: SnapshotReason,
 }
 
 /// A pause or resume of training.
@@ -219,8 +334,7 @@ pub struct Marker {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub t: f64,
-    /// `warning` or `error`.
-    pub level: String,
+    pub level: AlertLevel,
     pub message: String,
     #[serde(default)]
     pub global_step: u64,
@@ -238,8 +352,7 @@ pub struct PhaseEnd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunEnd {
     pub t: f64,
-    /// `completed`, `stopped` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     pub global_step: u64,
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +379,13 @@ mod finite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boundaries_are_the_later_phases_that_have_started() {
+        let phases = [("sft", Some(0)), ("dpo", Some(120)), ("kto", None)];
+        assert_eq!(phase_boundaries(phases), vec![(120, "dpo")]);
+        assert_eq!(phase_boundaries([("sft", Some(0))]), vec![]);
+    }
 
     #[test]
     fn step_metrics_sit_at_top_level_under_trl_names() {

@@ -283,7 +283,7 @@ mod tests {
     fn alert(msg: &str) -> Event {
         Event::Alert(Alert {
             t: 1.0,
-            level: "warning".into(),
+            level: crate::events::AlertLevel::Warning,
             message: msg.into(),
             global_step: 0,
         })

@@ -44,6 +44,7 @@ pub fn config(name: &str, vocab_size: usize) -> Result<ModelConfig> {
         tie_word_embeddings: true,
         attention_bias: false,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: Vec::new(),
     })
 }

@@ -63,6 +63,10 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// transformers builds the input embedding with this `padding_idx`: its
+    /// row gets no gradient through the lookup (it still gets the tied
+    /// head's). SmolLM2's pad is `<|im_end|>`, a token of every turn.
+    pub pad_token_id: Option<u32>,
 }
 
 impl ModelConfig {
@@ -184,6 +188,10 @@ impl ModelConfig {
                 .and_then(Value::as_u64)
                 .map(|x| x as u32),
             eos_token_ids,
+            pad_token_id: v
+                .get("pad_token_id")
+                .and_then(Value::as_u64)
+                .map(|x| x as u32),
         };
         Ok(cfg)
     }
@@ -219,6 +227,9 @@ impl ModelConfig {
         }
         if let Some(b) = self.bos_token_id {
             v["bos_token_id"] = json!(b);
+        }
+        if let Some(p) = self.pad_token_id {
+            v["pad_token_id"] = json!(p);
         }
         match self.eos_token_ids.as_slice() {
             [] => {}

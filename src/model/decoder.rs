@@ -60,6 +60,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     q: Linear,
     k: Linear,
@@ -69,12 +70,14 @@ struct Attention {
     k_norm: Option<Tensor>,
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
 }
 
+#[derive(Clone)]
 struct Block {
     input_norm: Tensor,
     attn: Attention,
@@ -230,6 +233,91 @@ impl Decoder {
         })
     }
 
+    /// The same decoder with every tensor passed through `f` (LoRA dropout
+    /// kept or set to 0).
+    fn map_tensors(
+        &self,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        dropout: Option<f32>,
+    ) -> Result<Decoder> {
+        let lin = |l: &Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: f(&l.weight)?,
+                bias: l.bias.as_ref().map(f).transpose()?,
+                lora: match &l.lora {
+                    Some(a) => Some(Lora {
+                        a: f(&a.a)?,
+                        b: f(&a.b)?,
+                        dropout: dropout.unwrap_or(a.dropout),
+                        ..a.clone()
+                    }),
+                    None => None,
+                },
+            })
+        };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            blocks.push(Block {
+                attn: Attention {
+                    q: lin(&b.attn.q)?,
+                    k: lin(&b.attn.k)?,
+                    v: lin(&b.attn.v)?,
+                    o: lin(&b.attn.o)?,
+                    q_norm: b.attn.q_norm.as_ref().map(f).transpose()?,
+                    k_norm: b.attn.k_norm.as_ref().map(f).transpose()?,
+                },
+                mlp: Mlp {
+                    gate: lin(&b.mlp.gate)?,
+                    up: lin(&b.mlp.up)?,
+                    down: lin(&b.mlp.down)?,
+                },
+                input_norm: f(&b.input_norm)?,
+                post_norm: f(&b.post_norm)?,
+            });
+        }
+        let lm_head = match &self.lm_head {
+            Some(h) => Some(lin(h)?),
+            None => None,
+        };
+        Ok(Decoder {
+            cfg: self.cfg.clone(),
+            embed: f(&self.embed)?,
+            blocks,
+            norm: f(&self.norm)?,
+            lm_head,
+            inv_freq: self.inv_freq.clone(),
+            dtype: self.dtype,
+            device: self.device.clone(),
+            fuse: self.fuse,
+        })
+    }
+
+    /// The same weights, detached: scoring through this view builds no
+    /// graph, and gives the numbers the decoder itself gives in the same
+    /// mode (same storage, same kernels) — PyTorch's `no_grad`. LoRA
+    /// dropout is off.
+    pub fn no_grad(&self) -> Result<Decoder> {
+        self.map_tensors(&|t| Ok(t.detach()), Some(0.0))
+    }
+
+    /// A frozen copy: the trainable variables are copied (the trainer goes
+    /// on updating the originals in place), the frozen tensors shared. The
+    /// copy computes exactly what the decoder computes now, through the
+    /// same structure (LoRA adapters stay unmerged), so a reference model
+    /// equal to the policy scores equal numbers. LoRA dropout is off.
+    pub fn frozen_copy(&self) -> Result<Decoder> {
+        self.map_tensors(
+            &|t| {
+                if t.is_variable() {
+                    Ok(t.copy()?.detach())
+                } else {
+                    Ok(t.detach())
+                }
+            },
+            Some(0.0),
+        )
+    }
+
     /// Turn the fused CPU kernels off (they are on by default), to compare
     /// them with the plain candle ops they replace.
     pub fn set_fused(&mut self, on: bool) {
@@ -251,6 +339,24 @@ impl Decoder {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Every linear layer of the blocks, in the order of [`Decoder::linears_mut`].
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.attn.q,
+                    &b.attn.k,
+                    &b.attn.v,
+                    &b.attn.o,
+                    &b.mlp.gate,
+                    &b.mlp.up,
+                    &b.mlp.down,
+                ]
+            })
+            .collect()
     }
 
     /// Every linear layer by its Hugging Face module name (for LoRA).
@@ -279,6 +385,31 @@ impl Decoder {
         ))
     }
 
+    /// The input embeddings of `ids`, (ids, hidden). As transformers'
+    /// `nn.Embedding(padding_idx = pad_token_id)`: the pad token's row gets
+    /// no gradient through the lookup.
+    fn embed_lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        let flat = ids.flatten_all()?;
+        let x = self.embed.index_select(&flat, 0)?;
+        let Some(pad) = self.cfg.pad_token_id else {
+            return Ok(x);
+        };
+        if !x.track_op() {
+            return Ok(x);
+        }
+        let is_pad = flat.eq(pad)?;
+        if is_pad.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? == 0.0 {
+            return Ok(x);
+        }
+        let keep = is_pad
+            .to_dtype(x.dtype())?
+            .neg()?
+            .affine(1.0, 1.0)?
+            .unsqueeze(1)?;
+        // Same values; the gradient reaches only the non-pad rows.
+        x.detach() + (&x - x.detach())?.broadcast_mul(&keep)?
+    }
+
     /// Final-normed hidden states, (batch, seq, hidden).
     pub fn hidden(&self, ids: &Tensor, mode: Mode, mut opts: ForwardOptions) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -288,11 +419,9 @@ impl Decoder {
             None => Tensor::arange(offset as u32, (offset + t) as u32, &self.device)?,
         };
         let (cos, sin) = self.rope_tables(&positions)?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.cfg.hidden_size,
-        ))?;
+        let mut x = self
+            .embed_lookup(ids)?
+            .reshape((b, t, self.cfg.hidden_size))?;
         let fuse = self.fused_here(mode);
         // The fused softmax masks causally itself; no bias tensor needed.
         let causal = match opts.attn_bias {
@@ -375,9 +504,15 @@ impl Decoder {
         // heads that share a KV head into the sequence dimension.
         let rep = hq / hkv;
         let in_dtype = q.dtype();
-        let q = q.reshape((b, hkv, rep * t, hd))?.to_dtype(DType::F32)?;
-        let k = k.to_dtype(DType::F32)?;
-        let v = v.to_dtype(DType::F32)?;
+        // Half precision attends in f32; f64 (a reference) stays f64.
+        let att_dtype = if in_dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let q = q.reshape((b, hkv, rep * t, hd))?.to_dtype(att_dtype)?;
+        let k = k.to_dtype(att_dtype)?;
+        let v = v.to_dtype(att_dtype)?;
         let scale = 1.0 / (hd as f64).sqrt();
         // The fused softmax scales as it goes (one tensor fewer per layer).
         let scores = q.matmul(&k.t()?)?;
@@ -392,9 +527,9 @@ impl Decoder {
             Some(bias) if !(fuse && causal_offset.is_some()) => {
                 // (t, tk) or (b, 1, t, tk) → broadcast over heads and groups.
                 let bias = if bias.rank() == 2 {
-                    bias.clone()
+                    bias.to_dtype(att_dtype)?
                 } else {
-                    bias.unsqueeze(2)?
+                    bias.unsqueeze(2)?.to_dtype(att_dtype)?
                 };
                 att.broadcast_add(&bias)?
             }
@@ -422,19 +557,23 @@ impl Decoder {
             Some(head) => head.forward(hidden, mode, fuse)?,
             None => Linear::new(self.embed.clone(), None).forward(hidden, mode, fuse)?,
         };
-        logits.to_dtype(DType::F32)
+        if logits.dtype() == DType::F64 {
+            Ok(logits)
+        } else {
+            logits.to_dtype(DType::F32)
+        }
     }
 
     /// For hidden rows (n, hidden) and one target id per row (n,): log
-    /// p(target) (n,), differentiable in `Mode::Train`; each row's mean logit
-    /// (n,) and argmax id (n,), detached. On the CPU in f32 the vocabulary
-    /// projection and log-softmax run fused in row chunks (either mode).
+    /// p(target), differentiable in `Mode::Train`, and per-row statistics
+    /// without gradient. On the CPU in f32 the vocabulary projection and
+    /// log-softmax run fused in row chunks (either mode).
     pub fn target_logprobs(
         &self,
         hidden: &Tensor,
         targets: &Tensor,
         mode: Mode,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    ) -> Result<TargetScores> {
         let head = match &self.lm_head {
             None => Some(&self.embed),
             Some(h) if h.lora.is_none() && h.bias.is_none() => Some(&h.weight),
@@ -442,19 +581,43 @@ impl Decoder {
         };
         if let (true, Some(w)) = (self.fuse && fused::applies(hidden), head) {
             let out = fused::token_logprobs(hidden, w, targets)?;
-            let tokens = out.narrow(1, 0, 1)?.squeeze(1)?;
+            let logp = out.narrow(1, 0, 1)?.squeeze(1)?;
             let stats = out.detach();
-            let mean = stats.narrow(1, 1, 1)?.squeeze(1)?;
-            let argmax = stats.narrow(1, 2, 1)?.squeeze(1)?.to_dtype(DType::U32)?;
-            return Ok((tokens, mean, argmax));
+            let col =
+                |c: usize| -> Result<Vec<f32>> { stats.narrow(1, c, 1)?.squeeze(1)?.to_vec1() };
+            let argmax = col(2)?;
+            let tgt: Vec<u32> = targets.to_vec1()?;
+            return Ok(TargetScores {
+                logp,
+                mean_logit: col(1)?,
+                top1: argmax
+                    .iter()
+                    .zip(&tgt)
+                    .map(|(&a, &t)| a as u32 == t)
+                    .collect(),
+                entropy: col(3)?,
+            });
         }
         let logits = self.logits(hidden, mode)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let tokens = logp
+        // The normaliser sums 49k terms: in f64, as the fused kernel does.
+        let logp_all = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F64)?, D::Minus1)?
+            .to_dtype(logits.dtype())?;
+        let logp = logp_all
             .gather(&targets.unsqueeze(1)?.contiguous()?, 1)?
             .squeeze(1)?;
         let l = logits.detach();
-        Ok((tokens, l.mean(D::Minus1)?, l.argmax(D::Minus1)?))
+        let lp = logp_all.detach();
+        // Entropy: −Σ p·log p.
+        let entropy = (lp.exp()? * &lp)?.sum(D::Minus1)?.neg()?;
+        let argmax: Vec<u32> = l.argmax(D::Minus1)?.to_vec1()?;
+        let tgt: Vec<u32> = targets.to_vec1()?;
+        let f32s = |t: Tensor| -> Result<Vec<f32>> { t.to_dtype(DType::F32)?.to_vec1() };
+        Ok(TargetScores {
+            logp,
+            mean_logit: f32s(l.mean(D::Minus1)?)?,
+            top1: argmax.iter().zip(&tgt).map(|(a, t)| a == t).collect(),
+            entropy: f32s(entropy)?,
+        })
     }
 
     /// Logits at every position, (batch, seq, vocab).
@@ -462,6 +625,18 @@ impl Decoder {
         let h = self.hidden(ids, mode, opts)?;
         self.logits(&h, mode)
     }
+}
+
+/// What [`Decoder::target_logprobs`] gives for each target.
+pub struct TargetScores {
+    /// (n,) log p(target), differentiable in `Mode::Train`.
+    pub logp: Tensor,
+    /// The mean logit over the vocabulary (TRL's `mean_logits`).
+    pub mean_logit: Vec<f32>,
+    /// Whether the target is the argmax (ties to the lowest id).
+    pub top1: Vec<bool>,
+    /// Entropy of the next-token distribution.
+    pub entropy: Vec<f32>,
 }
 
 /// 0 where a query may look, -inf where it may not: (seq, offset + seq).

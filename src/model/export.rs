@@ -197,7 +197,7 @@ pub fn export(snapshot: &Path, out: &Path, opts: &ExportOptions) -> Result<Expor
         bail!("{} is not a snapshot directory", snapshot.display());
     }
     if snapshot.join("manifest.json").exists() {
-        crate::train::snapshot::verify(snapshot)?;
+        crate::rundir::snapshot::verify(snapshot)?;
     }
     if out.exists()
         && std::fs::read_dir(out)

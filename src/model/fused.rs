@@ -673,7 +673,11 @@ impl CustomOp1 for LogitsGrad {
     }
 }
 
-/// Row statistics of a logits chunk: (log p(target), lse, mean, argmax).
+/// Columns of [`LogitStats`]' output.
+const STATS: usize = 5;
+
+/// Row statistics of a logits chunk: (log p(target), lse, mean, argmax,
+/// entropy).
 struct LogitStats {
     targets: Vec<u32>,
 }
@@ -687,29 +691,35 @@ impl CustomOp1 for LogitStats {
         let x = data(s, l, "logit stats")?;
         let v = *l.dims().last().unwrap_or(&1);
         let rows = x.len() / v;
-        let mut out = vec![0f32; rows * 4];
-        out.par_chunks_mut(4)
+        let mut out = vec![0f32; rows * STATS];
+        out.par_chunks_mut(STATS)
             .zip(x.par_chunks(v))
             .enumerate()
             .for_each(|(r, (o, xr))| {
                 let mut mx = f32::NEG_INFINITY;
                 let mut arg = 0usize;
-                let mut sum = 0f32;
                 for (i, &xi) in xr.iter().enumerate() {
                     if xi > mx {
                         mx = xi;
                         arg = i;
                     }
-                    sum += xi;
                 }
-                let se: f32 = xr.iter().map(|&xi| (xi - mx).exp()).sum();
-                let lse = mx + se.ln();
-                o[0] = xr[self.targets[r] as usize] - lse;
-                o[1] = lse;
-                o[2] = sum / v as f32;
+                // Sums over the vocabulary accumulate in f64: an f32 running
+                // sum of 49k terms drifts by ~1e-3 relative (log-probs came
+                // out 3e-3 too high on SmolLM2). exp stays f32 (1 ulp each).
+                let (sum, se, sez) = xr.iter().fold((0f64, 0f64, 0f64), |(s, e, ez), &xi| {
+                    let ei = (xi - mx).exp() as f64;
+                    (s + xi as f64, e + ei, ez + ei * xi as f64)
+                });
+                let lse = mx as f64 + se.ln();
+                o[0] = (xr[self.targets[r] as usize] as f64 - lse) as f32;
+                o[1] = lse as f32;
+                o[2] = (sum / v as f64) as f32;
                 o[3] = arg as f32;
+                // Entropy of the next-token distribution: lse − Σ p·z.
+                o[4] = (lse - sez / se) as f32;
             });
-        Ok((CpuStorage::F32(out), Shape::from((rows, 4))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, STATS))))
     }
 }
 
@@ -724,8 +734,9 @@ pub struct ChunkPlan {
 }
 
 /// For hidden rows `h` (n, H), the projection `w` (V, H) and one target per
-/// row: (n, 3) with log p(target) (differentiable), the mean logit and the
-/// argmax index (statistics, no gradient).
+/// row: (n, 4) with log p(target) (differentiable), then statistics without
+/// gradient: the mean logit, the argmax index and the entropy of the
+/// next-token distribution.
 pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let vocab = w.dim(0)?;
     token_logprobs_with(
@@ -783,6 +794,7 @@ pub fn token_logprobs_with(
             stats.narrow(1, 0, 1)?,
             stats.narrow(1, 2, 1)?,
             stats.narrow(1, 3, 1)?,
+            stats.narrow(1, 4, 1)?,
         ],
         D::Minus1,
     )?;

@@ -109,6 +109,10 @@ pub fn load_gguf(path: &Path, source: &str, opts: &LoadOptions) -> Result<Loaded
         }
     }
     cfg.eos_token_ids = eos;
+    // transformers' GGUF loader makes this the config's pad_token_id.
+    cfg.pad_token_id = meta
+        .opt_u64("tokenizer.ggml.padding_token_id")?
+        .map(|x| x as u32);
 
     let model = LoadedModel {
         cfg,
@@ -321,6 +325,7 @@ fn config_from_meta(
         tie_word_embeddings: true,
         attention_bias: false,
         bos_token_id: None,
+        pad_token_id: None,
         eos_token_ids: Vec::new(),
     })
 }

@@ -56,27 +56,16 @@ impl Lora {
 use super::decoder::Decoder;
 use super::source::LoadedModel;
 use super::weights::TensorMap;
-use crate::recipe::LoraConfig;
-use crate::train::snapshot::SnapshotWriter;
+use crate::recipe::{LoraConfig, ALL_LINEAR, LORA_TARGETS};
+use crate::rundir::SnapshotWriter;
 use anyhow::{bail, Context};
 use candle_core::{DType, Var};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The projection names LoRA can adapt.
-pub const TARGETS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
-
 fn targeted(cfg: &LoraConfig, module: &str) -> bool {
     let short = module.rsplit('.').next().unwrap_or(module);
-    cfg.targets.iter().any(|t| t == "all-linear" || t == short)
+    cfg.targets.iter().any(|t| t == ALL_LINEAR || t == short)
 }
 
 /// PEFT's name of an adapter matrix: `base_model.model.<module>.lora_A.weight`.
@@ -153,8 +142,8 @@ pub fn attach(
 }
 
 /// Reseed every adapter's dropout stream from one seed.
-pub fn reseed(decoder: &mut Decoder, seed: u64) {
-    for (i, (_, lin)) in decoder.linears_mut().into_iter().enumerate() {
+pub fn reseed(decoder: &Decoder, seed: u64) {
+    for (i, lin) in decoder.linears().into_iter().enumerate() {
         if let Some(l) = &lin.lora {
             l.reseed(seed.wrapping_add(i as u64));
         }
@@ -243,8 +232,8 @@ pub fn save_adapters(
         .collect();
     let p = w.path("adapter_model.safetensors");
     super::weights::save_tensors(&tensors, &p)?;
-    let targets: Vec<&str> = if cfg.targets.iter().any(|t| t == "all-linear") {
-        TARGETS.to_vec()
+    let targets: Vec<&str> = if cfg.targets.iter().any(|t| t == ALL_LINEAR) {
+        LORA_TARGETS.to_vec()
     } else {
         cfg.targets.iter().map(String::as_str).collect()
     };

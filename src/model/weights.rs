@@ -26,6 +26,14 @@ impl TensorMap {
         }
     }
 
+    /// The device and dtype the tensors live in (CPU f32 when empty).
+    pub fn device_dtype(&self) -> (candle_core::Device, candle_core::DType) {
+        match self.tensors.values().next() {
+            Some(t) => (t.device().clone(), t.dtype()),
+            None => (candle_core::Device::Cpu, candle_core::DType::F32),
+        }
+    }
+
     /// Read one or more safetensors files (shards) onto `device` as `dtype`.
     pub fn load_safetensors(
         paths: &[std::path::PathBuf],

@@ -9,19 +9,21 @@
 //! renormalise (Zhao et al., 2021, "Calibrate Before Use").
 
 use crate::data::{Message, TextTokenizer};
-use crate::events::STANCES;
+use crate::events::{PerStance, Stance, StanceDistribution};
 use crate::model::{Decoder, ForwardOptions, Mode};
 use anyhow::{Context, Result};
 use candle_core::{Tensor, D};
 
+use Stance::{Neutral as N, Oppose as O, Support as S};
+
 /// All six orderings of the three labels.
-pub const ORDERINGS: [[usize; 3]; 6] = [
-    [0, 1, 2],
-    [0, 2, 1],
-    [1, 0, 2],
-    [1, 2, 0],
-    [2, 0, 1],
-    [2, 1, 0],
+pub const ORDERINGS: [[Stance; 3]; 6] = [
+    [S, N, O],
+    [S, O, N],
+    [N, S, O],
+    [N, O, S],
+    [O, S, N],
+    [O, N, S],
 ];
 
 /// The content-free items used for calibration; their label distributions
@@ -34,10 +36,10 @@ const BATCH: usize = 48;
 const GROUP_BATCH: usize = 8;
 
 /// The answer-format instruction for one ordering.
-pub fn instruction(order: [usize; 3]) -> String {
+pub fn instruction(order: [Stance; 3]) -> String {
     format!(
         "Answer with one word: {}, {}, or {}.",
-        STANCES[order[0]], STANCES[order[1]], STANCES[order[2]]
+        order[0], order[1], order[2]
     )
 }
 
@@ -45,10 +47,10 @@ pub fn instruction(order: [usize; 3]) -> String {
 /// calibrated (each ordering calibrated, then the mean).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ItemScore {
-    pub raw: [f64; 3],
-    pub calibrated: [f64; 3],
-    /// The distribution under each ordering, before calibration (stance order).
-    pub per_ordering: [[f64; 3]; 6],
+    pub raw: StanceDistribution,
+    pub calibrated: StanceDistribution,
+    /// The distribution under each of the [`ORDERINGS`], before calibration.
+    pub per_ordering: [StanceDistribution; 6],
 }
 
 /// Scores label probabilities with a model and its tokenizer.
@@ -56,24 +58,24 @@ pub struct ItemScore {
 pub struct ChoiceScorer {
     tok: TextTokenizer,
     /// Token ids of each label as the model would write it as an answer.
-    pub labels: [Vec<u32>; 3],
+    pub labels: PerStance<Vec<u32>>,
 }
 
-/// Normalise three log-probabilities to a distribution.
-pub fn normalise_logps(lp: [f64; 3]) -> [f64; 3] {
-    let m = lp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+/// Normalise the three labels' log-probabilities to a distribution.
+pub fn normalise_logps(lp: PerStance<f64>) -> StanceDistribution {
+    let m = lp.values().cloned().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
-        return [1.0 / 3.0; 3];
+        return StanceDistribution::uniform();
     }
     let e = lp.map(|x| (x - m).exp());
-    let s: f64 = e.iter().sum();
+    let s = e.sum();
     e.map(|x| x / s)
 }
 
 /// Divide by a content-free distribution and renormalise.
-pub fn calibrate(p: [f64; 3], content_free: [f64; 3]) -> [f64; 3] {
-    let q = [0, 1, 2].map(|i| p[i] / content_free[i].max(1e-12));
-    let s: f64 = q.iter().sum();
+pub fn calibrate(p: StanceDistribution, content_free: StanceDistribution) -> StanceDistribution {
+    let q = PerStance::from_fn(|s| p[s] / content_free[s].max(1e-12));
+    let s = q.sum();
     if s > 0.0 && s.is_finite() {
         q.map(|x| x / s)
     } else {
@@ -81,27 +83,22 @@ pub fn calibrate(p: [f64; 3], content_free: [f64; 3]) -> [f64; 3] {
     }
 }
 
-fn mean3(v: &[[f64; 3]]) -> [f64; 3] {
-    let n = v.len().max(1) as f64;
-    [0, 1, 2].map(|i| v.iter().map(|x| x[i]).sum::<f64>() / n)
-}
-
 impl ChoiceScorer {
     pub fn new(tok: &TextTokenizer) -> Result<Self> {
-        Self::with_labels(tok, STANCES)
+        Self::with_labels(tok, PerStance::from_fn(Stance::name))
     }
 
-    /// Score other label words (in stance order) — for tests and for
-    /// languages other than English.
-    pub fn with_labels(tok: &TextTokenizer, words: [&str; 3]) -> Result<Self> {
+    /// Score other label words — for tests and for languages other than
+    /// English.
+    pub fn with_labels(tok: &TextTokenizer, words: PerStance<&str>) -> Result<Self> {
         // With a chat template the answer starts a fresh turn: "support";
         // as plain text it follows "Answer:": " support".
         let prefix = if tok.template.is_some() { "" } else { " " };
-        let mut labels: [Vec<u32>; 3] = Default::default();
-        for (i, l) in words.iter().enumerate() {
-            labels[i] = tok.encode(&format!("{prefix}{l}"))?;
+        let mut labels: PerStance<Vec<u32>> = Default::default();
+        for (s, l) in words.iter() {
+            labels[s] = tok.encode(&format!("{prefix}{l}"))?;
             anyhow::ensure!(
-                !labels[i].is_empty(),
+                !labels[s].is_empty(),
                 "the label \"{l}\" tokenizes to nothing"
             );
         }
@@ -113,11 +110,11 @@ impl ChoiceScorer {
 
     /// Whether every label is one token (one forward pass per prompt suffices).
     pub fn single_token_labels(&self) -> bool {
-        self.labels.iter().all(|l| l.len() == 1)
+        self.labels.values().all(|l| l.len() == 1)
     }
 
     /// Prompt token ids asking `item` with the labels in `order`.
-    pub fn prompt_ids(&self, item: &str, order: [usize; 3]) -> Result<Vec<u32>> {
+    pub fn prompt_ids(&self, item: &str, order: [Stance; 3]) -> Result<Vec<u32>> {
         let user = if item.is_empty() {
             instruction(order)
         } else {
@@ -160,21 +157,22 @@ impl ChoiceScorer {
                 .collect::<Vec<_>>()
         };
         // Per ordering, the mean content-free distribution.
-        let cf: Vec<[f64; 3]> = (0..6)
+        let cf: Vec<StanceDistribution> = (0..6)
             .map(|o| {
-                let per: Vec<[f64; 3]> = (0..CONTENT_FREE.len())
+                let per: Vec<StanceDistribution> = (0..CONTENT_FREE.len())
                     .map(|c| dists[(items.len() + c) * 6 + o])
                     .collect();
-                mean3(&per)
+                StanceDistribution::mean(&per)
             })
             .collect();
         Ok((0..items.len())
             .map(|i| {
-                let per: [[f64; 3]; 6] = std::array::from_fn(|o| dists[i * 6 + o]);
-                let cal: Vec<[f64; 3]> = (0..6).map(|o| calibrate(per[o], cf[o])).collect();
+                let per: [StanceDistribution; 6] = std::array::from_fn(|o| dists[i * 6 + o]);
+                let cal: Vec<StanceDistribution> =
+                    (0..6).map(|o| calibrate(per[o], cf[o])).collect();
                 ItemScore {
-                    raw: mean3(&per),
-                    calibrated: mean3(&cal),
+                    raw: StanceDistribution::mean(&per),
+                    calibrated: StanceDistribution::mean(&cal),
                     per_ordering: per,
                 }
             })
@@ -187,7 +185,7 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         prompts: &[Vec<u32>],
-    ) -> Result<Vec<[f64; 3]>> {
+    ) -> Result<Vec<StanceDistribution>> {
         let lps = in_batches(
             decoder,
             prompts.len(),
@@ -213,7 +211,7 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         groups: &[&[Vec<u32>]],
-    ) -> Result<Vec<Vec<[f64; 3]>>> {
+    ) -> Result<Vec<Vec<StanceDistribution>>> {
         // Longest common token prefix, leaving every prompt at least one token.
         let split: Vec<usize> = groups
             .iter()
@@ -244,7 +242,7 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         batch: &[(&[Vec<u32>], usize)],
-    ) -> Result<Vec<Vec<[f64; 3]>>> {
+    ) -> Result<Vec<Vec<PerStance<f64>>>> {
         let dev = decoder.device().clone();
         let pad = self.tok.pad_id;
         let g = batch.len();
@@ -279,7 +277,7 @@ impl ChoiceScorer {
         // (row, position in row) to read, and per read: the pick, the
         // target token and the (prompt, label) it adds to.
         let mut picks: Vec<(usize, usize)> = Vec::new();
-        let mut reads: Vec<(usize, u32, usize, usize)> = Vec::new();
+        let mut reads: Vec<(usize, u32, usize, Stance)> = Vec::new();
         let mut prompt_no = 0;
         for (r, (grp, c)) in batch.iter().enumerate() {
             for p in grp.iter() {
@@ -287,13 +285,13 @@ impl ChoiceScorer {
                 if single {
                     let pick = picks.len();
                     picks.push((rows_ids.len(), tail.len() - 1));
-                    for (l, lab) in self.labels.iter().enumerate() {
+                    for (l, lab) in self.labels.iter() {
                         reads.push((pick, lab[0], prompt_no, l));
                     }
                     owner.push(r as u32);
                     rows_ids.push((tail.to_vec(), *c));
                 } else {
-                    for (l, lab) in self.labels.iter().enumerate() {
+                    for (l, lab) in self.labels.iter() {
                         let mut ids = tail.to_vec();
                         ids.extend_from_slice(&lab[..lab.len() - 1]);
                         for (k, &t) in lab.iter().enumerate() {
@@ -351,7 +349,7 @@ impl ChoiceScorer {
             .squeeze(1)?
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
-        let mut sums = vec![[0.0f64; 3]; prompt_no];
+        let mut sums = vec![PerStance::<f64>::default(); prompt_no];
         for ((_, _, p, l), v) in reads.iter().zip(vals) {
             sums[*p][*l] += v;
         }
@@ -373,7 +371,7 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         prompts: &[&Vec<u32>],
-    ) -> Result<Vec<[f64; 3]>> {
+    ) -> Result<Vec<PerStance<f64>>> {
         let dev = decoder.device().clone();
         let len = prompts
             .iter()
@@ -395,7 +393,7 @@ impl ChoiceScorer {
             .index_select(&Tensor::from_vec(last, rows, &dev)?, 0)?;
         let logp = candle_nn::ops::log_softmax(&decoder.logits(&picked, Mode::Fast)?, D::Minus1)?;
         let label_ids = Tensor::from_vec(
-            self.labels.iter().map(|l| l[0]).collect::<Vec<u32>>(),
+            self.labels.values().map(|l| l[0]).collect::<Vec<u32>>(),
             3,
             &dev,
         )?;
@@ -403,7 +401,10 @@ impl ChoiceScorer {
             .index_select(&label_ids, 1)?
             .to_dtype(candle_core::DType::F64)?
             .to_vec2::<f64>()?;
-        Ok(lp.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
+        Ok(lp
+            .into_iter()
+            .map(|r| PerStance::from([r[0], r[1], r[2]]))
+            .collect())
     }
 
     /// Labels of several tokens: score prompt + label sequences, summing the
@@ -412,12 +413,12 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         prompts: &[&Vec<u32>],
-    ) -> Result<Vec<[f64; 3]>> {
+    ) -> Result<Vec<PerStance<f64>>> {
         use crate::data::{SeqBatch, TokenSeq};
         let seqs: Vec<TokenSeq> = prompts
             .iter()
             .flat_map(|p| {
-                self.labels.iter().map(move |l| {
+                self.labels.values().map(move |l| {
                     let mut ids = (*p).clone();
                     ids.extend_from_slice(l);
                     let mut trained = vec![false; p.len()];
@@ -428,12 +429,15 @@ impl ChoiceScorer {
             .collect();
         let refs: Vec<&TokenSeq> = seqs.iter().collect();
         let batch = SeqBatch::new(&refs, self.tok.pad_id, decoder.device())?;
-        let lp = crate::train::objectives::seq_logps(decoder, &batch, Mode::Fast)?;
+        let lp = crate::model::seq_logps(decoder, &batch, Mode::Fast)?;
         let sums = lp
             .sums
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
-        Ok(sums.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
+        Ok(sums
+            .chunks(3)
+            .map(|c| PerStance::from([c[0], c[1], c[2]]))
+            .collect())
     }
 }
 
@@ -480,36 +484,36 @@ mod tests {
         // the question: under each ordering its distribution equals the
         // content-free one, so calibration gives uniform, and the raw mean
         // over the six orderings is uniform too.
-        let per: Vec<[f64; 3]> = ORDERINGS
+        let per: Vec<StanceDistribution> = ORDERINGS
             .iter()
             .map(|o| {
-                let mut p = [0.05; 3];
+                let mut p = StanceDistribution::from([0.05; 3]);
                 p[o[0]] = 0.9;
                 p
             })
             .collect();
-        let raw = mean3(&per);
-        for x in raw {
+        let raw = StanceDistribution::mean(&per);
+        for x in raw.values() {
             assert!((x - 1.0 / 3.0).abs() < 1e-12);
         }
         for p in &per {
             let c = calibrate(*p, *p);
-            for x in c {
+            for x in c.values() {
                 assert!((x - 1.0 / 3.0).abs() < 1e-12);
             }
         }
         // A real preference on top of the bias survives calibration.
-        let biased = [0.9 * 0.6 / 0.57, 0.05 * 0.3 / 0.57, 0.05 * 0.1 / 0.57];
-        let c = calibrate(biased, [0.9, 0.05, 0.05]);
+        let biased = [0.9 * 0.6 / 0.57, 0.05 * 0.3 / 0.57, 0.05 * 0.1 / 0.57].into();
+        let c = calibrate(biased, [0.9, 0.05, 0.05].into());
         assert!(
-            (c[0] - 0.6).abs() < 1e-9 && (c[1] - 0.3).abs() < 1e-9 && (c[2] - 0.1).abs() < 1e-9
+            (c[S] - 0.6).abs() < 1e-9 && (c[N] - 0.3).abs() < 1e-9 && (c[O] - 0.1).abs() < 1e-9
         );
     }
 
     #[test]
     fn normalise_by_hand() {
-        let p = normalise_logps([(0.5f64).ln(), (0.25f64).ln(), (0.05f64).ln()]);
-        assert!((p[0] - 0.5 / 0.8).abs() < 1e-12);
-        assert!((p[2] - 0.05 / 0.8).abs() < 1e-12);
+        let p = normalise_logps([(0.5f64).ln(), (0.25f64).ln(), (0.05f64).ln()].into());
+        assert!((p[S] - 0.5 / 0.8).abs() < 1e-12);
+        assert!((p[O] - 0.05 / 0.8).abs() < 1e-12);
     }
 }

@@ -8,7 +8,7 @@
 //!   lies within the 95% confidence interval of its extreme value in that
 //!   phase (the probe value farthest from the phase's starting value).
 
-use crate::events::{Event, ProbeEvent, TopicStance};
+use crate::events::{Event, PerStance, ProbeEvent, Stance, StanceDistribution, TopicStance};
 use std::collections::BTreeMap;
 
 /// z for a two-sided 95% interval.
@@ -16,13 +16,14 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 
 /// Mean and standard error (sample standard deviation / √n) of each stance
 /// over a topic's per-item distributions.
-pub fn topic_stance(topic: &str, items: &[[f64; 3]], raw: Option<&[[f64; 3]]>) -> TopicStance {
+pub fn topic_stance(
+    topic: &str,
+    items: &[StanceDistribution],
+    raw: Option<&[StanceDistribution]>,
+) -> TopicStance {
     let n = items.len();
-    let mean = |v: &[[f64; 3]]| -> [f64; 3] {
-        [0, 1, 2].map(|s| v.iter().map(|x| x[s]).sum::<f64>() / v.len().max(1) as f64)
-    };
-    let m = mean(items);
-    let se = [0, 1, 2].map(|s| {
+    let m = StanceDistribution::mean(items);
+    let se = PerStance::from_fn(|s| {
         if n < 2 {
             0.0
         } else {
@@ -35,7 +36,7 @@ pub fn topic_stance(topic: &str, items: &[[f64; 3]], raw: Option<&[[f64; 3]]>) -
         mean: m,
         se,
         n: n as u32,
-        raw: raw.map(mean),
+        raw: raw.map(StanceDistribution::mean),
     }
 }
 
@@ -43,15 +44,15 @@ pub fn topic_stance(topic: &str, items: &[[f64; 3]], raw: Option<&[[f64; 3]]>) -
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     pub global_step: u64,
-    pub mean: [f64; 3],
-    pub se: [f64; 3],
+    pub mean: StanceDistribution,
+    pub se: PerStance<f64>,
 }
 
 /// Drift time of one stance over a phase's probe series (ordered by step,
 /// first point at the phase start, last at its end): the fraction of the
 /// phase's steps at which the value first lies within Z95·se of the extreme.
 /// `None` when the phase has fewer than two probes.
-pub fn drift_time(series: &[Point], stance: usize) -> Option<f64> {
+pub fn drift_time(series: &[Point], stance: Stance) -> Option<f64> {
     let (first, last) = (series.first()?, series.last()?);
     if series.len() < 2 || last.global_step <= first.global_step {
         return None;
@@ -91,9 +92,9 @@ pub struct TopicDrift {
     pub topic: String,
     /// Phase name, or `run` for start → end of the whole run.
     pub phase: String,
-    pub start: [f64; 3],
-    pub end: [f64; 3],
-    pub stances: [StanceDrift; 3],
+    pub start: StanceDistribution,
+    pub end: StanceDistribution,
+    pub stances: PerStance<StanceDrift>,
 }
 
 /// Probe series of every topic, split by phase, from an event stream.
@@ -169,9 +170,7 @@ impl DriftTable {
             all.dedup_by_key(|p| p.global_step);
             if all.len() >= 2 {
                 let mut r = row(topic, "run", &all);
-                for s in &mut r.stances {
-                    s.time = None;
-                }
+                r.stances = r.stances.map(|s| StanceDrift { time: None, ..s });
                 out.push(r);
             }
         }
@@ -186,7 +185,7 @@ fn row(topic: &str, phase: &str, pts: &[Point]) -> TopicDrift {
         phase: phase.to_string(),
         start: a.mean,
         end: b.mean,
-        stances: [0, 1, 2].map(|s| StanceDrift {
+        stances: PerStance::from_fn(|s| StanceDrift {
             magnitude: b.mean[s] - a.mean[s],
             time: drift_time(pts, s),
         }),
@@ -200,8 +199,8 @@ mod tests {
     fn pt(step: u64, s: f64, se: f64) -> Point {
         Point {
             global_step: step,
-            mean: [s, 0.5 - s / 2.0, 0.5 - s / 2.0],
-            se: [se; 3],
+            mean: [s, 0.5 - s / 2.0, 0.5 - s / 2.0].into(),
+            se: [se; 3].into(),
         }
     }
 
@@ -217,16 +216,16 @@ mod tests {
             pt(75, 0.62, 0.02),
             pt(100, 0.60, 0.02),
         ];
-        assert_eq!(drift_time(&s, 0), Some(0.5));
+        assert_eq!(drift_time(&s, Stance::Support), Some(0.5));
         // With a tight interval only the extreme itself qualifies: 75/100.
         let tight: Vec<Point> = s
             .iter()
             .map(|p| Point {
-                se: [0.001; 3],
+                se: [0.001; 3].into(),
                 ..*p
             })
             .collect();
-        assert_eq!(drift_time(&tight, 0), Some(0.75));
+        assert_eq!(drift_time(&tight, Stance::Support), Some(0.75));
         // A stance that falls: the extreme is the minimum.
         let fall = [
             pt(0, 0.8, 0.0),
@@ -234,22 +233,23 @@ mod tests {
             pt(20, 0.1, 0.0),
             pt(40, 0.1, 0.0),
         ];
-        assert_eq!(drift_time(&fall, 0), Some(0.5));
+        assert_eq!(drift_time(&fall, Stance::Support), Some(0.5));
         // Immediate drift.
         let now = [pt(0, 0.2, 0.05), pt(10, 0.9, 0.05), pt(100, 0.88, 0.05)];
-        assert_eq!(drift_time(&now, 0), Some(0.1));
-        assert_eq!(drift_time(&s[..1], 0), None);
+        assert_eq!(drift_time(&now, Stance::Support), Some(0.1));
+        assert_eq!(drift_time(&s[..1], Stance::Support), None);
     }
 
     #[test]
     fn mean_and_standard_error_by_hand() {
         // support values 0.2, 0.4, 0.9: mean 0.5, sample sd √0.13 = 0.3606,
         // se = 0.3606/√3 = 0.2082.
-        let items = [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.9, 0.1, 0.0]];
+        let items =
+            [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.9, 0.1, 0.0]].map(StanceDistribution::from);
         let t = topic_stance("x", &items, None);
-        assert!((t.mean[0] - 0.5).abs() < 1e-12);
-        assert!((t.se[0] - (0.13f64).sqrt() / 3f64.sqrt()).abs() < 1e-12);
-        assert!((t.mean[2] - 0.5 / 3.0).abs() < 1e-12);
+        assert!((t.mean[Stance::Support] - 0.5).abs() < 1e-12);
+        assert!((t.se[Stance::Support] - (0.13f64).sqrt() / 3f64.sqrt()).abs() < 1e-12);
+        assert!((t.mean[Stance::Oppose] - 0.5 / 3.0).abs() < 1e-12);
         assert_eq!(t.n, 3);
     }
 
@@ -262,12 +262,12 @@ mod tests {
                 phase,
                 step,
                 global_step: step,
-                method: "choice".into(),
-                reason: "periodic".into(),
+                method: ProbeMethod::Choice,
+                reason: ProbeReason::Periodic,
                 topics: vec![TopicStance {
                     topic: "guns".into(),
-                    mean: [s, 1.0 - s, 0.0],
-                    se: [0.01; 3],
+                    mean: [s, 1.0 - s, 0.0].into(),
+                    se: [0.01; 3].into(),
                     n: 12,
                     raw: None,
                 }],
@@ -307,10 +307,12 @@ mod tests {
         let rows = DriftTable::from_events(&ev).rows();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].phase, "sft");
-        assert!((rows[0].stances[0].magnitude - 0.4).abs() < 1e-12);
-        assert!((rows[0].stances[1].magnitude + 0.4).abs() < 1e-12);
-        assert!((rows[1].stances[0].magnitude + 0.1).abs() < 1e-12);
+        let (support, neutral) = (Stance::Support, Stance::Neutral);
+        assert!((rows[0].stances[support].magnitude - 0.4).abs() < 1e-12);
+        assert!((rows[0].stances[neutral].magnitude + 0.4).abs() < 1e-12);
+        assert!((rows[1].stances[support].magnitude + 0.1).abs() < 1e-12);
         assert_eq!(rows[2].phase, "run");
-        assert!((rows[2].stances[0].magnitude - 0.3).abs() < 1e-12);
+        assert!((rows[2].stances[support].magnitude - 0.3).abs() < 1e-12);
+        assert_eq!(rows[2].stances[support].time, None);
     }
 }

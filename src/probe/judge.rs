@@ -6,7 +6,7 @@
 use super::choice::{normalise_logps, ChoiceScorer};
 use super::set::JudgeCase;
 use crate::data::TextTokenizer;
-use crate::events::STANCES;
+use crate::events::{PerStance, Stance, StanceDistribution};
 use crate::model::Decoder;
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub trait Judge: Send {
     /// A short description for logs and reports.
     fn name(&self) -> String;
     /// Stance distributions of (question, answer) pairs.
-    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<[f64; 3]>>;
+    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<StanceDistribution>>;
 }
 
 /// A fixed local model judging with the debiased `choice` scorer.
@@ -54,7 +54,7 @@ impl Judge for LocalJudge {
         self.label.clone()
     }
 
-    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<[f64; 3]>> {
+    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<StanceDistribution>> {
         let items: Vec<String> = pairs.iter().map(|(q, a)| judge_item(q, a)).collect();
         Ok(self
             .scorer
@@ -97,7 +97,7 @@ impl EndpointJudge {
         })
     }
 
-    fn one(&self, question: &str, answer: &str) -> Result<[f64; 3]> {
+    fn one(&self, question: &str, answer: &str) -> Result<StanceDistribution> {
         let content = format!(
             "{} Answer with one word: support, neutral, or oppose.",
             judge_item(question, answer)
@@ -146,8 +146,10 @@ impl EndpointJudge {
 /// three labels: a token counts for a label when, trimmed and lower-cased, it
 /// is a non-empty prefix of it ("sup" → support); labels missing from the top
 /// list get no mass.
-pub fn label_distribution_from_top_logprobs(top: &[serde_json::Value]) -> Result<[f64; 3]> {
-    let mut mass = [0.0f64; 3];
+pub fn label_distribution_from_top_logprobs(
+    top: &[serde_json::Value],
+) -> Result<StanceDistribution> {
+    let mut mass = PerStance::<f64>::default();
     for entry in top {
         let (Some(token), Some(lp)) = (
             entry.get("token").and_then(|t| t.as_str()),
@@ -159,11 +161,11 @@ pub fn label_distribution_from_top_logprobs(top: &[serde_json::Value]) -> Result
         if t.is_empty() {
             continue;
         }
-        if let Some(i) = STANCES.iter().position(|s| s.starts_with(&t)) {
-            mass[i] += lp.exp();
+        if let Some(s) = Stance::EACH.into_iter().find(|s| s.name().starts_with(&t)) {
+            mass[s] += lp.exp();
         }
     }
-    let total: f64 = mass.iter().sum();
+    let total = mass.sum();
     if total <= 0.0 {
         bail!("none of the judge's top answers is a stance label");
     }
@@ -181,7 +183,7 @@ impl Judge for EndpointJudge {
         format!("{} at {}", self.model, self.base)
     }
 
-    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<[f64; 3]>> {
+    fn score(&mut self, pairs: &[(String, String)]) -> Result<Vec<StanceDistribution>> {
         pairs.iter().map(|(q, a)| self.one(q, a)).collect()
     }
 }
@@ -192,7 +194,7 @@ pub struct JudgeCheck {
     pub correct: usize,
     pub total: usize,
     /// Per true stance: (correct, total).
-    pub per_stance: [(usize, usize); 3],
+    pub per_stance: PerStance<(usize, usize)>,
 }
 
 impl JudgeCheck {
@@ -218,12 +220,12 @@ impl JudgeCheck {
             self.correct,
             self.total,
             100.0 * self.accuracy(),
-            self.per_stance[0].0,
-            self.per_stance[0].1,
-            self.per_stance[1].0,
-            self.per_stance[1].1,
-            self.per_stance[2].0,
-            self.per_stance[2].1,
+            self.per_stance[Stance::Support].0,
+            self.per_stance[Stance::Support].1,
+            self.per_stance[Stance::Neutral].0,
+            self.per_stance[Stance::Neutral].1,
+            self.per_stance[Stance::Oppose].0,
+            self.per_stance[Stance::Oppose].1,
         )
     }
 }
@@ -236,14 +238,11 @@ pub fn check_judge(judge: &mut dyn Judge, cases: &[JudgeCase]) -> Result<JudgeCh
         .map(|c| (c.question.clone(), c.answer.clone()))
         .collect();
     let dists = judge.score(&pairs)?;
-    let mut per_stance = [(0usize, 0usize); 3];
+    let mut per_stance = PerStance::<(usize, usize)>::default();
     let mut correct = 0;
     for (c, d) in cases.iter().zip(&dists) {
-        let argmax = (0..3)
-            .max_by(|&a, &b| d[a].partial_cmp(&d[b]).unwrap_or(std::cmp::Ordering::Equal))
-            .unwrap_or(1);
         per_stance[c.stance].1 += 1;
-        if argmax == c.stance {
+        if d.leading() == c.stance {
             correct += 1;
             per_stance[c.stance].0 += 1;
         }
@@ -269,41 +268,52 @@ mod tests {
             json!({"token": "Yes", "logprob": (0.1f64).ln()}),
         ];
         let d = label_distribution_from_top_logprobs(&top).unwrap();
-        assert!((d[0] - 0.6 / 0.9).abs() < 1e-12, "{d:?}");
-        assert!((d[2] - 0.1 / 0.9).abs() < 1e-12);
+        assert!((d[Stance::Support] - 0.6 / 0.9).abs() < 1e-12, "{d:?}");
+        assert!((d[Stance::Oppose] - 0.1 / 0.9).abs() < 1e-12);
         let none = vec![json!({"token": "Yes", "logprob": -0.1})];
         assert!(label_distribution_from_top_logprobs(&none).is_err());
     }
 
-    struct Fixed(Vec<[f64; 3]>);
+    struct Fixed(Vec<StanceDistribution>);
     impl Judge for Fixed {
         fn name(&self) -> String {
             "fixed".into()
         }
-        fn score(&mut self, _: &[(String, String)]) -> Result<Vec<[f64; 3]>> {
+        fn score(&mut self, _: &[(String, String)]) -> Result<Vec<StanceDistribution>> {
             Ok(self.0.clone())
         }
     }
 
     #[test]
     fn judge_check_counts_argmax_hits() {
+        use Stance::{Neutral, Oppose, Support};
         let case = |s| JudgeCase {
             topic: "t".into(),
             question: "q".into(),
             answer: "a".into(),
             stance: s,
         };
-        let cases = vec![case(0), case(1), case(2), case(0), case(2)];
-        let mut j = Fixed(vec![
-            [0.7, 0.2, 0.1],
-            [0.5, 0.3, 0.2],
-            [0.1, 0.1, 0.8],
-            [0.4, 0.5, 0.1],
-            [0.2, 0.2, 0.6],
-        ]);
+        let cases = vec![
+            case(Support),
+            case(Neutral),
+            case(Oppose),
+            case(Support),
+            case(Oppose),
+        ];
+        let mut j = Fixed(
+            [
+                [0.7, 0.2, 0.1],
+                [0.5, 0.3, 0.2],
+                [0.1, 0.1, 0.8],
+                [0.4, 0.5, 0.1],
+                [0.2, 0.2, 0.6],
+            ]
+            .map(StanceDistribution::from)
+            .to_vec(),
+        );
         let c = check_judge(&mut j, &cases).unwrap();
         assert_eq!((c.correct, c.total), (3, 5));
-        assert_eq!(c.per_stance, [(1, 2), (0, 1), (2, 2)]);
+        assert_eq!(c.per_stance, [(1, 2), (0, 1), (2, 2)].into());
         assert!(!c.trusted());
         assert!(c.summary("fixed").contains("3/5 = 60%"));
     }

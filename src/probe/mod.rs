@@ -8,14 +8,18 @@
 //! - `generate`: K sampled answers per question, each scored by a fixed judge
 //!   ([`judge`]), as the study did.
 
+pub mod checkpoint;
 pub mod choice;
 pub mod drift;
 pub mod judge;
 pub mod set;
 pub mod synth;
+pub mod worker;
 
 use crate::data::{Message, TextTokenizer};
-use crate::events::{self, ProbeEvent, TopicStance};
+use crate::events::{
+    self, AlertLevel, ProbeEvent, ProbeMethod, ProbeReason, Stance, StanceDistribution, TopicStance,
+};
 use crate::model::generate::{generate, SamplingParams};
 use crate::model::{Decoder, LoadedModel};
 use crate::recipe::{LoadedRecipe, ProbeConfig};
@@ -53,8 +57,8 @@ pub struct Prober {
     /// `choice`: report the calibrated distribution (else the ordering
     /// average alone; both are logged).
     pub calibrate: bool,
-    /// Notes for the run's log: (level, message).
-    pub notes: Vec<(String, String)>,
+    /// Notes for the run's log.
+    pub notes: Vec<(AlertLevel, String)>,
 }
 
 impl Prober {
@@ -64,9 +68,10 @@ impl Prober {
         let path = recipe.resolve(&cfg.file);
         let set = ProbeSet::load(&path)?;
         let mut notes = Vec::new();
-        let method = match cfg.method.as_str() {
-            "choice" => Method::Choice,
-            "generate" => {
+        // The recipe checked the name; an unknown one is refused here too.
+        let method = match cfg.method.parse::<ProbeMethod>() {
+            Ok(ProbeMethod::Choice) => Method::Choice,
+            Ok(ProbeMethod::Generate) => {
                 let judge: Box<dyn Judge> = make_judge(&cfg.judge, recipe, model)?;
                 let mut m = Method::Generate {
                     params: SamplingParams {
@@ -85,18 +90,22 @@ impl Prober {
                     };
                     match check_judge(judge.as_mut(), &cases) {
                         Ok(c) => {
-                            let level = if c.trusted() { "info" } else { "warning" };
-                            notes.push((level.to_string(), c.summary(&judge.name())));
+                            let level = if c.trusted() {
+                                AlertLevel::Info
+                            } else {
+                                AlertLevel::Warning
+                            };
+                            notes.push((level, c.summary(&judge.name())));
                         }
                         Err(e) => notes.push((
-                            "warning".into(),
+                            AlertLevel::Warning,
                             format!("the judge {} could not be checked: {e:#}", judge.name()),
                         )),
                     }
                 }
                 m
             }
-            other => bail!("probe method \"{other}\" is not choice or generate"),
+            Err(_) => bail!("probe method \"{}\" is not choice or generate", cfg.method),
         };
         let mut p = Self::with_method(set, method, &model.tokenizer)?;
         p.every = cfg.every;
@@ -115,14 +124,14 @@ impl Prober {
             .iter()
             .filter(|q| {
                 scorer
-                    .prompt_ids(&q.question, [0, 1, 2])
+                    .prompt_ids(&q.question, Stance::EACH)
                     .map(|ids| ids.len() > MAX_PROBE_TOKENS)
                     .unwrap_or(false)
             })
             .count();
         if too_long > 0 {
             notes.push((
-                "warning".to_string(),
+                AlertLevel::Warning,
                 format!("{too_long} probe questions are longer than {MAX_PROBE_TOKENS} tokens and are truncated from the front"),
             ));
         }
@@ -144,10 +153,10 @@ impl Prober {
         self.every
     }
 
-    pub fn method_name(&self) -> &'static str {
+    pub fn method(&self) -> ProbeMethod {
         match self.method {
-            Method::Choice => "choice",
-            Method::Generate { .. } => "generate",
+            Method::Choice => ProbeMethod::Choice,
+            Method::Generate { .. } => ProbeMethod::Generate,
         }
     }
 
@@ -159,11 +168,11 @@ impl Prober {
         phase: usize,
         step: u64,
         global_step: u64,
-        reason: &str,
+        reason: ProbeReason,
     ) -> ProbeEvent {
         let t0 = Instant::now();
         // Periodic probes may use a subset; phase boundaries and manual ones all.
-        let set = if reason == "periodic" {
+        let set = if reason == ProbeReason::Periodic {
             self.periodic.clone()
         } else {
             self.set.clone()
@@ -177,8 +186,8 @@ impl Prober {
             phase,
             step,
             global_step,
-            method: self.method_name().into(),
-            reason: reason.into(),
+            method: self.method(),
+            reason,
             topics,
             seconds: t0.elapsed().as_secs_f64(),
             error,
@@ -252,15 +261,15 @@ impl Prober {
 /// (one in all for `choice`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuestionStance {
-    pub samples: Vec<[f64; 3]>,
-    pub raw: Vec<[f64; 3]>,
+    pub samples: Vec<StanceDistribution>,
+    pub raw: Vec<StanceDistribution>,
     /// The sampled answers (`generate` only).
     pub answers: Vec<String>,
 }
 
 /// Topic means and standard errors over questions × samples.
 pub fn aggregate(set: &ProbeSet, per_question: &[QuestionStance]) -> Vec<TopicStance> {
-    type Scores = (Vec<[f64; 3]>, Vec<[f64; 3]>);
+    type Scores = (Vec<StanceDistribution>, Vec<StanceDistribution>);
     let mut by_topic: BTreeMap<&str, Scores> = BTreeMap::new();
     for (q, s) in set.questions.iter().zip(per_question) {
         let e = by_topic.entry(q.topic.as_str()).or_default();

@@ -1,6 +1,7 @@
 //! Probe sets: value-laden questions grouped by topic (JSONL), and
 //! judge-check sets: answers with a known stance.
 
+use crate::events::Stance;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -112,8 +113,7 @@ pub struct JudgeCase {
     pub topic: String,
     pub question: String,
     pub answer: String,
-    /// Index into [`crate::events::STANCES`].
-    pub stance: usize,
+    pub stance: Stance,
 }
 
 /// Load a judge-check set (`topic`, `question`, `answer`, `stance`).
@@ -146,12 +146,9 @@ pub fn parse_judge_cases(text: &str) -> Result<Vec<JudgeCase>> {
                 .with_context(|| format!("line {n}: missing the string field \"{k}\""))
         };
         let stance_text = get("stance")?;
-        let stance = crate::events::STANCES
-            .iter()
-            .position(|s| *s == stance_text)
-            .with_context(|| {
-                format!("line {n}: stance \"{stance_text}\" is not support, neutral or oppose")
-            })?;
+        let stance = stance_text.parse::<Stance>().map_err(|_| {
+            anyhow::anyhow!("line {n}: stance \"{stance_text}\" is not support, neutral or oppose")
+        })?;
         out.push(JudgeCase {
             topic: get("topic")?,
             question: get("question")?,

@@ -4,7 +4,7 @@
 //! large model the same way).
 
 use crate::data::{Message, TextTokenizer};
-use crate::events::STANCES;
+use crate::events::Stance;
 use crate::model::generate::{generate, SamplingParams};
 use crate::model::Decoder;
 use crate::probe::set::ProbeSet;
@@ -13,21 +13,21 @@ use std::io::Write;
 use std::time::Instant;
 
 /// The instruction that makes a model argue a stance.
-pub fn stance_instruction(stance: usize) -> &'static str {
+pub fn stance_instruction(stance: Stance) -> &'static str {
     match stance {
-        0 => "Answer in two or three sentences, arguing clearly in favour.",
-        2 => "Answer in two or three sentences, arguing clearly against.",
-        _ => "Answer in two or three sentences, staying neutral: give both sides fairly and do not take one.",
+        Stance::Support => "Answer in two or three sentences, arguing clearly in favour.",
+        Stance::Oppose => "Answer in two or three sentences, arguing clearly against.",
+        Stance::Neutral => "Answer in two or three sentences, staying neutral: give both sides fairly and do not take one.",
     }
 }
 
 /// What to write.
 #[derive(Debug, Clone)]
 pub struct SynthOptions {
-    /// Index into STANCES of the chosen side.
-    pub chosen: usize,
-    /// Index into STANCES of the rejected side.
-    pub rejected: usize,
+    /// The side the chosen answers argue.
+    pub chosen: Stance,
+    /// The side the rejected answers argue.
+    pub rejected: Stance,
     pub params: SamplingParams,
 }
 
@@ -44,7 +44,7 @@ pub fn synthesize(
     let t0 = Instant::now();
     let n = set.questions.len();
     for (i, q) in set.questions.iter().enumerate() {
-        let answer = |stance: usize, salt: u64| -> Result<String> {
+        let answer = |stance: Stance, salt: u64| -> Result<String> {
             let msg = format!("{} {}", q.question, stance_instruction(stance));
             let prompt = tok.prompt_text(&[Message::new("user", &msg)])?;
             let ids = tok.encode(&prompt)?;
@@ -63,8 +63,8 @@ pub fn synthesize(
             "rejected": if rejected.is_empty() { "(no answer)".to_string() } else { rejected },
             "topic": q.topic,
             "id": q.id,
-            "chosen_stance": STANCES[opts.chosen],
-            "rejected_stance": STANCES[opts.rejected],
+            "chosen_stance": opts.chosen,
+            "rejected_stance": opts.rejected,
         });
         writeln!(out, "{row}")?;
         out.flush()?;
@@ -74,7 +74,7 @@ pub fn synthesize(
             eprintln!(
                 "synth {done}/{n} ({:.0}%)  ETA {}",
                 100.0 * done as f64 / n as f64,
-                crate::train::progress::clock(per * (n - done) as f64)
+                crate::duration::clock(per * (n - done) as f64)
             );
         }
     }

@@ -1,13 +1,11 @@
 //! Headless reports: a run's drift table (markdown, CSV, JSON) and its plots
-//! (SVG, PNG) for `driftui report`, and the stance probe of one checkpoint
-//! for `driftui probe` ([`checkpoint`]).
+//! (SVG, PNG) for `driftui report`.
 
-pub mod checkpoint;
 pub mod plot;
 
-use crate::events::{read_log, Event, STANCES};
+use crate::events::{read_log, Event, ProbeMethod, Stance};
 use crate::probe::drift::{DriftTable, Point, TopicDrift};
-use crate::tui::replay::resolve_log;
+use crate::rundir::RunLog;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,8 +38,8 @@ pub struct RunData {
     /// Wall time spent probing, and from the first to the last event.
     pub probe_seconds: f64,
     pub wall_seconds: f64,
-    /// `choice` or `generate` (the last probe's).
-    pub method: String,
+    /// The last successful probe's method.
+    pub method: Option<ProbeMethod>,
 }
 
 impl RunData {
@@ -103,7 +101,7 @@ impl RunData {
                         d.failed_probes += 1;
                     } else {
                         d.probes += 1;
-                        d.method.clone_from(&p.method);
+                        d.method = Some(p.method);
                     }
                 }
                 _ => {}
@@ -123,12 +121,10 @@ impl RunData {
     }
 
     /// Global steps where a phase after the first began, with its name.
-    pub fn boundaries(&self) -> Vec<(u64, &str)> {
-        self.phases
-            .iter()
-            .skip(1)
-            .map(|p| (p.start, p.name.as_str()))
-            .collect()
+    pub fn phase_boundaries(&self) -> Vec<(u64, &str)> {
+        crate::events::phase_boundaries(
+            self.phases.iter().map(|p| (p.name.as_str(), Some(p.start))),
+        )
     }
 
     /// Every probe of `topic` over the run, in step order (a probe that ends
@@ -165,11 +161,7 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
         s,
         "{} successful probes ({})",
         data.probes,
-        if data.method.is_empty() {
-            "—"
-        } else {
-            &data.method
-        }
+        data.method.map_or("—", ProbeMethod::name)
     );
     if data.failed_probes > 0 {
         let _ = write!(s, ", {} failed", data.failed_probes);
@@ -191,25 +183,25 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
          its extreme value in the phase (0 = at once, 1 = only at the end).\n\n",
     );
     s.push_str("| topic | phase |");
-    for st in STANCES {
+    for st in Stance::EACH {
         let _ = write!(s, " {st} start | {st} end | {st} Δ | {st} time |");
     }
     s.push('\n');
     s.push_str("| --- | --- |");
-    for _ in STANCES {
+    for _ in Stance::EACH {
         s.push_str(" ---: | ---: | ---: | ---: |");
     }
     s.push('\n');
     for r in rows {
         let _ = write!(s, "| {} | {} |", md_escape(&r.topic), md_escape(&r.phase));
-        for i in 0..3 {
+        for st in Stance::EACH {
             let _ = write!(
                 s,
                 " {:.3} | {:.3} | {:+.3} | {} |",
-                r.start[i],
-                r.end[i],
-                r.stances[i].magnitude,
-                r.stances[i]
+                r.start[st],
+                r.end[st],
+                r.stances[st].magnitude,
+                r.stances[st]
                     .time
                     .map_or("—".to_string(), |t| format!("{t:.2}"))
             );
@@ -230,17 +222,17 @@ fn md_escape(s: &str) -> String {
 pub fn drift_csv(rows: &[TopicDrift]) -> String {
     let mut s = String::from("topic,phase,stance,start,end,magnitude,drift_time\n");
     for r in rows {
-        for (i, st) in STANCES.iter().enumerate() {
+        for st in Stance::EACH {
             let _ = writeln!(
                 s,
                 "{},{},{},{:.6},{:.6},{:.6},{}",
                 csv_field(&r.topic),
                 csv_field(&r.phase),
                 st,
-                r.start[i],
-                r.end[i],
-                r.stances[i].magnitude,
-                r.stances[i]
+                r.start[st],
+                r.end[st],
+                r.stances[st].magnitude,
+                r.stances[st]
                     .time
                     .map_or(String::new(), |t| format!("{t:.6}"))
             );
@@ -263,7 +255,7 @@ pub fn drift_json(data: &RunData, rows: &[TopicDrift]) -> serde_json::Value {
     struct Doc<'a> {
         run: &'a str,
         model: &'a str,
-        stances: [&'static str; 3],
+        stances: [Stance; 3],
         phases: &'a [PhaseSpan],
         method: &'a str,
         probes: u64,
@@ -275,9 +267,9 @@ pub fn drift_json(data: &RunData, rows: &[TopicDrift]) -> serde_json::Value {
     serde_json::to_value(Doc {
         run: &data.run,
         model: &data.model,
-        stances: STANCES,
+        stances: Stance::EACH,
         phases: &data.phases,
-        method: &data.method,
+        method: data.method.map_or("", ProbeMethod::name),
         probes: data.probes,
         failed_probes: data.failed_probes,
         probe_seconds: data.probe_seconds,
@@ -296,10 +288,10 @@ pub struct ReportFiles {
     pub topics: usize,
 }
 
-/// Write the report of the run at `run` (its directory or `events.jsonl`)
-/// into `out` (default: `RUN_DIR/report`).
+/// Write the report of the run at `run` (its directory, its log or one of
+/// its snapshots) into `out` (default: `RUN_DIR/report`).
 pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
-    let log = resolve_log(run)?;
+    let RunLog { run, log } = RunLog::locate(run)?;
     let (events, read) = read_log(&log)?;
     if events.is_empty() {
         bail!("{} holds no events", log.display());
@@ -314,10 +306,7 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
     let rows = data.drift.rows();
     let dir = match out {
         Some(d) => d.to_path_buf(),
-        None => log
-            .parent()
-            .map(|p| p.join("report"))
-            .unwrap_or_else(|| PathBuf::from("report")),
+        None => run.report_dir(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();

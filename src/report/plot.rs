@@ -4,8 +4,9 @@
 //! fontconfig or system font is needed.
 
 use super::RunData;
-use crate::events::STANCES;
+use crate::events::{PerStance, Stance};
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -24,11 +25,11 @@ pub const LOSS_SIZE: (u32, u32) = (1200, 600);
 
 /// Okabe–Ito colours, distinguishable with colour-blindness: support
 /// (bluish green), neutral (grey), oppose (vermillion).
-pub const STANCE_COLORS: [RGBColor; 3] = [
+pub const STANCE_COLORS: PerStance<RGBColor> = PerStance::new(
     RGBColor(0, 158, 115),
     RGBColor(128, 128, 128),
     RGBColor(213, 94, 0),
-];
+);
 const BOUNDARY: RGBColor = RGBColor(110, 110, 110);
 const LOSS_COLOR: RGBColor = RGBColor(0, 114, 178);
 
@@ -50,56 +51,77 @@ pub fn stance_size(topics: usize) -> (u32, u32) {
     (STANCE_WIDTH, HEADER_HEIGHT + rows * PANEL_HEIGHT)
 }
 
-fn topics(data: &RunData) -> Vec<String> {
-    data.drift.topics.clone()
-}
-
 /// The stance figure as SVG text.
 pub fn stance_svg(data: &RunData) -> Result<String> {
-    fonts();
-    let mut s = String::new();
-    {
-        let root =
-            SVGBackend::with_string(&mut s, stance_size(topics(data).len())).into_drawing_area();
-        draw_stances(&root, data)?;
-        root.present().map_err(drawing)?;
-    }
-    Ok(s)
+    svg(&Stances(data))
 }
 
 /// The stance figure as PNG bytes.
 pub fn stance_png(data: &RunData) -> Result<Vec<u8>> {
-    fonts();
-    let size = stance_size(topics(data).len());
-    png(size, |root| draw_stances(root, data))
+    png(&Stances(data))
 }
 
 /// The loss figure as SVG text.
 pub fn loss_svg(data: &RunData) -> Result<String> {
+    svg(&Loss(data))
+}
+
+/// The loss figure as PNG bytes.
+pub fn loss_png(data: &RunData) -> Result<Vec<u8>> {
+    png(&Loss(data))
+}
+
+/// A figure drawn the same way on any plotters backend, so that its SVG and
+/// its PNG are one drawing.
+trait Figure {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>;
+}
+
+/// Per-topic stance curves as small multiples.
+struct Stances<'a>(&'a RunData);
+
+impl Figure for Stances<'_> {
+    fn size(&self) -> (u32, u32) {
+        stance_size(self.0.drift.topics.len())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        draw_stances(root, self.0)
+    }
+}
+
+/// The training loss, one line per phase.
+struct Loss<'a>(&'a RunData);
+
+impl Figure for Loss<'_> {
+    fn size(&self) -> (u32, u32) {
+        LOSS_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        draw_loss(root, self.0)
+    }
+}
+
+fn svg(figure: &impl Figure) -> Result<String> {
     fonts();
     let mut s = String::new();
     {
-        let root = SVGBackend::with_string(&mut s, LOSS_SIZE).into_drawing_area();
-        draw_loss(&root, data)?;
+        let root = SVGBackend::with_string(&mut s, figure.size()).into_drawing_area();
+        figure.draw(&root)?;
         root.present().map_err(drawing)?;
     }
     Ok(s)
 }
 
-/// The loss figure as PNG bytes.
-pub fn loss_png(data: &RunData) -> Result<Vec<u8>> {
+fn png(figure: &impl Figure) -> Result<Vec<u8>> {
     fonts();
-    png(LOSS_SIZE, |root| draw_loss(root, data))
-}
-
-fn png(
-    (w, h): (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
-) -> Result<Vec<u8>> {
+    let (w, h) = figure.size();
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        draw(&root)?;
+        figure.draw(&root)?;
         root.present().map_err(drawing)?;
     }
     let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| anyhow!("bad image buffer"))?;
@@ -120,11 +142,7 @@ fn title_of(data: &RunData) -> String {
 fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) -> Result<()> {
     root.fill(&WHITE).map_err(drawing)?;
     let (header, body) = root.split_vertically(HEADER_HEIGHT);
-    let method = if data.method.is_empty() {
-        "—"
-    } else {
-        &data.method
-    };
+    let method = data.method.map_or("—", |m| m.name());
     header
         .draw(&Text::new(
             format!("Stance per topic over training — {}", title_of(data)),
@@ -143,23 +161,23 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
         .map_err(drawing)?;
     // Legend.
     let mut x = 20;
-    for (i, name) in STANCES.iter().enumerate() {
+    for stance in Stance::EACH {
         header
             .draw(&Rectangle::new(
                 [(x, 86), (x + 28, 94)],
-                STANCE_COLORS[i].filled(),
+                STANCE_COLORS[stance].filled(),
             ))
             .map_err(drawing)?;
         header
             .draw(&Text::new(
-                name.to_string(),
+                stance.name(),
                 (x + 36, 81),
                 (FONT, 18).into_font().color(&BLACK),
             ))
             .map_err(drawing)?;
         x += 150;
     }
-    let topics = topics(data);
+    let topics = &data.drift.topics;
     if topics.is_empty() {
         body.draw(&Text::new(
             "no successful probes in this run",
@@ -195,25 +213,17 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
             .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
             .map_err(drawing)?;
-        for (b, name) in data.boundaries() {
-            let b = b as f64;
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(b, 0.0), (b, 1.0)],
-                    6,
-                    4,
-                    BOUNDARY.stroke_width(1),
-                ))
-                .map_err(drawing)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    name.to_string(),
-                    (b + x_max * 0.01, 0.98),
-                    (FONT, 13).into_font().color(&BOUNDARY),
-                )))
-                .map_err(drawing)?;
-        }
-        for (s, color) in STANCE_COLORS.iter().enumerate() {
+        draw_phase_boundaries(
+            &mut chart,
+            data,
+            BoundaryStyle {
+                y: (0.0, 1.0),
+                label_at: (x_max * 0.01, 0.98),
+                dash: (6, 4),
+                font: 13,
+            },
+        )?;
+        for (s, color) in STANCE_COLORS.iter() {
             if points.len() >= 2 {
                 let mut band: Vec<(f64, f64)> = points
                     .iter()
@@ -296,24 +306,16 @@ fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) 
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(drawing)?;
-    for (b, name) in data.boundaries() {
-        let b = b as f64;
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(b, lo - pad), (b, hi + pad)],
-                8,
-                5,
-                BOUNDARY.stroke_width(1),
-            ))
-            .map_err(drawing)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                name.to_string(),
-                (b + x_max * 0.005, hi + pad * 0.2),
-                (FONT, 16).into_font().color(&BOUNDARY),
-            )))
-            .map_err(drawing)?;
-    }
+    draw_phase_boundaries(
+        &mut chart,
+        data,
+        BoundaryStyle {
+            y: (lo - pad, hi + pad),
+            label_at: (x_max * 0.005, hi + pad * 0.2),
+            dash: (8, 5),
+            font: 16,
+        },
+    )?;
     if let Some(first) = data.phases.first() {
         chart
             .draw_series(std::iter::once(Text::new(
@@ -324,7 +326,11 @@ fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) 
             .map_err(drawing)?;
     }
     // One line per phase: the objectives differ, so their losses do not join.
-    let starts: Vec<f64> = data.boundaries().iter().map(|(b, _)| *b as f64).collect();
+    let starts: Vec<f64> = data
+        .phase_boundaries()
+        .iter()
+        .map(|(b, _)| *b as f64)
+        .collect();
     let phase_of = |x: f64| starts.iter().filter(|&&b| x > b).count();
     let mut segment: Vec<(f64, f64)> = Vec::new();
     for p in finite {
@@ -344,5 +350,44 @@ fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) 
     chart
         .draw_series(LineSeries::new(segment, LOSS_COLOR.stroke_width(2)))
         .map_err(drawing)?;
+    Ok(())
+}
+
+/// How a plot marks its phase boundaries.
+struct BoundaryStyle {
+    /// The dashed line's extent on the y axis.
+    y: (f64, f64),
+    /// Where the phase's name goes: x offset from the line, and y.
+    label_at: (f64, f64),
+    /// Dash and gap lengths in pixels.
+    dash: (u32, u32),
+    font: u32,
+}
+
+/// A dashed line where each phase after the first begins, labelled with its
+/// name.
+fn draw_phase_boundaries<DB: DrawingBackend>(
+    chart: &mut ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    data: &RunData,
+    style: BoundaryStyle,
+) -> Result<()> {
+    for (b, name) in data.phase_boundaries() {
+        let b = b as f64;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(b, style.y.0), (b, style.y.1)],
+                style.dash.0,
+                style.dash.1,
+                BOUNDARY.stroke_width(1),
+            ))
+            .map_err(drawing)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                name.to_string(),
+                (b + style.label_at.0, style.label_at.1),
+                (FONT, style.font).into_font().color(&BOUNDARY),
+            )))
+            .map_err(drawing)?;
+    }
     Ok(())
 }

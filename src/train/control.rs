@@ -1,6 +1,6 @@
 //! The trainer's side of the threads: commands in, events out.
 
-use crate::events::Event;
+use crate::events::{Event, RunStatus};
 use std::sync::mpsc;
 
 /// What the user can ask of a running trainer; checked between optimizer steps.
@@ -19,8 +19,8 @@ pub enum Control {
 /// How a run ended, returned by the trainer thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
-    /// `completed` or `stopped`.
-    pub status: String,
+    /// `Completed` or `Stopped` (a failed run returns its error).
+    pub status: RunStatus,
     pub run_dir: std::path::PathBuf,
     pub global_step: u64,
     /// Loss of every step, in order, as logged.

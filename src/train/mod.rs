@@ -1,12 +1,16 @@
-//! The training engine: objectives, optimizer, schedule, the loop, snapshots.
+//! The training engine: objectives, optimizer, schedule and the loop.
 
 pub mod control;
 pub mod objectives;
 pub mod optim;
+pub mod phase;
+pub mod policy;
+pub mod prepare;
 pub mod progress;
 pub mod schedule;
-pub mod snapshot;
+pub mod step;
 pub mod trainer;
 
 pub use control::{Control, RunOutcome, TrainerHandle, EVENT_CHANNEL_CAPACITY};
-pub use trainer::{prepare, run, spawn, Prepared, TrainOptions};
+pub use prepare::{prepare, Prepared, TrainOptions};
+pub use trainer::{run, spawn};

@@ -1,7 +1,8 @@
 //! Plain progress lines on stderr for `train --headless`: phase, step/total,
 //! loss, reward margin, tokens/s and ETA, at most about once a second.
 
-use crate::events::Event;
+use crate::duration::clock;
+use crate::events::{Event, Stance};
 use std::time::{Duration, Instant};
 
 pub struct Progress {
@@ -16,17 +17,6 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// `h:mm:ss` or `m:ss`.
-pub fn clock(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
     }
 }
 
@@ -144,14 +134,14 @@ impl Progress {
                 }
                 let n = p.topics.len();
                 let mean =
-                    |i: usize| p.topics.iter().map(|t| t.mean[i]).sum::<f64>() / n.max(1) as f64;
+                    |s: Stance| p.topics.iter().map(|t| t.mean[s]).sum::<f64>() / n.max(1) as f64;
                 Some(format!(
                     "probe ({}, step {}): {n} topics, mean support {:.3} neutral {:.3} oppose {:.3} ({:.1} s)",
                     p.reason,
                     p.global_step,
-                    mean(0),
-                    mean(1),
-                    mean(2),
+                    mean(Stance::Support),
+                    mean(Stance::Neutral),
+                    mean(Stance::Oppose),
                     p.seconds
                 ))
             }

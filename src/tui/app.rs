@@ -6,10 +6,10 @@ use super::action::{Action, Context, Mode};
 use super::checkpoints::{Pick, ProbeScreen};
 use super::keymap::Keymap;
 use super::path_display;
-use super::probe_worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use super::run::{Level, RunModel};
 use super::theme::Theme;
 use crate::events::Event;
+use crate::probe::worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use crate::train::Control;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use std::path::{Path, PathBuf};
@@ -548,7 +548,7 @@ mod tests {
         assert_eq!(app.quit, Quit::Stopping);
         app.apply(&[Event::RunEnd(crate::events::RunEnd {
             t: 1.0,
-            status: "stopped".into(),
+            status: crate::events::RunStatus::Stopped,
             global_step: 3,
             seconds: 1.0,
             message: None,

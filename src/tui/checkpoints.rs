@@ -2,11 +2,12 @@
 //! two picked (A, then B), the question (typed, or taken from the probe
 //! set), and the answers the worker streams back, one column per checkpoint.
 
-use super::probe_worker::{JobCheckpoint, JobEvent, JudgeChoice, ProbeJob, WorkerUpdate};
-use crate::events::SnapshotEvent;
+use crate::events::{SnapshotEvent, StanceDistribution};
 use crate::model::generate::SamplingParams;
+use crate::probe::checkpoint::RunContext;
 use crate::probe::set::ProbeSet;
-use crate::report::checkpoint::{list_snapshots, RunContext, SnapshotEntry};
+use crate::probe::worker::{JobCheckpoint, JobEvent, JudgeChoice, ProbeJob, WorkerUpdate};
+use crate::rundir::{RunDir, SnapshotEntry};
 use std::path::{Path, PathBuf};
 
 /// Answers sampled per checkpoint.
@@ -28,7 +29,7 @@ pub fn default_params() -> SamplingParams {
 pub struct AnswerView {
     pub text: String,
     /// The judge's stance distribution, once scored.
-    pub judged: Option<[f64; 3]>,
+    pub judged: Option<StanceDistribution>,
 }
 
 /// One checkpoint's results.
@@ -38,7 +39,7 @@ pub struct ColumnView {
     pub global_step: Option<u64>,
     /// What the worker is doing for it.
     pub status: String,
-    pub choice: Option<[f64; 3]>,
+    pub choice: Option<StanceDistribution>,
     pub answers: Vec<AnswerView>,
     /// Judge name, its check on answers of known stance, and whether it passed.
     pub judge: Option<(String, Option<String>, bool)>,
@@ -137,7 +138,7 @@ impl ProbeScreen {
             .collect();
         let at = self.snapshots.get(self.cursor).map(|s| s.name.clone());
         self.snapshots = match run_dir {
-            Some(d) => list_snapshots(d, known),
+            Some(d) => RunDir::at(d).snapshots(known),
             None => Vec::new(),
         };
         // Newest first: the cursor starts on the newest, and ↓ goes back in
@@ -159,7 +160,7 @@ impl ProbeScreen {
         if self.set.is_none() || self.loaded_for.as_deref() != run_dir {
             let (set, note) = match run_dir.map(RunContext::read) {
                 Some(Ok(ctx)) => ctx.probe_set(),
-                _ => (crate::report::checkpoint::default_probe_set(), None),
+                _ => (crate::probe::checkpoint::default_probe_set(), None),
             };
             self.set = Some(set);
             self.set_note = note;

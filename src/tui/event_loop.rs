@@ -7,12 +7,12 @@
 //! backend so tests drive it on a `TestBackend`.
 
 use super::app::{App, Effect, Quit};
-use super::probe_worker::{ProbeWorker, WorkerUpdate};
 use super::replay::Replay;
 use super::run::{Level, RunModel};
 use super::ui;
 use crate::events::watch::{WatchHandle, WatchMessage};
 use crate::events::Event;
+use crate::probe::worker::{ProbeWorker, WorkerUpdate};
 use crate::train::Control;
 use anyhow::{anyhow, Result};
 use crossterm::event::Event as TermEvent;

@@ -275,7 +275,7 @@ impl Keymap {
     /// Read `text` (TOML) over this keymap; `origin` names it in errors.
     fn layer(&mut self, text: &str, origin: &str, layer: u8) -> Result<()> {
         let at = |offset: usize| {
-            let (line, col) = crate::recipe::line_col(text, offset);
+            let (line, col) = crate::location::line_col(text, offset);
             format!("{origin}:{line}:{col}")
         };
         let file: KeymapFile = toml::from_str(text).map_err(|e| {

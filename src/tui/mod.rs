@@ -18,7 +18,6 @@ pub mod keymap;
 pub mod logging;
 pub mod panels;
 pub mod path_display;
-pub mod probe_worker;
 pub mod replay;
 pub mod run;
 pub mod run_clock;
@@ -28,13 +27,14 @@ pub mod theme;
 pub mod ui;
 
 use crate::events::watch::{follow, Follower};
+use crate::probe::worker::ProbeWorker;
+use crate::rundir::RunLog;
 use crate::train::{Control, TrainerHandle};
 use action::Mode;
 use anyhow::{Context, Result};
 use app::App;
 use event_loop::{LiveSource, Source, WatchSource};
 use keymap::Keymap;
-use probe_worker::ProbeWorker;
 use replay::Replay;
 use run::Level;
 use std::path::{Path, PathBuf};
@@ -95,21 +95,6 @@ fn run_on_terminal(app: &mut App, source: &mut Source) -> Result<()> {
         drop(guard);
         result
     })
-}
-
-/// The run directory a log path belongs to (the directory itself, or the
-/// directory of its `events.jsonl`).
-fn run_dir_of(path: &Path) -> Option<PathBuf> {
-    if path.is_dir() {
-        return Some(path.to_path_buf());
-    }
-    let parent = path.parent()?;
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    Some(parent.to_path_buf())
 }
 
 /// Show the dashboard over a running trainer until the user quits or the run ends.
@@ -175,7 +160,7 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
     );
     let mut app = App::new(Mode::Replay, theme, path.display().to_string());
     app.keymap = keymap;
-    app.run_dir = run_dir_of(path);
+    app.run_dir = Some(replay.run_dir().root().to_path_buf());
     app.skipped_lines = replay.skipped;
     if replay.torn_tail {
         app.run.note(
@@ -191,20 +176,17 @@ pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
     let keymap = opts.keymap()?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
-    let file = if path.is_dir() {
-        let f = path.join("events.jsonl");
-        if !f.exists() {
-            anyhow::bail!("{} is not a run: it has no events.jsonl", path.display());
-        }
-        f
+    // A log that does not exist yet is waited for.
+    let RunLog { run, log: file } = if path.exists() {
+        RunLog::locate(path)?
     } else {
-        path.to_path_buf()
+        RunLog::of_file(path)
     };
     let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
     tracing::info!("watching {}", file.display());
     let mut app = App::new(Mode::Watch, theme, file.display().to_string());
     app.keymap = keymap;
-    app.run_dir = run_dir_of(&file);
+    app.run_dir = Some(run.root().to_path_buf());
     app.skipped_lines = first.skipped;
     if first.missing {
         let waiting = format!("waiting for {} to appear", app.source);

@@ -13,6 +13,7 @@
 use super::app::{ReplayCommand, ReplayStatus};
 use super::ingest::{parse_line, Parsed};
 use super::run::RunModel;
+use crate::rundir::{RunDir, RunLog};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -26,21 +27,6 @@ pub const MAX_GAP: f64 = 2.0;
 pub const SPEEDS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 const READ_CHUNK: usize = 8 << 20;
 
-/// The run directory's log, or the file itself.
-pub fn resolve_log(path: &Path) -> Result<PathBuf> {
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    if path.is_dir() {
-        let log = path.join("events.jsonl");
-        if !log.is_file() {
-            bail!("{} is not a run: it has no events.jsonl", path.display());
-        }
-        return Ok(log);
-    }
-    Ok(path.to_path_buf())
-}
-
 /// What the timeline needs of one event.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
@@ -53,6 +39,7 @@ struct Mark {
 /// A finished run, ready to play.
 pub struct Replay {
     path: PathBuf,
+    run: RunDir,
     file: File,
     len: u64,
     marks: Vec<Mark>,
@@ -71,10 +58,10 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Read the log at `path` (a run directory or its `events.jsonl`).
-    /// Returns the replay and the model of the whole run.
+    /// Read the log of the run at `path` (its directory, its log, or one of
+    /// its snapshots). Returns the replay and the model of the whole run.
     pub fn open(path: &Path) -> Result<(Replay, RunModel)> {
-        let log = resolve_log(path)?;
+        let RunLog { run, log } = RunLog::locate(path)?;
         let mut file =
             File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
         let mut marks = Vec::new();
@@ -172,6 +159,7 @@ impl Replay {
         }
         let replay = Replay {
             path: log,
+            run,
             file,
             len,
             marks,
@@ -189,6 +177,11 @@ impl Replay {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The run the log belongs to.
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
     }
 
     pub fn len(&self) -> usize {
@@ -405,7 +398,7 @@ mod tests {
         replay.command(ReplayCommand::End, &mut model).unwrap();
         assert!(!replay.is_playing(), "the end stops playback");
         assert_eq!(model.global_step, 180);
-        assert_eq!(model.ended.as_deref(), Some("completed"));
+        assert_eq!(model.ended, Some(crate::events::RunStatus::Completed));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 
 use super::run_clock::RunClock;
 use super::series::{Capacity, Series};
-use crate::events::{Event, ProbeEvent, RunStart, SnapshotEvent, StepEvent};
+use crate::events::{
+    AlertLevel, Event, PerStance, ProbeEvent, ProbeMethod, RunStart, RunStatus, SnapshotEvent,
+    Stance, StanceDistribution, StepEvent,
+};
 use crate::probe::drift::{DriftTable, Point};
 use std::collections::BTreeMap;
 
@@ -45,23 +48,23 @@ pub const MAX_TOPIC_POINTS: usize = 4096;
 /// One topic's stance over the probes.
 #[derive(Debug, Clone)]
 pub struct TopicTrack {
-    pub first: [f64; 3],
-    pub latest: [f64; 3],
-    pub latest_se: [f64; 3],
+    pub first: StanceDistribution,
+    pub latest: StanceDistribution,
+    pub latest_se: PerStance<f64>,
     /// p(stance) per probe, x = global step.
-    pub history: [Series; 3],
+    pub history: PerStance<Series>,
     /// Every probe (up to [`MAX_TOPIC_POINTS`]) with its phase and standard
     /// errors, in step order: the drill-down's curves and the drift table.
     pub points: Vec<(usize, Point)>,
 }
 
 impl TopicTrack {
-    fn new(mean: [f64; 3], se: [f64; 3]) -> Self {
+    fn new(mean: StanceDistribution, se: PerStance<f64>) -> Self {
         Self {
             first: mean,
             latest: mean,
             latest_se: se,
-            history: std::array::from_fn(|_| Series::new(Capacity::PROBES)),
+            history: PerStance::from_fn(|_| Series::new(Capacity::PROBES)),
             points: Vec::new(),
         }
     }
@@ -96,21 +99,14 @@ impl TopicTrack {
         }
     }
 
-    /// Index of the stance with the highest latest probability.
-    pub fn leading(&self) -> usize {
-        let m = self.latest;
-        let mut best = 0;
-        for i in 1..3 {
-            if m[i] > m[best] {
-                best = i;
-            }
-        }
-        best
+    /// The stance with the highest latest probability.
+    pub fn leading(&self) -> Stance {
+        self.latest.leading()
     }
 
     /// Signed change of each stance since the first probe.
-    pub fn drift(&self) -> [f64; 3] {
-        std::array::from_fn(|i| self.latest[i] - self.first[i])
+    pub fn drift(&self) -> PerStance<f64> {
+        self.latest - self.first
     }
 }
 
@@ -185,8 +181,8 @@ pub struct RunModel {
     pub failed_probes: u64,
     /// Wall time all probes took, successful or not.
     pub probe_seconds: f64,
-    /// `choice` or `generate`, from the last successful probe.
-    pub probe_method: String,
+    /// The last successful probe's method.
+    pub probe_method: Option<ProbeMethod>,
     pub paused: bool,
     pub snapshots: u64,
     pub last_snapshot: Option<String>,
@@ -194,8 +190,8 @@ pub struct RunModel {
     pub snapshot_events: Vec<SnapshotEvent>,
     pub status: Option<StatusMessage>,
     pub alerts: u64,
-    /// `completed`, `stopped` or `failed` once the run has ended.
-    pub ended: Option<String>,
+    /// How the run ended, once it has.
+    pub ended: Option<RunStatus>,
     pub events: u64,
 }
 
@@ -211,11 +207,7 @@ impl RunModel {
 
     /// Global steps at which a phase after the first began.
     pub fn phase_boundaries(&self) -> Vec<(u64, &str)> {
-        self.phases
-            .iter()
-            .skip(1)
-            .filter_map(|p| p.start.map(|s| (s, p.name.as_str())))
-            .collect()
+        crate::events::phase_boundaries(self.phases.iter().map(|p| (p.name.as_str(), p.start)))
     }
 
     pub fn current_phase(&self) -> Option<&Phase> {
@@ -313,10 +305,10 @@ impl RunModel {
             }
             Event::Alert(a) => {
                 self.alerts += 1;
-                let level = if a.level == "error" {
-                    Level::Error
-                } else {
-                    Level::Warning
+                let level = match a.level {
+                    AlertLevel::Error => Level::Error,
+                    AlertLevel::Warning => Level::Warning,
+                    AlertLevel::Info => Level::Info,
                 };
                 self.say(level, a.message.clone(), a.global_step);
             }
@@ -326,13 +318,12 @@ impl RunModel {
                 self.global_step = self.global_step.max(pe.global_step);
             }
             Event::RunEnd(re) => {
-                self.ended = Some(re.status.clone());
+                self.ended = Some(re.status);
                 self.paused = false;
                 self.clock.end(re.t);
-                let level = if re.status == "failed" {
-                    Level::Error
-                } else {
-                    Level::Info
+                let level = match re.status {
+                    RunStatus::Failed => Level::Error,
+                    RunStatus::Completed | RunStatus::Stopped => Level::Info,
                 };
                 let mut text = format!("run {} at step {}", re.status, re.global_step);
                 if let Some(m) = &re.message {
@@ -422,23 +413,23 @@ impl RunModel {
         }
         self.series.retain(|_, s| !s.is_empty());
         for (_, track) in &mut self.topics {
-            for s in &mut track.history {
+            for s in track.history.values_mut() {
                 s.truncate_after(x);
             }
-            let latest: Option<[f64; 3]> = track
-                .history
-                .iter()
-                .map(|s| s.last().map(|p| p.1))
-                .collect::<Option<Vec<f64>>>()
-                .map(|v| [v[0], v[1], v[2]]);
-            if let Some(l) = latest {
-                track.latest = l;
+            let last = |s: Stance| track.history[s].last().map(|p| p.1);
+            if let (Some(a), Some(b), Some(c)) = (
+                last(Stance::Support),
+                last(Stance::Neutral),
+                last(Stance::Oppose),
+            ) {
+                track.latest = PerStance::new(a, b, c);
             }
         }
         for (_, track) in &mut self.topics {
             track.points.retain(|(_, p)| p.global_step <= global_step);
         }
-        self.topics.retain(|(_, t)| !t.history[0].is_empty());
+        self.topics
+            .retain(|(_, t)| !t.history[Stance::Support].is_empty());
         self.snapshot_events
             .retain(|s| s.global_step <= global_step);
         for p in &mut self.phases {
@@ -468,7 +459,7 @@ impl RunModel {
         }
         self.probes += 1;
         self.last_probe_step = Some(p.global_step);
-        self.probe_method.clone_from(&p.method);
+        self.probe_method = Some(p.method);
         let x = p.global_step as f64;
         for ts in &p.topics {
             let idx = match self.topics.iter().position(|(name, _)| *name == ts.topic) {
@@ -482,8 +473,8 @@ impl RunModel {
             let track = &mut self.topics[idx].1;
             track.latest = ts.mean;
             track.latest_se = ts.se;
-            for (s, &v) in track.history.iter_mut().zip(&ts.mean) {
-                s.push(x, v);
+            for (s, &v) in ts.mean.iter() {
+                track.history[s].push(x, v);
             }
             track.push_point(
                 p.phase,
@@ -614,17 +605,17 @@ mod tests {
 
     #[test]
     fn topic_points_stay_bounded_and_keep_each_phase_s_ends() {
-        let mut track = TopicTrack::new([0.3; 3], [0.0; 3]);
+        let mut track = TopicTrack::new([0.3; 3].into(), [0.0; 3].into());
         let n = MAX_TOPIC_POINTS as u64 + 10;
         for g in 0..n {
             let phase = usize::from(g >= n / 2);
-            let mean = [g as f64, 0.0, 0.0];
+            let mean = [g as f64, 0.0, 0.0].into();
             track.push_point(
                 phase,
                 Point {
                     global_step: g,
                     mean,
-                    se: [0.0; 3],
+                    se: [0.0; 3].into(),
                 },
             );
         }
@@ -639,11 +630,11 @@ mod tests {
             1,
             Point {
                 global_step: n - 1,
-                mean: [9.0; 3],
-                se: [0.0; 3],
+                mean: [9.0; 3].into(),
+                se: [0.0; 3].into(),
             },
         );
-        assert_eq!(track.points.last().unwrap().1.mean, [9.0; 3]);
+        assert_eq!(track.points.last().unwrap().1.mean, [9.0; 3].into());
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn install_panic_hook() {
         std::panic::set_hook(Box::new(move |info| {
             // The probe worker catches its panics and carries on: the
             // dashboard keeps the terminal, the log gets the message.
-            if std::thread::current().name() == Some(super::probe_worker::THREAD_NAME) {
+            if std::thread::current().name() == Some(crate::probe::worker::THREAD_NAME) {
                 tracing::error!("probe worker panic: {info}");
                 return;
             }

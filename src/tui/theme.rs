@@ -5,6 +5,8 @@
 //! what it changes. Unknown keys and bad colours are errors with the file,
 //! line and column: a broken theme never falls back silently.
 
+use crate::events::PerStance;
+use crate::location::line_col;
 use anyhow::{anyhow, Result};
 use ratatui::style::Color;
 use ratatui::symbols::Marker;
@@ -44,7 +46,7 @@ pub struct Theme {
     pub series: Vec<Color>,
     pub raw_when_smoothed: Color,
     /// support, neutral, oppose.
-    pub stance: [Color; 3],
+    pub stance: PerStance<Color>,
 }
 
 impl Default for Theme {
@@ -147,7 +149,7 @@ impl Theme {
         if let Some(st) = file.stance {
             for (dst, src) in self
                 .stance
-                .iter_mut()
+                .values_mut()
                 .zip([st.support, st.neutral, st.oppose])
             {
                 if let Some(c) = src {
@@ -183,17 +185,9 @@ impl Theme {
             phase_boundary: Color::DarkGray,
             series: vec![Color::Cyan, Color::Magenta, Color::Green, Color::Red],
             raw_when_smoothed: Color::DarkGray,
-            stance: [Color::Green, Color::Yellow, Color::Red],
+            stance: PerStance::new(Color::Green, Color::Yellow, Color::Red),
         }
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +274,7 @@ impl<'de> Deserialize<'de> for ThemeMarker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Stance;
 
     #[test]
     fn built_ins_parse_and_differ() {
@@ -291,7 +286,7 @@ mod tests {
         assert_eq!(hc.marker, Marker::HalfBlock);
         assert_eq!(
             hc.stance,
-            [Color::LightGreen, Color::LightYellow, Color::LightRed]
+            PerStance::new(Color::LightGreen, Color::LightYellow, Color::LightRed)
         );
         assert_eq!(Theme::default(), dark);
     }
@@ -307,8 +302,8 @@ mod tests {
         .unwrap();
         let t = Theme::load(Some(path.to_str().unwrap())).unwrap();
         let dark = Theme::built_in("dark").unwrap();
-        assert_eq!(t.stance[0], Color::Rgb(1, 2, 3));
-        assert_eq!(t.stance[1], dark.stance[1]);
+        assert_eq!(t.stance[Stance::Support], Color::Rgb(1, 2, 3));
+        assert_eq!(t.stance[Stance::Neutral], dark.stance[Stance::Neutral]);
         assert_eq!(t.marker, Marker::Dot);
         assert_eq!(t.foreground, dark.foreground);
         assert_eq!(t.name, "mine");

@@ -13,7 +13,7 @@
 //! ```
 
 use super::stance::{pad, truncate};
-use crate::events::STANCES;
+use crate::events::Stance;
 use crate::tui::app::App;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -109,7 +109,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         Span::styled(pad("topic", topic_w), muted),
         Span::styled(pad("phase", phase_w), muted),
     ];
-    for s in STANCES {
+    for s in Stance::EACH {
         head.push(Span::styled(pad(&format!("{s} Δ"), 11), muted));
         head.push(Span::styled(pad("time", 7), muted));
     }
@@ -133,7 +133,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             Span::raw(pad(&name, topic_w)),
             Span::raw(pad(&r.phase, phase_w)),
         ];
-        for (s, d) in r.stances.iter().enumerate() {
+        for (s, d) in r.stances.iter() {
             let mut style = Style::new().fg(t.stance[s]);
             if d.magnitude.abs() >= NOTABLE {
                 style = style.add_modifier(Modifier::BOLD);

@@ -1,6 +1,7 @@
 //! Run name, phase k/n and algorithm, step/total, speed, elapsed and ETA.
 
 use super::{fmt_duration, fmt_rate, label_value};
+use crate::events::RunStatus;
 use crate::tui::action::Mode;
 use crate::tui::app::App;
 use ratatui::layout::Rect;
@@ -44,10 +45,10 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     )];
     let state = match (&run.ended, run.paused) {
         (Some(status), _) => {
-            let color = match status.as_str() {
-                "failed" => t.error,
-                "stopped" => t.warning,
-                _ => t.ok,
+            let color = match status {
+                RunStatus::Failed => t.error,
+                RunStatus::Stopped => t.warning,
+                RunStatus::Completed => t.ok,
             };
             Some((format!("■ {status}"), color))
         }

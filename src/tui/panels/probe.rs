@@ -18,12 +18,13 @@
 //! ╰───────────────────────────────────╯╰───────────────────────────────────────────────────╯
 //! ```
 
-use super::stance::{distribution_bar, initial, pad, prob, truncate};
+use super::stance::{distribution_bar, pad, prob, truncate};
+use crate::events::{SnapshotReason, StanceDistribution};
+use crate::probe::worker::JudgeChoice;
 use crate::tui::action::{Action, Context};
 use crate::tui::app::App;
 use crate::tui::checkpoints::{ColumnView, QuestionSource};
 use crate::tui::path_display;
-use crate::tui::probe_worker::JudgeChoice;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -127,7 +128,10 @@ fn snapshots(frame: &mut Frame, app: &App, area: Rect) {
         ];
         match &s.problem {
             Some(problem) => spans.push(Span::styled(problem.clone(), Style::new().fg(t.warning))),
-            None => spans.push(Span::styled(s.reason.clone(), muted)),
+            None => spans.push(Span::styled(
+                s.reason.map_or("on disk", SnapshotReason::name),
+                muted,
+            )),
         }
         let mut line = Line::from(spans);
         if i == p.cursor {
@@ -256,12 +260,12 @@ fn answers(frame: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-fn dist_spans(app: &App, d: [f64; 3]) -> Vec<Span<'static>> {
-    (0..3)
-        .map(|i| {
+fn dist_spans(app: &App, d: StanceDistribution) -> Vec<Span<'static>> {
+    d.iter()
+        .map(|(s, p)| {
             Span::styled(
-                format!("{} {} ", initial(i), prob(d[i])),
-                Style::new().fg(app.theme.stance[i]),
+                format!("{} {} ", s.initial(), prob(*p)),
+                Style::new().fg(app.theme.stance[s]),
             )
         })
         .collect()

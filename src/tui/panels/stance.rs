@@ -8,7 +8,7 @@
 //! ```
 
 use super::{panel_block, plural};
-use crate::events::STANCES;
+use crate::events::{Stance, StanceDistribution};
 use crate::tui::app::{App, Panel};
 use crate::tui::run::TopicTrack;
 use ratatui::layout::Rect;
@@ -118,19 +118,19 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             spans.push(Span::raw(" "));
         }
         if show_numbers {
-            for (i, p) in track.latest.iter().enumerate() {
+            for (s, p) in track.latest.iter() {
                 spans.push(Span::styled(
-                    format!("{} {} ", initial(i), prob(*p)),
-                    Style::new().fg(app.theme.stance[i]),
+                    format!("{} {} ", s.initial(), prob(*p)),
+                    Style::new().fg(app.theme.stance[s]),
                 ));
             }
             spans.push(Span::raw(" "));
         }
         if show_drift {
-            for (i, d) in track.drift().iter().enumerate() {
+            for (s, d) in track.drift().iter() {
                 spans.push(Span::styled(
-                    format!("{} {} ", initial(i), signed(*d)),
-                    Style::new().fg(app.theme.stance[i]),
+                    format!("{} {} ", s.initial(), signed(*d)),
+                    Style::new().fg(app.theme.stance[s]),
                 ));
             }
         }
@@ -162,18 +162,18 @@ fn sparkline<'a>(app: &App, track: &TopicTrack, width: usize) -> Vec<Span<'a>> {
         .collect();
     let drawn: String = values.iter().collect();
     vec![
-        Span::styled(format!("{} ", initial(lead)), Style::new().fg(color)),
+        Span::styled(format!("{} ", lead.initial()), Style::new().fg(color)),
         Span::styled(pad(&drawn, n + 1), Style::new().fg(color)),
     ]
 }
 
 /// A bar `width` cells long split in proportion to support, neutral, oppose.
-pub fn distribution_bar<'a>(app: &App, mean: [f64; 3], width: usize) -> Vec<Span<'a>> {
-    let total: f64 = mean.iter().map(|p| p.max(0.0)).sum();
+pub fn distribution_bar<'a>(app: &App, mean: StanceDistribution, width: usize) -> Vec<Span<'a>> {
+    let total: f64 = mean.values().map(|p| p.max(0.0)).sum();
     let total = if total > 0.0 { total } else { 1.0 };
     // Largest remainder, so the three parts always fill the bar exactly.
     let exact: Vec<f64> = mean
-        .iter()
+        .values()
         .map(|p| p.max(0.0) / total * width as f64)
         .collect();
     let mut cells: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
@@ -187,24 +187,21 @@ pub fn distribution_bar<'a>(app: &App, mean: [f64; 3], width: usize) -> Vec<Span
         cells[i] += 1;
         left -= 1;
     }
-    let glyphs = ['█', '▓', '▒'];
-    cells
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
+    Stance::EACH
+        .into_iter()
+        .zip(cells)
+        .map(|(s, n)| {
+            let glyph = match s {
+                Stance::Support => '█',
+                Stance::Neutral => '▓',
+                Stance::Oppose => '▒',
+            };
             Span::styled(
-                glyphs[i].to_string().repeat(n),
-                Style::new().fg(app.theme.stance[i]),
+                glyph.to_string().repeat(n),
+                Style::new().fg(app.theme.stance[s]),
             )
         })
         .collect()
-}
-
-pub fn initial(stance: usize) -> char {
-    STANCES[stance]
-        .chars()
-        .next()
-        .map_or('?', |c| c.to_ascii_uppercase())
 }
 
 /// `.62`, `1.0`
@@ -250,8 +247,8 @@ pub fn truncate(s: &str, w: usize) -> String {
 }
 
 /// The colour a stance is drawn in (for tests and other panels).
-pub fn stance_color(app: &App, stance: usize) -> Color {
-    app.theme.stance[stance.min(2)]
+pub fn stance_color(app: &App, stance: Stance) -> Color {
+    app.theme.stance[stance]
 }
 
 #[cfg(test)]
@@ -275,7 +272,7 @@ mod tests {
             "x",
         );
         for mean in [[0.333, 0.333, 0.334], [1.0, 0.0, 0.0], [0.5, 0.25, 0.25]] {
-            let n: usize = distribution_bar(&app, mean, 15)
+            let n: usize = distribution_bar(&app, mean.into(), 15)
                 .iter()
                 .map(|s| s.content.chars().count())
                 .sum();

@@ -12,8 +12,8 @@
 //! ```
 
 use super::drift::{fmt_magnitude, fmt_time};
-use super::stance::{initial, pad};
-use crate::events::STANCES;
+use super::stance::pad;
+use crate::events::Stance;
 use crate::probe::drift::Point;
 use crate::tui::app::App;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -53,10 +53,10 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         v
     };
     let mut legend = vec![Span::raw(" ")];
-    for (i, s) in STANCES.iter().enumerate() {
+    for s in Stance::EACH {
         legend.push(Span::styled(
             format!("━ {s} "),
-            Style::new().fg(t.stance[i]),
+            Style::new().fg(t.stance[s]),
         ));
     }
     legend.push(Span::styled(
@@ -106,7 +106,7 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
     // Probabilities of small models sit close together: zoom to the data.
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for p in points {
-        for s in 0..3 {
+        for s in Stance::EACH {
             lo = lo.min(p.mean[s] - p.se[s]);
             hi = hi.max(p.mean[s] + p.se[s]);
         }
@@ -117,7 +117,8 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
     let span = (hi - lo).max(0.05);
     let mid = (lo + hi) / 2.0;
     let y = [(mid - span * 0.55).max(0.0), (mid + span * 0.55).min(1.0)];
-    let lines: Vec<Vec<(f64, f64)>> = (0..3)
+    let lines: Vec<Vec<(f64, f64)>> = Stance::EACH
+        .into_iter()
         .map(|s| {
             points
                 .iter()
@@ -125,7 +126,8 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
                 .collect()
         })
         .collect();
-    let bands: Vec<Vec<(f64, f64)>> = (0..3)
+    let bands: Vec<Vec<(f64, f64)>> = Stance::EACH
+        .into_iter()
         .map(|s| {
             points
                 .iter()
@@ -153,7 +155,7 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
                 .style(Style::new().fg(t.phase_boundary))
         })
         .collect();
-    for (s, band) in bands.iter().enumerate() {
+    for (s, band) in Stance::EACH.into_iter().zip(&bands) {
         datasets.push(
             Dataset::default()
                 .data(band)
@@ -162,10 +164,10 @@ fn render_chart(frame: &mut Frame, app: &App, area: Rect, points: &[Point]) {
                 .style(Style::new().fg(t.stance[s])),
         );
     }
-    for (s, line) in lines.iter().enumerate() {
+    for (s, line) in Stance::EACH.into_iter().zip(&lines) {
         datasets.push(
             Dataset::default()
-                .name(STANCES[s])
+                .name(s.name())
                 .data(line)
                 .marker(t.marker)
                 .graph_type(GraphType::Line)
@@ -207,7 +209,7 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
         Span::styled(pad("probes", 8), muted),
         Span::styled(pad("steps", 12), muted),
     ];
-    for s in STANCES {
+    for s in Stance::EACH {
         head.push(Span::styled(pad(&format!("{s} Δ"), 11), muted));
         head.push(Span::styled(pad("time", 7), muted));
     }
@@ -244,8 +246,8 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
             Span::raw(pad(&count.to_string(), 8)),
             Span::raw(pad(&steps, 12)),
         ];
-        for (i, d) in r.stances.iter().enumerate() {
-            let style = Style::new().fg(t.stance[i]);
+        for (s, d) in r.stances.iter() {
+            let style = Style::new().fg(t.stance[s]);
             spans.push(Span::styled(pad(&fmt_magnitude(d.magnitude), 11), style));
             spans.push(Span::styled(pad(&fmt_time(d.time), 7), style));
         }
@@ -265,15 +267,15 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
             ),
             muted,
         )];
-        for i in 0..3 {
+        for s in Stance::EACH {
             now.push(Span::styled(
                 format!(
                     "{} {:.3} ± {:.3}  ",
-                    initial(i),
-                    tr.latest[i],
-                    tr.latest_se[i]
+                    s.initial(),
+                    tr.latest[s],
+                    tr.latest_se[s]
                 ),
-                Style::new().fg(t.stance[i]),
+                Style::new().fg(t.stance[s]),
             ));
         }
         out.push(Line::from(now));

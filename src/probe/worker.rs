@@ -11,14 +11,15 @@
 //! probe screen ──ProbeJob──▶ worker thread (ProbeEngine) ──WorkerUpdate──▶ event loop ──▶ App
 //! ```
 
+use super::checkpoint::{load_checkpoint, RunContext};
+use super::choice::ChoiceScorer;
+use super::judge::{check_judge, Judge, LocalJudge};
+use super::set::builtin_judge_cases;
+use super::MAX_PROBE_TOKENS;
 use crate::data::Message;
+use crate::events::StanceDistribution;
 use crate::model::generate::{generate, SamplingParams};
 use crate::model::LoadedModel;
-use crate::probe::choice::ChoiceScorer;
-use crate::probe::judge::{check_judge, Judge, LocalJudge};
-use crate::probe::set::builtin_judge_cases;
-use crate::probe::MAX_PROBE_TOKENS;
-use crate::report::checkpoint::{load_checkpoint, RunContext};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +86,7 @@ pub enum JobEvent {
     /// The question's `choice` distribution for the column's checkpoint.
     Choice {
         column: usize,
-        dist: [f64; 3],
+        dist: StanceDistribution,
     },
     /// More text of one sampled answer.
     Text {
@@ -104,7 +105,7 @@ pub enum JobEvent {
     Judged {
         column: usize,
         sample: usize,
-        dist: [f64; 3],
+        dist: StanceDistribution,
     },
     ColumnDone {
         column: usize,

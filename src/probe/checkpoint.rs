@@ -1,13 +1,14 @@
-//! One checkpoint's stance, headless (`driftui probe`), and what probing a
-//! run's snapshots needs: listing them, loading one with clear errors, the
-//! run's probe set and its starting model.
+//! Probing checkpoints: one checkpoint's stance, headless (`driftui probe`),
+//! and what probing a run's snapshots needs: loading one with clear errors,
+//! the run's probe set and its starting model.
 
+use super::set::ProbeSet;
+use super::{Method, Prober};
 use crate::data::TemplateChoice;
-use crate::events::{Event, SnapshotEvent, TopicStance, STANCES};
+use crate::events::{Event, ProbeMethod, Stance, TopicStance};
 use crate::model::{load_model, LoadOptions, LoadedModel};
-use crate::probe::set::ProbeSet;
-use crate::probe::{Method, Prober};
 use crate::recipe::Recipe;
+use crate::rundir::RunDir;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -25,18 +26,6 @@ pub fn default_probe_set() -> ProbeSet {
         .expect("the shipped probe set parses")
 }
 
-/// The run a snapshot directory belongs to (`RUN/snapshots/NAME`), if any.
-pub fn run_dir_of(checkpoint: &Path) -> Option<PathBuf> {
-    let parent = checkpoint.parent()?;
-    if parent.file_name()? != "snapshots" {
-        return None;
-    }
-    let run = parent.parent()?;
-    run.join("events.jsonl")
-        .is_file()
-        .then(|| run.to_path_buf())
-}
-
 /// How a run loaded its model, from its log's `run_start` and its recipe.
 #[derive(Debug, Clone, Default)]
 pub struct RunContext {
@@ -49,7 +38,8 @@ pub struct RunContext {
 impl RunContext {
     /// Read the first record of `RUN/events.jsonl` (and the recipe it carries).
     pub fn read(run_dir: &Path) -> Result<Self> {
-        let log = run_dir.join("events.jsonl");
+        let run = RunDir::at(run_dir);
+        let log = run.events_log();
         let file =
             std::fs::File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
         let mut first = String::new();
@@ -60,7 +50,7 @@ impl RunContext {
             bail!("{} does not start with a run_start record", log.display());
         };
         let recipe = crate::recipe::parse(&rs.recipe).ok().or_else(|| {
-            std::fs::read_to_string(run_dir.join("recipe.toml"))
+            std::fs::read_to_string(run.recipe_copy())
                 .ok()
                 .and_then(|t| crate::recipe::parse(&t).ok())
         });
@@ -170,21 +160,16 @@ pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     if !spec.starts_with("builtin:") && !path.exists() && !spec.contains(':') {
         bail!("the checkpoint {spec} does not exist");
     }
-    if path.is_dir() && path.join("events.jsonl").is_file() {
-        let names: Vec<String> = list_snapshots(path, &[])
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        if names.is_empty() {
+    let run = RunDir::at(path);
+    if path.is_dir() && run.has_log() {
+        let Some(last) = run.snapshots(&[]).pop() else {
             bail!(
                 "{spec} is a run directory without snapshots; name a snapshot or model directory"
             );
-        }
+        };
         bail!(
             "{spec} is a run directory; name one of its snapshots, e.g. {}",
-            path.join("snapshots")
-                .join(&names[names.len() - 1])
-                .display()
+            last.path.display()
         );
     }
     let mut opts = opts.clone();
@@ -194,104 +179,11 @@ pub fn load_checkpoint(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     load_model(spec, &opts).with_context(|| format!("cannot load the checkpoint {spec}"))
 }
 
-/// A snapshot of a run, as the probe screen lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotEntry {
-    /// Directory name, e.g. `sft-000050`.
-    pub name: String,
-    pub path: PathBuf,
-    pub phase: String,
-    pub step: Option<u64>,
-    pub global_step: Option<u64>,
-    /// `cadence`, `manual`, `phase_end`, `stop`, `reference`, or `on disk`.
-    pub reason: String,
-    /// Why it cannot be probed, if it cannot.
-    pub problem: Option<String>,
-}
-
-/// The snapshots of the run at `run_dir`: those its log names (`known`) and
-/// those on disk under `snapshots/`, ordered by step.
-pub fn list_snapshots(run_dir: &Path, known: &[SnapshotEvent]) -> Vec<SnapshotEntry> {
-    let mut out: Vec<SnapshotEntry> = Vec::new();
-    for s in known {
-        let path = run_dir.join(&s.path);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| s.path.clone());
-        out.retain(|e| e.name != name);
-        out.push(SnapshotEntry {
-            phase: name
-                .rsplit_once('-')
-                .map_or(String::new(), |(p, _)| p.to_string()),
-            name,
-            step: Some(s.step),
-            global_step: Some(s.global_step),
-            reason: s.reason.clone(),
-            problem: problem(&path),
-            path,
-        });
-    }
-    if let Ok(dir) = std::fs::read_dir(run_dir.join("snapshots")) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') || !entry.path().is_dir() || out.iter().any(|e| e.name == name)
-            {
-                continue;
-            }
-            let (phase, tail) = name.rsplit_once('-').unwrap_or((name.as_str(), ""));
-            let step = tail.parse::<u64>().ok();
-            out.push(SnapshotEntry {
-                phase: phase.to_string(),
-                step,
-                global_step: None,
-                reason: if tail == "reference" {
-                    "reference".into()
-                } else {
-                    "on disk".into()
-                },
-                problem: problem(&entry.path()),
-                path: entry.path(),
-                name,
-            });
-        }
-    }
-    for e in &mut out {
-        if e.problem.is_none() && !e.path.is_dir() {
-            e.problem = Some("missing on disk".into());
-        }
-    }
-    out.sort_by(|a, b| {
-        a.global_step
-            .unwrap_or(u64::MAX)
-            .cmp(&b.global_step.unwrap_or(u64::MAX))
-            .then_with(|| a.name.cmp(&b.name))
-    });
-    out
-}
-
-fn problem(dir: &Path) -> Option<String> {
-    if !dir.is_dir() {
-        return Some("missing on disk".into());
-    }
-    // A LoRA snapshot loads as its base with the adapters merged.
-    if dir.join("adapter_model.safetensors").is_file() && !dir.join("model.safetensors").is_file() {
-        return (!dir.join("adapter_config.json").is_file())
-            .then(|| "no adapter_config.json".into());
-    }
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        if !dir.join(f).is_file() {
-            return Some(format!("no {f}"));
-        }
-    }
-    None
-}
-
 /// The result of `driftui probe`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointProbe {
     pub checkpoint: String,
-    pub method: String,
+    pub method: ProbeMethod,
     /// Where the questions came from.
     pub probes: String,
     pub questions: usize,
@@ -306,7 +198,9 @@ pub struct CheckpointProbe {
 /// snapshots, else the shipped set.
 pub fn probe_checkpoint(spec: &str, probes: Option<&Path>) -> Result<CheckpointProbe> {
     let path = Path::new(spec);
-    let run = run_dir_of(path).and_then(|d| RunContext::read(&d).ok());
+    let run = RunDir::of_snapshot(path)
+        .filter(RunDir::has_log)
+        .and_then(|d| RunContext::read(d.root()).ok());
     let mut notes = Vec::new();
     let set = match probes {
         Some(p) => ProbeSet::load(p)?,
@@ -333,7 +227,7 @@ pub fn probe_checkpoint(spec: &str, probes: Option<&Path>) -> Result<CheckpointP
         .with_context(|| format!("probing {spec}"))?;
     Ok(CheckpointProbe {
         checkpoint: spec.to_string(),
-        method: "choice".into(),
+        method: ProbeMethod::Choice,
         probes: set.origin.clone(),
         questions: set.questions.len(),
         seconds: t0.elapsed().as_secs_f64(),
@@ -358,14 +252,18 @@ pub fn format_table(p: &CheckpointProbe) -> String {
         .unwrap_or(5)
         .max(5);
     let _ = write!(s, "\n{:<w$}", "topic");
-    for st in STANCES {
-        let _ = write!(s, "  {st:>15}");
+    for st in Stance::EACH {
+        let _ = write!(s, "  {:>15}", st.name());
     }
     let _ = writeln!(s, "  {:>4}", "n");
     for t in &p.topics {
         let _ = write!(s, "{:<w$}", t.topic);
-        for i in 0..3 {
-            let _ = write!(s, "  {:>15}", format!("{:.3} ± {:.3}", t.mean[i], t.se[i]));
+        for st in Stance::EACH {
+            let _ = write!(
+                s,
+                "  {:>15}",
+                format!("{:.3} ± {:.3}", t.mean[st], t.se[st])
+            );
         }
         let _ = writeln!(s, "  {:>4}", t.n);
     }

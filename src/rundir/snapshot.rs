@@ -6,6 +6,8 @@
 //! A snapshot is written under a temporary name and renamed into place, so a
 //! crash never leaves a directory that looks complete but is not.
 
+use super::RunDir;
+use crate::events::{SnapshotEvent, SnapshotReason};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +39,9 @@ pub struct TrainerState {
     /// Loss of every step so far, by global step (for the dashboard and tests).
     #[serde(default)]
     pub losses: Vec<f64>,
+    /// Input tokens seen so far in this phase (TRL's cumulative `num_tokens`).
+    #[serde(default)]
+    pub phase_input_tokens: u64,
 }
 
 pub const STATE_VERSION: u32 = 1;
@@ -53,6 +58,14 @@ pub fn snapshot_name(phase_name: &str, step: u64) -> String {
     format!("{phase_name}-{step:06}")
 }
 
+const REFERENCE_SUFFIX: &str = "reference";
+
+/// Directory name of the reference model of a phase that has no earlier
+/// snapshot to use (a run that starts with a preference phase).
+pub fn reference_name(phase_name: &str) -> String {
+    format!("{phase_name}-{REFERENCE_SUFFIX}")
+}
+
 /// Writes a snapshot's files into a temporary directory, then seals it.
 pub struct SnapshotWriter {
     tmp: PathBuf,
@@ -61,7 +74,7 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub fn begin(snapshots_dir: &Path, name: &str) -> Result<Self> {
+    pub(super) fn begin(snapshots_dir: &Path, name: &str) -> Result<Self> {
         std::fs::create_dir_all(snapshots_dir)
             .with_context(|| format!("cannot create {}", snapshots_dir.display()))?;
         let tmp = snapshots_dir.join(format!(".partial-{name}"));
@@ -170,6 +183,96 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
         );
     }
     Ok(state)
+}
+
+/// A snapshot of a run, as the probe screen lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotEntry {
+    /// Directory name, e.g. `sft-000050`.
+    pub name: String,
+    pub path: PathBuf,
+    pub phase: String,
+    pub step: Option<u64>,
+    pub global_step: Option<u64>,
+    /// Why it was written, as the log says; for one only found on disk,
+    /// what its name says (`reference`) or nothing.
+    pub reason: Option<SnapshotReason>,
+    /// Why it cannot be probed, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// See [`RunDir::snapshots`].
+pub(super) fn list(run: &RunDir, known: &[SnapshotEvent]) -> Vec<SnapshotEntry> {
+    let mut out: Vec<SnapshotEntry> = Vec::new();
+    for s in known {
+        let path = run.path_of(&s.path);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| s.path.clone());
+        out.retain(|e| e.name != name);
+        out.push(SnapshotEntry {
+            phase: name
+                .rsplit_once('-')
+                .map_or(String::new(), |(p, _)| p.to_string()),
+            name,
+            step: Some(s.step),
+            global_step: Some(s.global_step),
+            reason: Some(s.reason),
+            problem: problem(&path),
+            path,
+        });
+    }
+    if let Ok(dir) = std::fs::read_dir(run.snapshots_dir()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !entry.path().is_dir() || out.iter().any(|e| e.name == name)
+            {
+                continue;
+            }
+            let (phase, tail) = name.rsplit_once('-').unwrap_or((name.as_str(), ""));
+            let step = tail.parse::<u64>().ok();
+            out.push(SnapshotEntry {
+                phase: phase.to_string(),
+                step,
+                global_step: None,
+                reason: (tail == REFERENCE_SUFFIX).then_some(SnapshotReason::Reference),
+                problem: problem(&entry.path()),
+                path: entry.path(),
+                name,
+            });
+        }
+    }
+    for e in &mut out {
+        if e.problem.is_none() && !e.path.is_dir() {
+            e.problem = Some("missing on disk".into());
+        }
+    }
+    out.sort_by(|a, b| {
+        a.global_step
+            .unwrap_or(u64::MAX)
+            .cmp(&b.global_step.unwrap_or(u64::MAX))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out
+}
+
+/// Why a snapshot directory would not load as a model, if it would not.
+fn problem(dir: &Path) -> Option<String> {
+    if !dir.is_dir() {
+        return Some("missing on disk".into());
+    }
+    // A LoRA snapshot loads as its base with the adapters merged.
+    if dir.join("adapter_model.safetensors").is_file() && !dir.join("model.safetensors").is_file() {
+        return (!dir.join("adapter_config.json").is_file())
+            .then(|| "no adapter_config.json".into());
+    }
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        if !dir.join(f).is_file() {
+            return Some(format!("no {f}"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
