@@ -87,6 +87,7 @@ fn main() {
                     x_start: 0.0,
                     x_end: POINTS as f64,
                     empty_message: String::new(),
+                    footer: Vec::new(),
                 };
                 let block = panel_block(app, app.view.focus, Line::from(" 8 series "));
                 chart::render(f, app, f.area(), block, spec);

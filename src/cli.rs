@@ -34,18 +34,28 @@ pub enum Command {
         /// Dashboard theme: a built-in name (dark, light, high-contrast) or a file.
         #[arg(long, value_name = "NAME|PATH")]
         theme: Option<String>,
+        /// Dashboard keys: a keymap file read over the built-in one
+        /// (default: $XDG_CONFIG_HOME/driftui/keymap.toml, if it exists).
+        #[arg(long, value_name = "PATH")]
+        keymap: Option<PathBuf>,
     },
     /// Open a finished run (its directory or its events.jsonl) in the dashboard.
     Replay {
         run: PathBuf,
         #[arg(long, value_name = "NAME|PATH")]
         theme: Option<String>,
+        /// A keymap file read over the built-in one.
+        #[arg(long, value_name = "PATH")]
+        keymap: Option<PathBuf>,
     },
     /// Follow a log that another process is still writing.
     Watch {
         path: PathBuf,
         #[arg(long, value_name = "NAME|PATH")]
         theme: Option<String>,
+        /// A keymap file read over the built-in one.
+        #[arg(long, value_name = "PATH")]
+        keymap: Option<PathBuf>,
     },
     /// Write a preference set with a value gap: for every probe question a
     /// chosen answer arguing one stance and a rejected one arguing another,

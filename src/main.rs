@@ -33,6 +33,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             output,
             theme,
+            keymap,
         } => {
             let opts = TrainOptions {
                 recipe,
@@ -41,7 +42,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: headless,
                 inject_nan_at_step: None,
             };
-            let ui = UiOptions { theme };
+            let ui = UiOptions { theme, keymap };
             if !headless {
                 // A broken explicit theme stops us before anything is written.
                 ui.validate()?;
@@ -79,8 +80,12 @@ fn run(cli: Cli) -> Result<()> {
             max_tokens,
             seed,
         ),
-        Command::Replay { run, theme } => tui::replay(&run, &UiOptions { theme }),
-        Command::Watch { path, theme } => tui::watch(&path, &UiOptions { theme }),
+        Command::Replay { run, theme, keymap } => tui::replay(&run, &UiOptions { theme, keymap }),
+        Command::Watch {
+            path,
+            theme,
+            keymap,
+        } => tui::watch(&path, &UiOptions { theme, keymap }),
         Command::Probe {
             checkpoint,
             probes,

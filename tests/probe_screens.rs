@@ -8,6 +8,7 @@ use driftui::events::{
     read_log, Event, ModelInfo, PhasePlan, PhaseStart, ProbeEvent, ProbeMethod, ProbeReason,
     RunStart, SnapshotEvent, SnapshotReason, TopicStance,
 };
+use driftui::probe::set::ProbeSet;
 use driftui::probe::worker::{JobEvent, ProbeEngine, ProbeJob, ProbeWorker};
 use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Effect, Quit, Screen};
@@ -242,8 +243,9 @@ fn probing_cost_in_the_header_and_failed_probes_in_the_status_line() {
     }));
     let app = app_with(&ev);
     let screen = text(draw(&app, 140, 40).backend().buffer());
-    // 11 probes of 3 s and a failed one of 2 s over 1764000152 − 1764000000 s.
-    assert!(screen.contains("probing 23.0% of time"), "{screen}");
+    // 11 probes of 3 s and a failed one of 2 s over 1764000152 − 1764000000 s
+    // less the 12 s pause: 35 / 140.
+    assert!(screen.contains("probing 25.0% of time"), "{screen}");
     assert!(
         screen.contains("warning: probe at step 180 failed: the judge endpoint did not answer"),
         "{screen}"
@@ -274,21 +276,18 @@ impl ProbeEngine for FakeEngine {
                 column,
                 text: format!("loading {}…", ck.name),
             });
-            let dist = if column == 0 {
-                [0.5, 0.3, 0.2].into()
-            } else {
-                [0.2, 0.3, 0.5].into()
+            // Each snapshot its own numbers, so a column shows whose they are.
+            let (dist, says) = match ck.name.as_str() {
+                "dpo-000180" => ([0.5, 0.3, 0.2], "support it."),
+                "dpo-000150" => ([0.3, 0.4, 0.3], "am not sure."),
+                _ => ([0.2, 0.3, 0.5], "oppose it."),
             };
-            emit(JobEvent::Choice { column, dist });
+            emit(JobEvent::Choice {
+                column,
+                dist: dist.into(),
+            });
             for sample in 0..job.samples {
-                for piece in [
-                    "I ",
-                    if column == 0 {
-                        "support it."
-                    } else {
-                        "oppose it."
-                    },
-                ] {
+                for piece in ["I ", says] {
                     emit(JobEvent::Text {
                         column,
                         sample,
@@ -321,9 +320,14 @@ impl ProbeEngine for FakeEngine {
 /// A run directory with two complete snapshots and the fixture's log; the
 /// log also names a snapshot that is not on disk.
 fn run_dir() -> tempfile::TempDir {
+    run_dir_with(&["sft-000120", "dpo-000180"])
+}
+
+/// A run directory with the fixture's log and these snapshots on disk.
+fn run_dir_with(snapshots: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixture(), dir.path().join("events.jsonl")).unwrap();
-    for name in ["sft-000120", "dpo-000180"] {
+    for name in snapshots {
         let s = dir.path().join("snapshots").join(name);
         std::fs::create_dir_all(&s).unwrap();
         for f in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -368,11 +372,11 @@ async fn probe_screen_streams_two_checkpoints_side_by_side_from_the_worker() {
     let mut worker = ProbeWorker::spawn(Box::new(FakeEngine)).unwrap();
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     let mut keys = vec![
-        key('c'), // the probe screen; cursor on the newest snapshot
+        key('c'), // the probe screen; cursor on the newest snapshot, on top
         key(' '), // A = dpo-000180
-        key('k'), // dpo-000150: in the log, not on disk
+        key('j'), // dpo-000150: in the log, not on disk
         key(' '), // refused, with a warning
-        key('k'), // sft-000120
+        key('j'), // sft-000120
         key(' '), // B
         key('e'), // type a question ('q' must not quit)
     ];
@@ -606,5 +610,96 @@ fn new_snapshots_appear_on_the_open_probe_screen() {
     assert_eq!(
         (s.name.as_str(), s.global_step, s.reason),
         ("sft-000120", Some(120), Some(SnapshotReason::PhaseEnd))
+    );
+}
+
+#[test]
+fn the_probe_set_s_path_is_shown_normalised() {
+    let mut app = app_with(&events());
+    let set = ProbeSet::parse(
+        "{\"topic\": \"t\", \"question\": \"Is it fair?\"}\n\
+         {\"topic\": \"t\", \"question\": \"Is it just?\"}\n",
+        "recipes/../runs/../assets/probes/default.jsonl",
+    )
+    .unwrap();
+    app.probe.set = Some(set);
+    app.probe.pick_question(1);
+    press(&mut app, &[key('c')]);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(
+        screen.contains("t · question 2/2 of assets/probes/default.jsonl "),
+        "{screen}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn space_down_space_enter_asks_two_snapshots_side_by_side() {
+    // The hint says `Space picks A, B`: Space on one snapshot, ↓, Space on
+    // the next, Enter must bring back two columns, A and B.
+    let dir = run_dir_with(&["sft-000120", "dpo-000150", "dpo-000180"]);
+    let mut app = app_with(&snapshot_events());
+    app.run_dir = Some(dir.path().to_path_buf());
+    let mut worker = ProbeWorker::spawn(Box::new(FakeEngine)).unwrap();
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    // Each pick says where the picks stand and what the next key does.
+    press(&mut app, &[key('c'), key(' ')]);
+    assert_eq!(
+        app.run.status.as_ref().unwrap().text,
+        "A = dpo-000180; Space on another snapshot picks B, Enter asks A alone"
+    );
+    press(&mut app, &[code(KeyCode::Down), key(' ')]);
+    assert_eq!(
+        app.run.status.as_ref().unwrap().text,
+        "A = dpo-000180, B = dpo-000150; Enter asks both, side by side"
+    );
+    terminal.draw(|f| ui::draw(f, &app)).unwrap();
+    let screen = text(terminal.backend().buffer());
+    assert!(screen.contains("┃A dpo-000180 step 180"), "{screen}");
+    assert!(screen.contains("┃B dpo-000150 step 150"), "{screen}");
+    event_loop::run_with_worker(
+        &mut terminal,
+        &mut app,
+        &mut Source::Still,
+        keys_then_wait(vec![code(KeyCode::Enter)], 400),
+        Some(&mut worker),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = app.probe.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["dpo-000180", "dpo-000150"]);
+    terminal.draw(|f| ui::draw(f, &app)).unwrap();
+    let screen = text(terminal.backend().buffer());
+    // Two columns on one row, A on the left, B on the right, each with its
+    // own snapshot's numbers.
+    let side_by_side = |left: &str, right: &str| {
+        let row = screen
+            .lines()
+            .find(|l| l.contains(left))
+            .unwrap_or_else(|| panic!("no {left:?}\n{screen}"));
+        let (l, r) = (row.find(left).unwrap(), row.find(right));
+        assert!(r.is_some_and(|r| l < r), "{left:?} | {right:?}\n{screen}");
+        let half = row.chars().count() / 2;
+        assert!(
+            row[..l].chars().count() < half,
+            "{left:?} is not on the left"
+        );
+        assert!(
+            row[..r.unwrap()].chars().count() >= half,
+            "{right:?} not on the right"
+        );
+    };
+    side_by_side(
+        "A · dpo-000180 · step 180 · done in 1.5 s",
+        "B · dpo-000150 · step 150 · done in 1.5 s",
+    );
+    side_by_side("choice S .50 N .30 O .20", "choice S .30 N .40 O .30");
+    side_by_side("I support it.", "I am not sure.");
+    assert!(
+        screen.contains("checkpoint probe done (2 checkpoints)"),
+        "{screen}"
+    );
+    insta::assert_snapshot!(
+        "probe_screen_space_down_space_enter_120x40",
+        terminal.backend()
     );
 }

@@ -1,14 +1,18 @@
 //! The dashboard without a terminal: a recorded run in, keys in, screens out.
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use driftui::events::{read_log, Event, Stance};
-use driftui::tui::action::{binding_label, Mode, KEYMAP};
+use driftui::events::{
+    read_log, Event, Marker, ModelInfo, PhasePlan, PhaseStart, RunStart, Stance, StepEvent,
+};
+use driftui::tui::action::Mode;
 use driftui::tui::app::{App, Overlay, Panel, Quit, Screen, Zoom};
 use driftui::tui::event_loop::{self, Source};
+use driftui::tui::keymap::Keymap;
 use driftui::tui::panels::help;
 use driftui::tui::replay::Replay;
 use driftui::tui::theme::Theme;
 use driftui::tui::ui;
+use driftui::tui::UiOptions;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::Terminal;
@@ -141,17 +145,19 @@ fn help_overlay_lists_every_binding() {
             assert_eq!(app.overlay, Overlay::Help);
             let t = draw(&app, 120, 40);
             let screen_text = text(t.backend().buffer());
-            // Every binding of the groups this screen lists is on it.
+            // Every binding of the sections this screen lists is on it.
             let groups = help::groups_on(screen);
-            let shown: Vec<_> = KEYMAP
+            let keymap = app.keymap.clone();
+            let shown: Vec<_> = keymap
+                .bindings()
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| groups.contains(&b.context.group()))
+                .filter(|(_, b)| groups.contains(&b.section))
                 .collect();
             for (i, b) in &shown {
-                let line = binding_label(b);
+                let line = format!("{}  ", b.label());
                 assert!(
-                    screen_text.contains(&line) && screen_text.contains(b.description),
+                    screen_text.contains(&line) && screen_text.contains(&b.description),
                     "{mode:?} {screen:?}: help lacks {line:?} {:?}\n{screen_text}",
                     b.description
                 );
@@ -172,7 +178,95 @@ fn help_overlay_lists_every_binding() {
         }
     }
     // Over all screens, the help shows the whole keymap.
-    assert_eq!(listed.len(), KEYMAP.len());
+    assert_eq!(listed.len(), Keymap::built_in().bindings().len());
+}
+
+/// A keymap file in a temporary directory, loaded over the built-in one.
+fn user_keymap(text: &str) -> anyhow::Result<Keymap> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keymap.toml");
+    std::fs::write(&path, text).unwrap();
+    UiOptions {
+        keymap: Some(path),
+        ..Default::default()
+    }
+    .keymap()
+}
+
+#[test]
+fn a_rebound_key_works_and_the_help_reads_it_from_the_keymap() {
+    let keymap = user_keymap(
+        "[[view]]\naction = \"toggle_log_scale\"\nkeys = [\"L\"]\n\
+         description = \"logarithmic loss and rewards\"\n\
+         [[view]]\naction = \"toggle_help\"\nkeys = [\"F1\"]\n",
+    )
+    .unwrap();
+    let mut app = app_after(Mode::Live, Some(after_step(170)), "dark");
+    app.keymap = keymap;
+    // The old key does nothing now; the new one does what the old did.
+    press(&mut app, &[key('l')]);
+    assert!(!app.view.log_scale);
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::Char('L'), KeyModifiers::SHIFT)],
+    );
+    assert!(app.view.log_scale);
+    press(&mut app, &[key('?')]);
+    assert_eq!(app.overlay, Overlay::None);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(screen.contains("F1 help"), "{screen}");
+    press(
+        &mut app,
+        &[KeyEvent::new(KeyCode::F(1), KeyModifiers::NONE)],
+    );
+    assert_eq!(app.overlay, Overlay::Help);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    let squeeze = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<String> = screen.lines().map(squeeze).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("│ L logarithmic loss and rewards")),
+        "{screen}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("│ F1 this help")),
+        "{screen}"
+    );
+    assert!(!screen.contains("log scale on the y axis"), "{screen}");
+    // Keys the file leaves alone keep their built-in binding and text.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("│ m smoothing (debiased EMA)")),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_bad_keymap_file_stops_the_dashboard_with_file_line_and_column() {
+    let err = user_keymap("[[view]]\naction = \"toggle_zoom\"\nkeys = [\"z\", \"Ctrl-Shift\"]\n")
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("keymap.toml:3:14: \"Ctrl-Shift\" is not a key"),
+        "{msg}"
+    );
+    let err = user_keymap("[[replay]]\naction = \"faster\"\nkeys = [\">\"]\n").unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("keymap.toml:2:10: unknown variant `faster`"),
+        "{msg}"
+    );
+    let opts = UiOptions {
+        keymap: Some("/no/such/keymap.toml".into()),
+        ..Default::default()
+    };
+    let msg = format!("{:#}", opts.validate().unwrap_err());
+    assert!(
+        msg.contains("cannot read the keymap /no/such/keymap.toml"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -377,3 +471,240 @@ async fn event_loop_drives_a_replay_with_keys() {
 }
 
 use futures::StreamExt;
+
+/// A one-phase run written by hand: run_start and phase_start at t = 100.
+struct HandRun {
+    events: Vec<Event>,
+}
+
+impl HandRun {
+    fn new(algorithm: &str, planned: u64) -> Self {
+        let start = Event::RunStart(RunStart {
+            schema: 1,
+            t: 100.0,
+            run: "hand".into(),
+            seed: 0,
+            recipe: String::new(),
+            model: ModelInfo::default(),
+            phases: vec![PhasePlan {
+                name: algorithm.into(),
+                algorithm: algorithm.into(),
+                steps: planned,
+            }],
+            versions: Default::default(),
+            resumed_from: None,
+        });
+        let phase = Event::PhaseStart(PhaseStart {
+            t: 100.0,
+            phase: 0,
+            name: algorithm.into(),
+            algorithm: algorithm.into(),
+            steps: planned,
+            global_step: 0,
+        });
+        HandRun {
+            events: vec![start, phase],
+        }
+    }
+
+    fn step(&mut self, t: f64, global_step: u64, loss: f64, metrics: &[(&str, f64)]) {
+        self.events.push(Event::Step(StepEvent {
+            t,
+            phase: 0,
+            step: global_step,
+            global_step,
+            loss,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            tokens: 100,
+            seconds: 0.9,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }));
+    }
+
+    fn marker(&mut self, resume: bool, t: f64, global_step: u64) {
+        let m = Marker {
+            t,
+            global_step,
+            reason: "user".into(),
+        };
+        self.events.push(if resume {
+            Event::Resume(m)
+        } else {
+            Event::Pause(m)
+        });
+    }
+
+    /// The run as `events.jsonl` in a temporary directory.
+    fn log(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        std::fs::write(dir.path().join("events.jsonl"), lines.join("\n") + "\n").unwrap();
+        dir
+    }
+}
+
+/// The header's second line, runs of spaces squeezed.
+fn header_rates(app: &App) -> String {
+    let screen = text(draw(app, 120, 40).backend().buffer());
+    let line = screen.lines().nth(2).unwrap();
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_pause_does_not_slow_the_rate_or_the_eta_live_or_in_replay() {
+    // 200 steps planned; steps 1-10 a second apart, a 36 s pause, steps
+    // 11-15 a second apart: 14 steps in 14 running seconds, 185 left.
+    let mut run = HandRun::new("dpo", 200);
+    for g in 1..=10 {
+        run.step(100.0 + g as f64, g, 0.69, &[]);
+    }
+    run.marker(false, 110.5, 10);
+    let paused_at = run.events.len();
+    run.marker(true, 146.5, 10);
+    for g in 11..=15 {
+        run.step(136.0 + g as f64, g, 0.69, &[]);
+    }
+    // Live: the events as the trainer's channel brings them.
+    let mut live = App::new(Mode::Live, Theme::default(), "runs/hand");
+    live.apply(&run.events[..paused_at]);
+    // While paused: the rate of the steps before the pause; 190 steps left.
+    let header = header_rates(&live);
+    assert!(
+        header.contains("steps/s 1.00 tokens/s 100 elapsed 0:11 ETA 3:10"),
+        "{header}"
+    );
+    live.apply(&run.events[paused_at..]);
+    // Wall clock: 51 s, 36 of them paused. Counting the pause, the rate
+    // would read 14/50 = 0.28 steps/s and the ETA 11:01.
+    let want = "steps/s 1.00 tokens/s 100 elapsed 0:15 (+0:36 paused) ETA 3:05";
+    let header = header_rates(&live);
+    assert!(header.contains(want), "{header}");
+    // Replay reads the same events from the log, steps by its fast path.
+    let dir = run.log();
+    let (mut replay, _) = Replay::open(dir.path()).unwrap();
+    let mut app = App::new(Mode::Replay, Theme::default(), "hand");
+    replay.seek(replay.len(), &mut app.run).unwrap();
+    app.replay = Some(replay.status());
+    let header = header_rates(&app);
+    assert!(header.contains(want), "{header}");
+    // And the running clock is the same whichever way the events came.
+    assert_eq!(app.run.clock, live.run.clock);
+}
+
+#[test]
+fn probing_share_is_of_the_time_up_to_the_replay_cursor() {
+    let (mut replay, _) = Replay::open(&fixture()).unwrap();
+    let mut app = App::new(Mode::Replay, Theme::default(), "sample-run.jsonl");
+    let at = |replay: &mut Replay, app: &mut App, events: usize| {
+        replay.seek(events, &mut app.run).unwrap();
+        app.replay = Some(replay.status());
+        header_rates(app)
+    };
+    // Nothing read yet: no probing figure at all.
+    let header = at(&mut replay, &mut app, 0);
+    assert!(!header.contains("probing"), "{header}");
+    // At step 0, after the first probe (3 s of the first 3 s): a share
+    // would only say that the probe took its own time.
+    let header = at(&mut replay, &mut app, 3);
+    assert!(header.contains("ETA — probing — model"), "{header}");
+    // After step 10 (t = 7.327 s): the 3 s probe is 40.9% of the time. The
+    // same seeking back from the end, where it is 23.6%.
+    let header = at(&mut replay, &mut app, 13);
+    assert!(header.contains("probing 40.9% of time"), "{header}");
+    let end = replay.len();
+    let header = at(&mut replay, &mut app, end);
+    assert!(header.contains("probing 23.6% of time"), "{header}");
+    let header = at(&mut replay, &mut app, 13);
+    assert!(header.contains("probing 40.9% of time"), "{header}");
+}
+
+#[test]
+fn paths_in_the_header_are_normalised_and_relative_to_the_current_directory() {
+    let cwd = std::env::current_dir().unwrap();
+    for (given, mode) in [
+        (
+            "recipes/../runs/demo-20250101-120000".to_string(),
+            Mode::Live,
+        ),
+        (
+            format!("{}/recipes/../runs/demo-20250101-120000", cwd.display()),
+            Mode::Watch,
+        ),
+        ("./runs/demo-20250101-120000/".to_string(), Mode::Replay),
+    ] {
+        let app = App::new(mode, Theme::default(), given.as_str());
+        let screen = text(draw(&app, 120, 40).backend().buffer());
+        let title = screen.lines().next().unwrap();
+        let want = format!(" driftui {} · runs/demo-20250101-120000 ", mode.name());
+        assert!(title.contains(&want), "{given}: {title}");
+    }
+}
+
+/// The y-axis labels of the chart whose left border is `border` (`┃` for
+/// the focused loss panel, `│` for the rewards), top to bottom.
+fn y_labels(screen: &str, border: char, skip_columns: usize) -> Vec<String> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            let l: String = l.chars().skip(skip_columns).collect();
+            let rest = l.strip_prefix(border)?;
+            let (label, _) = rest.split_once(['│', '└'])?;
+            let label = label.trim();
+            // Not the x axis's line, whose labels run the chart's width.
+            let is_y_label = !label.is_empty() && !label.contains(' ');
+            is_y_label.then(|| label.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn each_chart_writes_its_numbers_one_way_and_a_loss_never_goes_below_zero() {
+    // A DPO run whose loss falls from 7.91 to 0.17 and whose rewards end at
+    // margin 2.02, chosen 0.8891, rejected −1.13.
+    let mut run = HandRun::new("dpo", 40);
+    for g in 1..=40u64 {
+        let f = (g - 1) as f64 / 39.0;
+        run.step(
+            100.0 + g as f64,
+            g,
+            7.91 + (0.17 - 7.91) * f,
+            &[
+                ("rewards/margins", 2.02 * f),
+                ("rewards/chosen", 0.8891 * f),
+                ("rewards/rejected", -1.13 * f),
+            ],
+        );
+    }
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/hand");
+    app.apply(&run.events);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    let two_decimals = |s: &str| {
+        let (int, dec) = s.split_once('.').unwrap_or((s, ""));
+        dec.len() == 2
+            && int
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_digit())
+    };
+    // Loss: 0 to 7.91 plus a 5% margin on top, in two decimals.
+    let loss = y_labels(&screen, '┃', 0);
+    assert_eq!(loss.len(), 3, "{loss:?}\n{screen}");
+    assert_eq!(loss[2], "0.00", "{loss:?}");
+    assert!(loss.iter().all(|l| two_decimals(l)), "{loss:?}");
+    // Rewards: the axis and the footer in the same two decimals.
+    let half = screen.lines().next().unwrap().chars().count() / 2;
+    let rewards = y_labels(&screen, '│', half);
+    assert_eq!(rewards.len(), 3, "{rewards:?}\n{screen}");
+    assert!(rewards.iter().all(|l| two_decimals(l)), "{rewards:?}");
+    assert!(rewards[2].starts_with('-'), "{rewards:?}");
+    assert!(
+        screen.contains("margin 2.02 chosen 0.89 rejected -1.13 "),
+        "{screen}"
+    );
+    insta::assert_snapshot!("number_formats_120x40", draw(&app, 120, 40).backend());
+}

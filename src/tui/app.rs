@@ -2,15 +2,17 @@
 //! is looking at it. Keys become [`Action`]s, actions change the view or
 //! become [`Effect`]s that the event loop carries out.
 
-use super::action::{lookup, Action, Context, Mode};
-use super::checkpoints::ProbeScreen;
+use super::action::{Action, Context, Mode};
+use super::checkpoints::{Pick, ProbeScreen};
+use super::keymap::Keymap;
+use super::path_display;
 use super::run::{Level, RunModel};
 use super::theme::Theme;
 use crate::events::Event;
 use crate::probe::worker::{JudgeChoice, ProbeJob, WorkerUpdate};
 use crate::train::Control;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The panels that can take focus, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +38,6 @@ pub enum Zoom {
     WholeRun,
     Recent,
 }
-
-/// The main screen's context (bindings then filter by mode).
-const MAIN: Context = Context::Main {
-    live: true,
-    replay: true,
-    watch: true,
-};
 
 /// Weight of the debiased EMA when smoothing is on (TensorBoard's default).
 pub const SMOOTHING_WEIGHT: f64 = 0.6;
@@ -145,7 +140,7 @@ pub struct App {
     pub overlay: Overlay,
     pub quit: Quit,
     pub replay: Option<ReplayStatus>,
-    /// The file or run being shown, for the header.
+    /// The file or run being shown, for the header (normalised).
     pub source: String,
     /// Log lines that could not be read (replay and watch).
     pub skipped_lines: u64,
@@ -159,10 +154,13 @@ pub struct App {
     pub probe: ProbeScreen,
     /// The run's directory, where its snapshots are (none for foreign logs).
     pub run_dir: Option<PathBuf>,
+    /// Which key does what (the built-in keymap unless the user has one).
+    pub keymap: Keymap,
 }
 
 impl App {
     pub fn new(mode: Mode, theme: Theme, source: impl Into<String>) -> Self {
+        let source = path_display::shown(Path::new(&source.into()));
         Self {
             mode,
             run: RunModel::new(),
@@ -171,7 +169,7 @@ impl App {
             overlay: Overlay::None,
             quit: Quit::Running,
             replay: None,
-            source: source.into(),
+            source,
             skipped_lines: 0,
             trainer_done: false,
             screen: Screen::Dashboard,
@@ -179,6 +177,7 @@ impl App {
             drift_row: 0,
             probe: ProbeScreen::default(),
             run_dir: None,
+            keymap: Keymap::built_in(),
         }
     }
 
@@ -234,7 +233,7 @@ impl App {
             Overlay::Help => Context::Help,
             Overlay::ConfirmQuit => Context::Confirm,
             Overlay::None => match self.screen {
-                Screen::Dashboard => MAIN,
+                Screen::Dashboard => Context::Main,
                 Screen::Topic => Context::Topic,
                 Screen::Drift => Context::Drift,
                 Screen::Probe if self.probe.editing => Context::ProbeInput,
@@ -264,9 +263,9 @@ impl App {
                 _ => {}
             }
         }
-        let action = lookup(key, context, self.mode).or_else(|| {
+        let action = self.keymap.lookup(key, context, self.mode).or_else(|| {
             if context.falls_through() {
-                lookup(key, MAIN, self.mode)
+                self.keymap.lookup(key, Context::Main, self.mode)
             } else {
                 None
             }
@@ -410,11 +409,7 @@ impl App {
                     }
                 }
             }
-            Action::PickSnapshot => {
-                if let Some(msg) = self.probe.toggle_pick() {
-                    self.run.note(Level::Warning, msg);
-                }
-            }
+            Action::PickSnapshot => self.pick_snapshot(),
             Action::EditQuestion => self.probe.start_editing(),
             Action::StopEditing => self.probe.editing = false,
             Action::NextQuestion => self.probe.step_question(1),
@@ -476,6 +471,50 @@ impl App {
             Action::JumpEnd => effects.push(Effect::Replay(ReplayCommand::End)),
         }
         effects
+    }
+
+    /// Space on the probe screen: say where the picks stand and what the
+    /// next key does, so that a pick undone by a second Space is seen.
+    fn pick_snapshot(&mut self) {
+        let key = |action: Action| {
+            self.keymap
+                .key_for(Context::Probe, self.mode, action)
+                .map_or_else(|| action.name(), |k| k.to_string())
+        };
+        let (pick, ask) = (key(Action::PickSnapshot), key(Action::Ask));
+        let picks = |names: &[&str]| {
+            names
+                .iter()
+                .zip(["A", "B"])
+                .map(|(n, c)| format!("{c} = {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (level, text) = match self.probe.toggle_pick() {
+            Pick::Nothing => return,
+            Pick::Refused(why) => (Level::Warning, why),
+            Pick::Picked { column: 0, .. } => {
+                let now = picks(&self.probe.picked_names());
+                (
+                    Level::Info,
+                    format!("{now}; {pick} on another snapshot picks B, {ask} asks A alone"),
+                )
+            }
+            Pick::Picked { .. } => {
+                let now = picks(&self.probe.picked_names());
+                (Level::Info, format!("{now}; {ask} asks both, side by side"))
+            }
+            Pick::Unpicked { name } => {
+                let names = self.probe.picked_names();
+                let now = if names.is_empty() {
+                    "none picked".to_string()
+                } else {
+                    picks(&names)
+                };
+                (Level::Info, format!("{name} unpicked; {now}"))
+            }
+        };
+        self.run.note(level, text);
     }
 
     fn begin_stop(&mut self, effects: &mut Vec<Effect>) {

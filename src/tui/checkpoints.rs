@@ -1,6 +1,6 @@
-//! The probe screen's state: the run's snapshots, the one or two picked,
-//! the question (typed, or taken from the probe set), and the answers the
-//! worker streams back, one column per checkpoint.
+//! The probe screen's state: the run's snapshots (newest first), the one or
+//! two picked (A, then B), the question (typed, or taken from the probe
+//! set), and the answers the worker streams back, one column per checkpoint.
 
 use crate::events::{SnapshotEvent, StanceDistribution};
 use crate::model::generate::SamplingParams;
@@ -45,6 +45,20 @@ pub struct ColumnView {
     pub judge: Option<(String, Option<String>, bool)>,
     pub error: Option<String>,
     pub seconds: Option<f64>,
+}
+
+/// What a pick did, for the status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// The snapshot under the cursor is now column `column` (0: A, 1: B);
+    /// with two picked already, the older pick made way for it.
+    Picked { column: usize, name: String },
+    /// It was picked; now it is not.
+    Unpicked { name: String },
+    /// It cannot be probed, and why.
+    Refused(String),
+    /// No snapshot under the cursor.
+    Nothing,
 }
 
 /// Where the question came from.
@@ -127,13 +141,22 @@ impl ProbeScreen {
             Some(d) => RunDir::at(d).snapshots(known),
             None => Vec::new(),
         };
+        // Newest first: the cursor starts on the newest, and ↓ goes back in
+        // time to the one to compare it with. Snapshots of unknown step last.
+        self.snapshots
+            .sort_by(|a, b| match (a.global_step, b.global_step) {
+                (Some(x), Some(y)) => y.cmp(&x).then_with(|| a.name.cmp(&b.name)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.name.cmp(&b.name),
+            });
         self.picked = picked
             .iter()
             .filter_map(|n| self.snapshots.iter().position(|s| &s.name == n))
             .collect();
         self.cursor = at
             .and_then(|n| self.snapshots.iter().position(|s| s.name == n))
-            .unwrap_or(self.snapshots.len().saturating_sub(1));
+            .unwrap_or(0);
         if self.set.is_none() || self.loaded_for.as_deref() != run_dir {
             let (set, note) = match run_dir.map(RunContext::read) {
                 Some(Ok(ctx)) => ctx.probe_set(),
@@ -155,23 +178,37 @@ impl ProbeScreen {
         }
     }
 
-    /// Pick or unpick the snapshot under the cursor; a third pick replaces
-    /// the oldest. Returns a message when the snapshot cannot be probed.
-    pub fn toggle_pick(&mut self) -> Option<String> {
+    /// Pick the snapshot under the cursor as A, or B when A is taken
+    /// (a third pick makes the first one give way); a picked one is unpicked.
+    pub fn toggle_pick(&mut self) -> Pick {
         let i = self.cursor;
-        let s = self.snapshots.get(i)?;
+        let Some(s) = self.snapshots.get(i) else {
+            return Pick::Nothing;
+        };
+        let name = s.name.clone();
         if let Some(pos) = self.picked.iter().position(|&p| p == i) {
             self.picked.remove(pos);
-            return None;
+            return Pick::Unpicked { name };
         }
         if let Some(p) = &s.problem {
-            return Some(format!("{} cannot be probed: {p}", s.name));
+            return Pick::Refused(format!("{name} cannot be probed: {p}"));
         }
         if self.picked.len() == 2 {
             self.picked.remove(0);
         }
         self.picked.push(i);
-        None
+        Pick::Picked {
+            column: self.picked.len() - 1,
+            name,
+        }
+    }
+
+    /// Names of the picked snapshots, in column order.
+    pub fn picked_names(&self) -> Vec<&str> {
+        self.picked
+            .iter()
+            .filter_map(|&i| self.snapshots.get(i).map(|s| s.name.as_str()))
+            .collect()
     }
 
     /// Show question `i` of the probe set (wrapping).

@@ -4,7 +4,7 @@
 //! ```text
 //! trainer thread ──events──▶ event_loop ──apply──▶ App { RunModel, ViewState } ──ui::draw──▶ screen
 //!        ▲                     │  ▲
-//!        └──── Control ────────┘  └── keys (action::KEYMAP), replay clock, file watch
+//!        └──── Control ────────┘  └── keys (keymap.toml), replay clock, file watch
 //!                                  ▲
 //!   probe worker thread ──updates──┘  (checkpoint probing for the probe screen)
 //! ```
@@ -14,10 +14,13 @@ pub mod app;
 pub mod checkpoints;
 pub mod event_loop;
 pub mod ingest;
+pub mod keymap;
 pub mod logging;
 pub mod panels;
+pub mod path_display;
 pub mod replay;
 pub mod run;
+pub mod run_clock;
 pub mod series;
 pub mod terminal;
 pub mod theme;
@@ -31,9 +34,10 @@ use action::Mode;
 use anyhow::{Context, Result};
 use app::App;
 use event_loop::{LiveSource, Source, WatchSource};
+use keymap::Keymap;
 use replay::Replay;
 use run::Level;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use theme::Theme;
 
 /// Options shared by every dashboard mode.
@@ -41,13 +45,25 @@ use theme::Theme;
 pub struct UiOptions {
     /// A built-in theme name or a path to a theme file.
     pub theme: Option<String>,
+    /// A keymap file; without it, the user's keymap file if there is one.
+    pub keymap: Option<PathBuf>,
 }
 
 impl UiOptions {
-    /// Check the options before anything starts (a broken theme stops the
-    /// program here, with file, line and column).
+    /// Check the options before anything starts (a broken theme or keymap
+    /// stops the program here, with file, line and column).
     pub fn validate(&self) -> Result<()> {
-        Theme::load(self.theme.as_deref()).map(|_| ())
+        Theme::load(self.theme.as_deref())?;
+        self.keymap().map(|_| ())
+    }
+
+    /// The built-in keymap with the user's read over it.
+    pub fn keymap(&self) -> Result<Keymap> {
+        let user = self
+            .keymap
+            .clone()
+            .or_else(|| Keymap::user_file().filter(|p| p.is_file()));
+        Keymap::load(user.as_deref())
     }
 }
 
@@ -89,7 +105,8 @@ pub fn run_live(handle: TrainerHandle, opts: &UiOptions) -> Result<()> {
         thread,
         run_dir,
     } = handle;
-    let theme = match Theme::load(opts.theme.as_deref()) {
+    let theme_and_keys = Theme::load(opts.theme.as_deref()).and_then(|t| Ok((t, opts.keymap()?)));
+    let (theme, keymap) = match theme_and_keys {
         Ok(t) => t,
         Err(e) => {
             // Callers should `validate` first; never leave a trainer running headless.
@@ -101,6 +118,7 @@ pub fn run_live(handle: TrainerHandle, opts: &UiOptions) -> Result<()> {
     let _log = logging::init(&run_dir, "dashboard.log");
     tracing::info!("dashboard on {}", run_dir.display());
     let mut app = App::new(Mode::Live, theme, run_dir.display().to_string());
+    app.keymap = keymap;
     app.run_dir = Some(run_dir.clone());
     let mut source = Source::Live(LiveSource {
         events,
@@ -131,6 +149,7 @@ pub fn run_live(handle: TrainerHandle, opts: &UiOptions) -> Result<()> {
 /// Open a finished run (its directory or its `events.jsonl`) with a timeline.
 pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
+    let keymap = opts.keymap()?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
     let (replay, _whole) = Replay::open(path)?;
     drop(_whole);
@@ -140,6 +159,7 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
         replay.len()
     );
     let mut app = App::new(Mode::Replay, theme, path.display().to_string());
+    app.keymap = keymap;
     app.run_dir = Some(replay.run_dir().root().to_path_buf());
     app.skipped_lines = replay.skipped;
     if replay.torn_tail {
@@ -154,6 +174,7 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
 /// Follow a log that another process is still writing.
 pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
+    let keymap = opts.keymap()?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
     // A log that does not exist yet is waited for.
     let RunLog { run, log: file } = if path.exists() {
@@ -164,13 +185,12 @@ pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
     tracing::info!("watching {}", file.display());
     let mut app = App::new(Mode::Watch, theme, file.display().to_string());
+    app.keymap = keymap;
     app.run_dir = Some(run.root().to_path_buf());
     app.skipped_lines = first.skipped;
     if first.missing {
-        app.run.note(
-            Level::Warning,
-            format!("waiting for {} to appear", file.display()),
-        );
+        let waiting = format!("waiting for {} to appear", app.source);
+        app.run.note(Level::Warning, waiting);
     }
     app.apply(&first.events);
     run_on_terminal(

@@ -4,13 +4,14 @@
 //! through [`RunModel::apply`], panels read it. Memory is bounded by the
 //! series' capacities, not by the run's length.
 
+use super::run_clock::RunClock;
 use super::series::{Capacity, Series};
 use crate::events::{
     AlertLevel, Event, PerStance, ProbeEvent, ProbeMethod, RunStart, RunStatus, SnapshotEvent,
     Stance, StanceDistribution, StepEvent,
 };
 use crate::probe::drift::{DriftTable, Point};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// Metric names the reward panel shows, in TRL's spelling.
 pub const REWARD_METRICS: [&str; 5] = [
@@ -20,9 +21,6 @@ pub const REWARD_METRICS: [&str; 5] = [
     "rewards/accuracies",
     "kl",
 ];
-
-/// Steps over which steps/s and tokens/s are averaged.
-const RATE_WINDOW: usize = 32;
 
 /// One phase as planned, and where it actually started and ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,8 +169,8 @@ pub struct RunModel {
     pub phase: Option<usize>,
     pub step: u64,
     pub global_step: u64,
-    pub start_t: Option<f64>,
-    pub last_t: Option<f64>,
+    /// Wall and running time, and the step rate over running time.
+    pub clock: RunClock,
     /// Metric series by name (`loss`, `lr`, `grad_norm`, `rewards/margins`, ...).
     pub series: BTreeMap<String, Series>,
     /// Stance per topic, in the order topics first appeared.
@@ -195,8 +193,6 @@ pub struct RunModel {
     /// How the run ended, once it has.
     pub ended: Option<RunStatus>,
     pub events: u64,
-    /// (wall time, global step, tokens) of the last steps, for rates.
-    recent_steps: VecDeque<(f64, u64, u64, f64)>,
 }
 
 impl RunModel {
@@ -225,36 +221,14 @@ impl RunModel {
             .any(|m| self.series.get(*m).is_some_and(|s| !s.is_empty()))
     }
 
-    /// Optimizer steps per second over the last steps (wall time between them).
-    pub fn steps_per_second(&self) -> Option<f64> {
-        let (first, last) = (self.recent_steps.front()?, self.recent_steps.back()?);
-        let dt = last.0 - first.0;
-        let ds = last.1.saturating_sub(first.1) as f64;
-        if dt > 0.0 && ds > 0.0 {
-            return Some(ds / dt);
-        }
-        // One step so far, or clock-less logs: fall back to the steps' own time.
-        let secs: f64 = self.recent_steps.iter().map(|s| s.3).sum();
-        (secs > 0.0).then(|| self.recent_steps.len() as f64 / secs)
-    }
-
-    /// Tokens per second over the last steps.
-    pub fn tokens_per_second(&self) -> Option<f64> {
-        let tokens: u64 = self.recent_steps.iter().skip(1).map(|s| s.2).sum();
-        let (first, last) = (self.recent_steps.front()?, self.recent_steps.back()?);
-        let dt = last.0 - first.0;
-        if dt > 0.0 && tokens > 0 {
-            return Some(tokens as f64 / dt);
-        }
-        let secs: f64 = self.recent_steps.iter().map(|s| s.3).sum();
-        let all: u64 = self.recent_steps.iter().map(|s| s.2).sum();
-        (secs > 0.0).then(|| all as f64 / secs)
-    }
-
-    /// Share of the elapsed wall time spent in probes.
+    /// Share of the running time up to the latest event spent in probes;
+    /// none while the run stands at step 0, when the time so far is the
+    /// first probe itself and says nothing of what probing costs the run.
     pub fn probe_share(&self) -> Option<f64> {
-        let elapsed = self.elapsed()?;
-        (elapsed > 0.0 && self.probe_seconds > 0.0).then(|| (self.probe_seconds / elapsed).min(1.0))
+        let running = self.clock.running()?;
+        let step = self.global_step.max(self.last_probe_step.unwrap_or(0));
+        let ran = step > 0 && running > 0.0 && self.probe_seconds > 0.0;
+        ran.then(|| (self.probe_seconds / running).min(1.0))
     }
 
     /// The drift table of the probes seen so far (see [`crate::probe::drift`]).
@@ -272,26 +246,20 @@ impl RunModel {
         t
     }
 
-    /// Seconds from the run's start to its latest event.
-    pub fn elapsed(&self) -> Option<f64> {
-        Some((self.last_t? - self.start_t?).max(0.0))
-    }
-
-    /// Seconds left at the present rate.
+    /// Running seconds left at the present rate.
     pub fn eta(&self) -> Option<f64> {
         if self.ended.is_some() {
             return Some(0.0);
         }
-        let left = self.total_steps().saturating_sub(self.global_step);
-        Some(left as f64 / self.steps_per_second()?)
+        self.clock
+            .eta(self.total_steps().saturating_sub(self.global_step))
     }
 
     /// Fold one event in.
     pub fn apply(&mut self, event: &Event) {
         self.events += 1;
-        let t = event.time();
-        if t.is_finite() && t > 0.0 {
-            self.last_t = Some(self.last_t.map_or(t, |l| l.max(t)));
+        if !matches!(event, Event::RunStart(_)) {
+            self.clock.observe(event.time());
         }
         match event {
             Event::RunStart(rs) => self.run_start(rs),
@@ -327,10 +295,12 @@ impl RunModel {
             }
             Event::Pause(m) => {
                 self.paused = true;
+                self.clock.pause(m.t);
                 self.say(Level::Info, "training paused".into(), m.global_step);
             }
             Event::Resume(m) => {
                 self.paused = false;
+                self.clock.resume(m.t);
                 self.say(Level::Info, "training resumed".into(), m.global_step);
             }
             Event::Alert(a) => {
@@ -350,6 +320,7 @@ impl RunModel {
             Event::RunEnd(re) => {
                 self.ended = Some(re.status);
                 self.paused = false;
+                self.clock.end(re.t);
                 let level = match re.status {
                     RunStatus::Failed => Level::Error,
                     RunStatus::Completed | RunStatus::Stopped => Level::Info,
@@ -367,9 +338,7 @@ impl RunModel {
     /// Fold one step in (the hot path of replay).
     pub fn apply_step(&mut self, s: &StepView<'_>) {
         self.events += 1;
-        if s.t.is_finite() && s.t > 0.0 {
-            self.last_t = Some(self.last_t.map_or(s.t, |l| l.max(s.t)));
-        }
+        self.clock.step(s.t, s.global_step, s.tokens, s.seconds);
         self.ensure_phase(s.phase);
         if self.phase != Some(s.phase) {
             // A log without phase_start (another trainer's): infer the boundary.
@@ -387,11 +356,6 @@ impl RunModel {
         for (name, v) in &s.metrics {
             self.push_metric(name, x, *v);
         }
-        if self.recent_steps.len() == RATE_WINDOW {
-            self.recent_steps.pop_front();
-        }
-        self.recent_steps
-            .push_back((s.t, s.global_step, s.tokens, s.seconds));
     }
 
     fn push_metric(&mut self, name: &str, x: f64, y: f64) {
@@ -412,6 +376,7 @@ impl RunModel {
             self.truncate_after(resume.global_step);
             self.ended = None;
             self.paused = false;
+            self.clock.resumed_run(rs.t);
             self.phase = Some(resume.phase);
             self.step = resume.step;
             self.global_step = resume.global_step;
@@ -426,13 +391,9 @@ impl RunModel {
         } else {
             *self = RunModel {
                 events: self.events,
-                last_t: self.last_t,
+                clock: RunClock::started_at(rs.t),
                 ..RunModel::default()
             };
-            self.start_t = Some(rs.t);
-        }
-        if self.start_t.is_none() {
-            self.start_t = Some(rs.t);
         }
         self.run_name.clone_from(&rs.run);
         self.model_source.clone_from(&rs.model.source);
@@ -480,7 +441,7 @@ impl RunModel {
         if self.last_probe_step.is_some_and(|s| s > global_step) {
             self.last_probe_step = None;
         }
-        self.recent_steps.retain(|s| s.1 <= global_step);
+        self.clock.truncate_after(global_step);
     }
 
     fn probe(&mut self, p: &ProbeEvent) {
@@ -638,7 +599,8 @@ mod tests {
                 (7.0, 2.0)
             ]
         );
-        assert_eq!(m.start_t, Some(100.0));
+        // The clock still starts at the first run_start (100; last event 108).
+        assert_eq!(m.clock.wall(), Some(8.0));
     }
 
     #[test]
@@ -683,9 +645,9 @@ mod tests {
             m.apply(&step(g, 1.0));
         }
         // Steps one second apart, 10 tokens each.
-        assert!((m.steps_per_second().unwrap() - 1.0).abs() < 1e-9);
-        assert!((m.tokens_per_second().unwrap() - 10.0).abs() < 1e-9);
+        assert!((m.clock.steps_per_second().unwrap() - 1.0).abs() < 1e-9);
+        assert!((m.clock.tokens_per_second().unwrap() - 10.0).abs() < 1e-9);
         assert!((m.eta().unwrap() - 5.0).abs() < 1e-9);
-        assert_eq!(m.elapsed(), Some(5.0));
+        assert_eq!(m.clock.wall(), Some(5.0));
     }
 }

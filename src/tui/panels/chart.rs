@@ -1,7 +1,7 @@
 //! A line chart of some series, shared by the loss and reward panels: whole
-//! run or recent window, log scale, smoothing, phase boundaries.
+//! run or recent window, log scale, smoothing, phase boundaries, and a
+//! footer of latest values written in the axis's number format.
 
-use super::fmt_value;
 use crate::tui::app::{App, Zoom};
 use crate::tui::series::{plot_points, PlotSpec, Series};
 use ratatui::layout::Rect;
@@ -28,6 +28,58 @@ pub struct ChartSpec<'a> {
     pub x_end: f64,
     /// Shown when no line has a point yet.
     pub empty_message: String,
+    /// Latest values for the bottom border: label, value, colour.
+    pub footer: Vec<(&'a str, f64, Color)>,
+}
+
+/// How every number of one chart panel is written, its axis and its footer
+/// alike, so that they read as one scale: fixed decimals, or scientific
+/// notation where a few fixed digits cannot hold the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberFormat {
+    Fixed(usize),
+    Scientific,
+}
+
+impl NumberFormat {
+    /// Most decimals a fixed format uses.
+    const MAX_DECIMALS: i32 = 4;
+
+    /// About three significant digits on `largest` (the largest magnitude
+    /// shown), and enough decimals that a difference of `finest` shows.
+    pub fn fitting(largest: f64, finest: f64) -> NumberFormat {
+        if !largest.is_finite() || largest <= 0.0 {
+            return NumberFormat::Fixed(2);
+        }
+        if !(1e-3..1e5).contains(&largest) {
+            return NumberFormat::Scientific;
+        }
+        let for_largest = 2 - largest.log10().floor() as i32;
+        let for_finest = if finest.is_finite() && finest > 0.0 {
+            (-finest.log10()).ceil() as i32
+        } else {
+            0
+        };
+        let decimals = for_largest.max(for_finest).clamp(0, Self::MAX_DECIMALS);
+        NumberFormat::Fixed(decimals as usize)
+    }
+
+    pub fn format(self, v: f64) -> String {
+        if !v.is_finite() {
+            return "—".into();
+        }
+        match self {
+            NumberFormat::Fixed(d) => {
+                let s = format!("{v:.d$}");
+                // `-0.00` is zero.
+                match s.strip_prefix('-') {
+                    Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+                    _ => s,
+                }
+            }
+            NumberFormat::Scientific => format!("{v:.2e}"),
+        }
+    }
 }
 
 type PlottedLine<'a> = (Vec<(f64, f64)>, Style, Option<&'a str>);
@@ -41,11 +93,12 @@ const Y_LABEL_WIDTH: u16 = 8;
 /// Draw `spec` into `area`, framed by `block`.
 pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: ChartSpec) {
     let inner = block.inner(area);
-    frame.render_widget(block, area);
     if inner.width < Y_LABEL_WIDTH + 4 || inner.height < 3 {
+        frame.render_widget(block, area);
         return;
     }
     if spec.lines.iter().all(|l| l.series.is_empty()) {
+        frame.render_widget(block, area);
         let p = Paragraph::new(Line::from(Span::styled(
             spec.empty_message,
             Style::new().fg(app.theme.muted),
@@ -136,7 +189,9 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
             points.push((raw, Style::new().fg(l.color), Some(l.name)));
         }
     }
-    let [y_lo, y_hi] = padded(y.unwrap_or([0.0, 1.0]));
+    // A series that never goes below zero (a loss) gets no negative bound.
+    let non_negative = !view.log_scale && y.is_some_and(|[lo, _]| lo >= 0.0);
+    let [y_lo, y_hi] = padded(y.unwrap_or([0.0, 1.0]), non_negative);
     let boundaries: Vec<[(f64, f64); 2]> = spec
         .boundaries
         .iter()
@@ -166,11 +221,10 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
     }
     let axis_style = Style::new().fg(t.axis);
     let x_labels = [x[0], 0.5 * (x[0] + x[1]), x[1]].map(|v| Span::raw(format!("{v:.0}")));
-    let y_label = |v: f64| {
-        let v = if view.log_scale { 10f64.powf(v) } else { v };
-        Span::raw(fmt_value(v))
-    };
-    let y_labels = [y_label(y_lo), y_label(0.5 * (y_lo + y_hi)), y_label(y_hi)];
+    let real = |v: f64| if view.log_scale { 10f64.powf(v) } else { v };
+    let label_values = [y_lo, 0.5 * (y_lo + y_hi), y_hi].map(real);
+    let format = axis_format(&label_values, view.log_scale);
+    let y_labels = label_values.map(|v| Span::raw(format.format(v)));
     let chart = Chart::new(datasets)
         .style(Style::new().fg(t.foreground).bg(t.background))
         .x_axis(Axis::default().bounds(x).labels(x_labels).style(axis_style))
@@ -183,20 +237,55 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
         // Names are in the panel's title or bottom line, in the lines' colours:
         // a legend box would cover the newest points.
         .legend_position(None);
+    let block = if spec.footer.is_empty() {
+        block
+    } else {
+        let mut spans = Vec::new();
+        for (label, v, color) in &spec.footer {
+            spans.push(Span::styled(format!("{label} "), Style::new().fg(*color)));
+            spans.push(Span::styled(
+                format!("{} ", format.format(*v)),
+                Style::new().fg(t.foreground),
+            ));
+        }
+        block.title_bottom(Line::from(spans))
+    };
+    frame.render_widget(block, area);
     frame.render_widget(chart, inner);
 }
 
-/// A little room above and below the data; a flat line gets a visible band.
-fn padded([lo, hi]: [f64; 2]) -> [f64; 2] {
+/// The number format of an axis with labels `labels` (low, middle, high).
+fn axis_format(labels: &[f64; 3], log: bool) -> NumberFormat {
+    let largest = labels.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    if log {
+        // Labels a decade or more apart: each must show, the smallest too.
+        let smallest = labels.iter().map(|v| v.abs()).fold(f64::INFINITY, f64::min);
+        if largest / smallest > 1e3 || smallest < 1e-3 {
+            return NumberFormat::Scientific;
+        }
+        return NumberFormat::fitting(largest, smallest);
+    }
+    NumberFormat::fitting(largest, labels[2] - labels[1])
+}
+
+/// A little room above and below the data; a flat line gets a visible
+/// band. Data that is never negative keeps its lower bound at zero or above.
+fn padded([lo, hi]: [f64; 2], non_negative: bool) -> [f64; 2] {
     if !(lo.is_finite() && hi.is_finite()) {
         return [0.0, 1.0];
     }
     let span = hi - lo;
-    if span <= f64::EPSILON * hi.abs().max(1.0) {
+    let [lo, hi] = if span <= f64::EPSILON * hi.abs().max(1.0) {
         let d = (hi.abs() * 0.1).max(0.5);
-        return [lo - d, hi + d];
+        [lo - d, hi + d]
+    } else {
+        [lo - 0.05 * span, hi + 0.05 * span]
+    };
+    if non_negative {
+        [lo.max(0.0), hi]
+    } else {
+        [lo, hi]
     }
-    [lo - 0.05 * span, hi + 0.05 * span]
 }
 
 /// The view flags for a chart title: `log`, `ema 0.6`, `recent`.
@@ -215,5 +304,54 @@ pub fn view_tags(app: &App) -> String {
         String::new()
     } else {
         format!("[{}] ", tags.join(" · "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_format_holds_the_largest_value_and_the_finest_step() {
+        use NumberFormat::*;
+        assert_eq!(NumberFormat::fitting(7.91, 3.9), Fixed(2));
+        assert_eq!(NumberFormat::fitting(0.69, 0.3), Fixed(3));
+        assert_eq!(NumberFormat::fitting(45.0, 20.0), Fixed(1));
+        assert_eq!(NumberFormat::fitting(450.0, 200.0), Fixed(0));
+        // A nearly flat line: the labels must differ.
+        assert_eq!(NumberFormat::fitting(2.3005, 0.0002), Fixed(4));
+        assert_eq!(NumberFormat::fitting(2.3, 1e-9), Fixed(4));
+        assert_eq!(NumberFormat::fitting(3e5, 1e5), Scientific);
+        assert_eq!(NumberFormat::fitting(4e-4, 1e-4), Scientific);
+        assert_eq!(NumberFormat::fitting(0.0, 0.0), Fixed(2));
+        assert_eq!(Fixed(2).format(0.8891), "0.89");
+        assert_eq!(Fixed(2).format(-1.1349), "-1.13");
+        assert_eq!(Fixed(2).format(-0.001), "0.00");
+        assert_eq!(Fixed(0).format(449.6), "450");
+        assert_eq!(Scientific.format(0.000_123_4), "1.23e-4");
+        assert_eq!(Fixed(2).format(f64::NAN), "—");
+    }
+
+    #[test]
+    fn bounds_respect_the_data() {
+        // The loss: 7.91 down to 0.17 once read −0.2057 at the bottom.
+        let [lo, hi] = padded([0.17, 7.91], true);
+        assert_eq!(lo, 0.0);
+        assert!((hi - (7.91 + 0.05 * 7.74)).abs() < 1e-12);
+        let [lo, _] = padded([0.17, 7.91], false);
+        assert!(lo < 0.0);
+        // A flat non-negative line gets a band that stops at zero.
+        assert_eq!(padded([0.3, 0.3], true), [0.0, 0.8]);
+        assert_eq!(padded([-1.0, -1.0], false), [-1.5, -0.5]);
+        // Log axes: labels decades apart are scientific, close ones fixed.
+        assert_eq!(
+            axis_format(&[0.001, 0.1, 10.0], true),
+            NumberFormat::Scientific
+        );
+        assert_eq!(axis_format(&[0.5, 1.0, 2.0], true), NumberFormat::Fixed(2));
+        assert_eq!(
+            axis_format(&[0.0, 4.15, 8.3], false),
+            NumberFormat::Fixed(2)
+        );
     }
 }

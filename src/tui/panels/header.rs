@@ -100,15 +100,27 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     }
     let mut second = Vec::new();
     let rate = |v: Option<f64>| v.map_or("—".to_string(), fmt_rate);
-    second.extend(label_value(app, "steps/s ", rate(run.steps_per_second())));
-    second.push(Span::raw("  "));
-    second.extend(label_value(app, "tokens/s ", rate(run.tokens_per_second())));
+    // Rates and the ETA are over running time: a pause does not slow them.
+    let clock = &run.clock;
+    second.extend(label_value(app, "steps/s ", rate(clock.steps_per_second())));
     second.push(Span::raw("  "));
     second.extend(label_value(
         app,
-        "elapsed ",
-        run.elapsed().map_or("—".into(), fmt_duration),
+        "tokens/s ",
+        rate(clock.tokens_per_second()),
     ));
+    second.push(Span::raw("  "));
+    // Running time, and the pauses that make up the rest of the wall time.
+    let elapsed = match (clock.running(), clock.paused()) {
+        (Some(running), Some(paused)) if paused >= 1.0 => format!(
+            "{} (+{} paused)",
+            fmt_duration(running),
+            fmt_duration(paused)
+        ),
+        (Some(running), _) => fmt_duration(running),
+        _ => "—".into(),
+    };
+    second.extend(label_value(app, "elapsed ", elapsed));
     second.push(Span::raw("  "));
     second.extend(label_value(
         app,
@@ -116,12 +128,12 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         run.eta().map_or("—".into(), fmt_duration),
     ));
     if run.probes > 0 || run.failed_probes > 0 {
-        // What probing costs: its share of the wall time so far.
+        // What probing costs: its share of the running time so far.
         second.push(Span::raw("  "));
         let share = run
             .probe_share()
-            .map_or("—".to_string(), |s| format!("{:.1}%", s * 100.0));
-        second.extend(label_value(app, "probing ", format!("{share} of time")));
+            .map_or("—".to_string(), |s| format!("{:.1}% of time", s * 100.0));
+        second.extend(label_value(app, "probing ", share));
     }
     if !run.model_source.is_empty() {
         second.push(Span::raw("  "));

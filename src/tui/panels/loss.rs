@@ -38,6 +38,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         x_start: 0.0,
         x_end: run.total_steps() as f64,
         empty_message: "waiting for the first step…".into(),
+        footer: Vec::new(),
     };
     chart::render(frame, app, area, block, spec);
 }

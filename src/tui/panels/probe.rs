@@ -1,16 +1,16 @@
-//! The checkpoint probe screen: the run's snapshots, the question, and one
-//! column of answers per picked checkpoint (two side by side), each with
-//! the question's `choice` distribution and a judge's distribution per
-//! answer. The judge is named and flagged when it failed the check on
-//! answers of known stance.
+//! The checkpoint probe screen: the run's snapshots (newest first), the
+//! question, and one column of answers per picked checkpoint (A and B side
+//! by side), each with the question's `choice` distribution and a judge's
+//! distribution per answer. The judge is named and flagged when it failed
+//! the check on answers of known stance.
 //!
 //! ```text
 //! ╭ snapshots · Space picks ──────────╮╭ question · e types · n/N probe set · Enter asks ─╮
-//! │ A sft-000050    step 50  cadence  ││ Should the death penalty be abolished?            │
+//! │ A dpo-000049    step 162 phase_end││ Should the death penalty be abolished?            │
 //! │ ▸ sft-000100    step 100 cadence  ││ death-penalty · 3/196 of assets/probes/default… │
-//! │ B dpo-000049    step 162 phase_end││ judge: the run's starting model (t switches)      │
+//! │ B sft-000050    step 50  cadence  ││ judge: the run's starting model (t switches)      │
 //! ╰───────────────────────────────────╯╰───────────────────────────────────────────────────╯
-//! ╭ A · sft-000050 · step 50 · done ──╮╭ B · dpo-000049 · step 162 · sampling 3 answers… ─╮
+//! ╭ A · dpo-000049 · step 162 · done ╮╭ B · sft-000050 · step 50 · sampling 3 answers… ──╮
 //! │ choice  S .41 N .33 O .26 ███▓▓▒▒ ││ choice  S .52 N .28 O .20 ████▓▓▒                  │
 //! │ judge   builtin:tiny — untrusted  ││                                                   │
 //! │ answer 1 · judge S .50 N .30 O .20││ answer 1                                          │
@@ -21,13 +21,16 @@
 use super::stance::{distribution_bar, pad, prob, truncate};
 use crate::events::{SnapshotReason, StanceDistribution};
 use crate::probe::worker::JudgeChoice;
+use crate::tui::action::{Action, Context};
 use crate::tui::app::App;
 use crate::tui::checkpoints::{ColumnView, QuestionSource};
+use crate::tui::path_display;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use ratatui::Frame;
+use std::path::Path;
 
 const COLUMN_NAMES: [&str; 2] = ["A", "B"];
 
@@ -65,12 +68,17 @@ fn snapshots(frame: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.probe;
     let muted = Style::new().fg(t.muted);
+    let hint = app.keymap.hint(
+        Context::Probe,
+        app.mode,
+        &[
+            (Action::PickSnapshot, "picks A, B"),
+            (Action::Rescan, "re-reads"),
+        ],
+    );
     let b = block(
         app,
-        Line::from(format!(
-            " snapshots ({}) · Space picks A, B · r re-reads ",
-            p.snapshots.len()
-        )),
+        Line::from(format!(" snapshots ({}) · {hint} ", p.snapshots.len())),
         !p.editing,
     );
     let inner = b.inner(area);
@@ -138,12 +146,32 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.probe;
     let muted = Style::new().fg(t.muted);
+    let keys = &app.keymap;
+    let typing_keys = keys.hint(
+        Context::ProbeInput,
+        app.mode,
+        &[(Action::Ask, "asks"), (Action::StopEditing, "stops")],
+    );
     let title = if p.editing && p.replace_on_type {
-        " question · typing replaces it (Backspace edits it) · Enter asks · Esc stops "
+        format!(" question · typing replaces it (Backspace edits it) · {typing_keys} ")
     } else if p.editing {
-        " question · typing: Enter asks · Esc stops · Ctrl-u clears "
+        format!(" question · typing: {typing_keys} · Ctrl-u clears ")
     } else {
-        " question · e types · n/N probe set · t judge · Enter asks "
+        let set_keys = match (
+            keys.key_for(Context::Probe, app.mode, Action::NextQuestion),
+            keys.key_for(Context::Probe, app.mode, Action::PrevQuestion),
+        ) {
+            (Some(n), Some(prev)) => format!(" · {n}/{prev} probe set"),
+            (Some(n), None) | (None, Some(n)) => format!(" · {n} probe set"),
+            (None, None) => String::new(),
+        };
+        let edit = keys.hint(Context::Probe, app.mode, &[(Action::EditQuestion, "types")]);
+        let rest = keys.hint(
+            Context::Probe,
+            app.mode,
+            &[(Action::ToggleJudge, "judge"), (Action::Ask, "asks")],
+        );
+        format!(" question · {edit}{set_keys} · {rest} ")
     };
     let b = block(app, Line::from(title), p.editing);
     let inner = b.inner(area);
@@ -171,7 +199,7 @@ fn question(frame: &mut Frame, app: &App, area: Rect) {
             p.topic().unwrap_or("?"),
             i + 1,
             set.questions.len(),
-            set.origin
+            path_display::shown(Path::new(&set.origin))
         ),
         _ => "typed by you".to_string(),
     };

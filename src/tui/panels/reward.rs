@@ -2,13 +2,11 @@
 //! KTO), as TRL names them.
 
 use super::chart::{self, ChartSpec, Trace};
-use super::{fmt_value, panel_block};
+use super::panel_block;
 use crate::tui::app::{App, Panel};
 use crate::tui::run::REWARD_METRICS;
 use ratatui::layout::Rect;
-use ratatui::style::Style;
 use ratatui::text::Line;
-use ratatui::text::Span;
 use ratatui::Frame;
 
 /// Short legend names for the metrics.
@@ -50,6 +48,19 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             color: app.theme.series_color(i + 1),
         })
         .collect();
+    // Latest values ride on the bottom border, in the axis's number format.
+    let footer = present
+        .iter()
+        .filter_map(|(i, m)| {
+            let (_, v) = run.series[*m].last()?;
+            let label = match *m {
+                "rewards/margins" => "margin",
+                "rewards/accuracies" => "acc",
+                other => short(other),
+            };
+            Some((label, v, app.theme.series_color(i + 1)))
+        })
+        .collect();
     let block = panel_block(app, Panel::Reward, Line::from(title));
     let spec = ChartSpec {
         lines,
@@ -57,28 +68,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         x_start,
         x_end: run.total_steps() as f64,
         empty_message,
-    };
-    // Latest values ride on the bottom border.
-    let mut spans = Vec::new();
-    for (i, m) in &present {
-        if let Some((_, v)) = run.series[*m].last() {
-            let label = match *m {
-                "rewards/margins" => "margin",
-                "rewards/accuracies" => "acc",
-                other => short(other),
-            };
-            let color = app.theme.series_color(i + 1);
-            spans.push(Span::styled(format!("{label} "), Style::new().fg(color)));
-            spans.push(Span::styled(
-                format!("{} ", fmt_value(v)),
-                Style::new().fg(app.theme.foreground),
-            ));
-        }
-    }
-    let block = if spans.is_empty() {
-        block
-    } else {
-        block.title_bottom(Line::from(spans))
+        footer,
     };
     chart::render(frame, app, area, block, spec);
 }

@@ -1,6 +1,7 @@
 //! The bottom line: last message or alert on the left, counters on the right.
 
 use super::plural;
+use crate::tui::action::{Action, Context};
 use crate::tui::app::{App, Quit};
 use crate::tui::run::Level;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -35,7 +36,12 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         plural(run.snapshots, "snapshot"),
         Style::new().fg(t.muted),
     ));
-    right.push(Span::styled("? help", Style::new().fg(t.muted)));
+    if let Some(k) = app
+        .keymap
+        .key_for(Context::Main, app.mode, Action::ToggleHelp)
+    {
+        right.push(Span::styled(format!("{k} help"), Style::new().fg(t.muted)));
+    }
     let mut right_line = Vec::new();
     for (i, s) in right.into_iter().enumerate() {
         if i > 0 {
