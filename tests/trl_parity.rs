@@ -186,18 +186,6 @@ fn take_step(
     (g, norm)
 }
 
-fn l2(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .sqrt()
-}
-
 /// `|got − want| ≤ rel·|want| + abs`.
 fn near(got: f64, want: f64, rel: f64, abs: f64) -> bool {
     (got - want).abs() <= rel * want.abs() + abs
@@ -282,9 +270,10 @@ fn parity(run: &str) {
     for (name, want) in norms {
         let ours = our_name(name);
         let want = want.as_f64().unwrap();
-        let got = l2(g64
-            .get(&ours)
-            .unwrap_or_else(|| panic!("{run}: no gradient for {ours}")));
+        let got = common::l2(
+            g64.get(&ours)
+                .unwrap_or_else(|| panic!("{run}: no gradient for {ours}")),
+        );
         total += got * got;
         if want > 0.0 && (got - want).abs() / want > worst.0 {
             worst = ((got - want).abs() / want, ours.clone());
@@ -307,7 +296,7 @@ fn parity(run: &str) {
     );
     for (name, coords) in f["step1"]["grad_coords"].as_object().unwrap() {
         let g = &g64[&our_name(name)];
-        let scale = l2(g) / (g.elem_count() as f64).sqrt();
+        let scale = common::l2(g) / (g.elem_count() as f64).sqrt();
         for c in coords.as_array().unwrap() {
             let c = c.as_array().unwrap();
             let (idx, want) = c.split_at(c.len() - 1);

@@ -207,6 +207,19 @@ pub fn assert_same_gradients(
     );
 }
 
+/// ‖t‖ in f64.
+pub fn l2(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt()
+}
+
 /// A policy over the model's weights converted to `dtype` (f64: the
 /// reference the f32 paths are measured against): every weight trainable,
 /// or LoRA adapters (by PEFT name) over frozen weights.
@@ -215,11 +228,22 @@ pub fn policy_in(
     dtype: DType,
     lora: Option<(&driftui::recipe::LoraConfig, &BTreeMap<String, Tensor>)>,
 ) -> driftui::train::policy::Policy {
+    policy_from(&model.cfg, &model.weights.tensors, dtype, lora)
+}
+
+/// [`policy_in`] over named weights.
+pub fn policy_from(
+    cfg: &driftui::model::ModelConfig,
+    weights: &BTreeMap<String, Tensor>,
+    dtype: DType,
+    lora: Option<(&driftui::recipe::LoraConfig, &BTreeMap<String, Tensor>)>,
+) -> driftui::train::policy::Policy {
     use driftui::model::lora::{peft_name, Lora};
     let mut vars = BTreeMap::new();
     let mut tensors = driftui::model::TensorMap::new("test");
-    for (name, t) in &model.weights.tensors {
-        let t = t.to_dtype(dtype).unwrap();
+    for (name, t) in weights {
+        // A copy: the policy's variables never share the caller's storage.
+        let t = t.to_dtype(dtype).unwrap().copy().unwrap();
         if lora.is_some() {
             tensors.tensors.insert(name.clone(), t);
         } else {
@@ -228,8 +252,8 @@ pub fn policy_in(
             vars.insert(name.clone(), v);
         }
     }
-    let mut decoder = driftui::model::Decoder::from_weights(&model.cfg, &mut tensors).unwrap();
-    if let Some((cfg, adapters)) = lora {
+    let mut decoder = driftui::model::Decoder::from_weights(cfg, &mut tensors).unwrap();
+    if let Some((lcfg, adapters)) = lora {
         for (module, lin) in decoder.linears_mut() {
             let mut var = |which: char| {
                 let name = peft_name(&module, which);
@@ -242,7 +266,7 @@ pub fn policy_in(
             lin.lora = Some(Lora {
                 a,
                 b,
-                scale: cfg.alpha / cfg.rank as f64,
+                scale: lcfg.alpha / lcfg.rank as f64,
                 dropout: 0.0,
                 rng: std::sync::Arc::new(std::sync::Mutex::new(
                     <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
