@@ -117,11 +117,39 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         assert!(tail < head, "phase {phase}: loss did not fall: {losses:?}");
     }
     // DPO starts with the policy equal to its reference: ln 2.
-    let dpo_first = steps_of(&events, 1)[0].1;
+    // The reference is scored exactly as the policy is, so equal weights
+    // give equal log-probs: ln 2, zero rewards, no pair "won" (TRL logs 0).
+    let dpo_first = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Step(s) if s.phase == 1 => Some(s),
+            _ => None,
+        })
+        .unwrap();
     assert!(
-        (dpo_first - std::f64::consts::LN_2).abs() < 1e-4,
-        "{dpo_first}"
+        (dpo_first.loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        dpo_first.loss
     );
+    for k in [
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+    ] {
+        assert_eq!(dpo_first.metrics[k], 0.0, "{k}");
+    }
+    // KTO starts from the policy as DPO left it, its reference the same:
+    // every row's loss is 1 − σ(0) = ½, the KL term 0.
+    let kto_first = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Step(s) if s.phase == 2 => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert!((kto_first.loss - 0.5).abs() < 1e-6, "{}", kto_first.loss);
+    assert_eq!(kto_first.metrics["kl"], 0.0);
     // KTO logs its KL term and reward margins under TRL's names.
     let kto_steps: Vec<_> = events
         .iter()
