@@ -150,6 +150,23 @@ fn losses_fall_resume_is_exact_and_the_run_dir_is_complete() {
         .unwrap();
     assert!((kto_first.loss - 0.5).abs() < 1e-6, "{}", kto_first.loss);
     assert_eq!(kto_first.metrics["kl"], 0.0);
+    // TRL's num_tokens: the input tokens seen so far in the phase (for SFT
+    // and DPO every token a step runs through the model).
+    for phase in 0..2 {
+        let mut seen = 0.0;
+        for e in &events {
+            if let Event::Step(s) = e {
+                if s.phase == phase {
+                    seen += s.tokens as f64;
+                    assert_eq!(
+                        s.metrics["num_tokens"], seen,
+                        "phase {phase} step {}",
+                        s.step
+                    );
+                }
+            }
+        }
+    }
     // KTO logs its KL term and reward margins under TRL's names.
     let kto_steps: Vec<_> = events
         .iter()
