@@ -16,6 +16,7 @@
 //! Nothing here knows models or the trainer: it knows files and names.
 
 pub mod snapshot;
+pub mod view;
 
 pub use snapshot::{SnapshotEntry, SnapshotWriter};
 
