@@ -639,7 +639,8 @@ pub fn run_trace(
         }
         let trainers_done = phases.iter().all(|p| p.finished);
         summary.trainers_done = trainers_done;
-        if opts.once && total_ready == 0 {
+        // `once`: what is complete now, after its files held still.
+        if opts.once && total_ready == 0 && settling.is_empty() {
             break;
         }
         if trainers_done && total_ready == 0 {
