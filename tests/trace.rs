@@ -288,7 +288,10 @@ fn checkpoints_that_need_a_converter_or_another_architecture_fail_by_name() {
     let s = run_trace(&opts, &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_eq!((s.probed, s.failed), (1, 3));
     let got = probes(&opts.trace_dir().join("events.jsonl"));
-    let errs: Vec<String> = got.iter().map(|p| p.error.clone().unwrap_or_default()).collect();
+    let errs: Vec<String> = got
+        .iter()
+        .map(|p| p.error.clone().unwrap_or_default())
+        .collect();
     assert!(errs[0].contains("zero_to_fp32.py"), "{}", errs[0]);
     assert!(errs[1].contains("dcp_to_torch"), "{}", errs[1]);
     assert!(errs[2].contains("gpt2"), "{}", errs[2]);
@@ -303,7 +306,10 @@ fn a_directory_that_is_no_trainers_output_is_refused_before_anything_is_written(
     let err = run_trace(&opts, &AtomicBool::new(false), &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("notes.txt") && err.contains("checkpoint-N"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("checkpoint-N"),
+        "{err}"
+    );
     assert!(!tmp.path().join("driftui").exists());
     let err = run_trace(
         &options(&tmp.path().join("nope")),
