@@ -221,10 +221,10 @@ pub struct RunStart {
     /// The trainer's own configuration, for a run another program trained
     /// (the TRL callback writes `TrainingArguments` here as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Value>,
+    pub config: Option<Box<serde_json::Value>>,
     /// Set in the log of a trace: the runs it probes (`driftui trace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<TracePlan>,
+    pub trace: Option<Box<TracePlan>>,
 }
 
 /// What a trace probes: other trainers' output directories, one phase

@@ -580,7 +580,7 @@ pub fn run_trace(
                 }
             }
         }
-        ready.sort_by(|a, b| (a.phase, a.step).cmp(&(b.phase, b.step)));
+        ready.sort_by_key(|c| (c.phase, c.step));
         // In step order: what comes after a checkpoint about to settle waits for it.
         if let Some(first) = settling.iter().min() {
             ready.retain(|c| (c.phase, c.step) < *first);
@@ -748,7 +748,7 @@ fn trace_start(opts: &TraceOptions, trace_dir: &Path, phases: &[PhaseState]) -> 
         versions: [("driftui".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
         resumed_from: None,
         config: None,
-        trace: Some(TracePlan {
+        trace: Some(Box::new(TracePlan {
             dirs: opts.dirs.iter().map(|d| log_path(trace_dir, d)).collect(),
             method: opts.method,
             probes: opts
@@ -758,7 +758,7 @@ fn trace_start(opts: &TraceOptions, trace_dir: &Path, phases: &[PhaseState]) -> 
                 .unwrap_or_default(),
             questions_per_topic: opts.questions_per_topic,
             base: opts.base.clone(),
-        }),
+        })),
     }
 }
 

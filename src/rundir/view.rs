@@ -65,7 +65,7 @@ pub enum RunView {
 }
 
 /// The trace plan of the log at `log`, if its first record has one.
-pub fn trace_plan(log: &Path) -> Option<TracePlan> {
+pub fn trace_plan(log: &Path) -> Option<Box<TracePlan>> {
     let f = std::fs::File::open(log).ok()?;
     let mut first = String::new();
     std::io::BufReader::new(f).read_line(&mut first).ok()?;
@@ -76,7 +76,7 @@ pub fn trace_plan(log: &Path) -> Option<TracePlan> {
 }
 
 /// The run of a trace whose folder is `dir`, from its plan.
-fn traced(dir: &Path, plan: TracePlan) -> ForeignRun {
+fn traced(dir: &Path, plan: &TracePlan) -> ForeignRun {
     ForeignRun {
         dirs: plan
             .dirs
@@ -103,10 +103,7 @@ pub fn locate_view(path: &Path) -> Result<RunView> {
     }
     if path.is_file() {
         if let Some(plan) = trace_plan(path) {
-            return Ok(RunView::Foreign(traced(
-                &RunDir::of_log(path).root().to_path_buf(),
-                plan,
-            )));
+            return Ok(RunView::Foreign(traced(RunDir::of_log(path).root(), &plan)));
         }
         let is_driftui_log = path.file_name().is_some_and(|n| n == EVENTS_FILE)
             || find_log(path).is_some_and(|f| f.format == crate::events::foreign::Format::Driftui);
@@ -121,7 +118,7 @@ pub fn locate_view(path: &Path) -> Result<RunView> {
     for dir in [path.to_path_buf(), path.join(TRACE_DIR)] {
         let log = dir.join(EVENTS_FILE);
         if let Some(plan) = trace_plan(&log) {
-            return Ok(RunView::Foreign(traced(&dir, plan)));
+            return Ok(RunView::Foreign(traced(&dir, &plan)));
         }
     }
     let run = RunDir::at(path);

@@ -59,7 +59,7 @@ pub struct Pipeline {
     trace_dir: Option<PathBuf>,
     phases: Vec<Phase>,
     trace: Option<Follower>,
-    trace_plan: Option<TracePlan>,
+    trace_plan: Option<Box<TracePlan>>,
     trace_model: String,
     started: bool,
     ended: bool,

@@ -75,6 +75,9 @@ fn parse(path: &Path) -> Option<State> {
     })
 }
 
+/// (step, time) of each checkpoint, in step order.
+type Clock = Vec<(u64, f64)>;
+
 /// Follows a transformers output directory through its trainer states.
 pub struct TrainerStateLog {
     dir: PathBuf,
@@ -103,13 +106,13 @@ impl TrainerStateLog {
 
     /// The newest state that parses whole (a checkpoint being written has a
     /// half-written one, or none yet), and the (step, time) of every checkpoint.
-    fn newest(&self) -> (Option<(PathBuf, State)>, Vec<(u64, f64)>) {
+    fn newest(&self) -> (Option<(PathBuf, State)>, Clock) {
         let mut all = states(&self.dir);
         let mut clock: Vec<(u64, f64)> = all
             .iter()
             .filter_map(|(n, p)| Some(((*n)?, mtime(p)?)))
             .collect();
-        clock.sort_by(|a, b| a.0.cmp(&b.0));
+        clock.sort_by_key(|c| c.0);
         // Newest first; the directory's own state (read to know its step) competes too.
         all.sort_by(|a, b| b.0.unwrap_or(u64::MAX).cmp(&a.0.unwrap_or(u64::MAX)));
         let mut best: Option<(PathBuf, State)> = None;
@@ -127,7 +130,7 @@ impl TrainerStateLog {
                     if n.is_none() {
                         if let Some(t) = mtime(&p) {
                             clock.push((s.global_step, t));
-                            clock.sort_by(|a, b| a.0.cmp(&b.0));
+                            clock.sort_by_key(|c| c.0);
                         }
                     }
                     best = Some((p, s));
