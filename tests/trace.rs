@@ -320,3 +320,66 @@ fn a_directory_that_is_no_trainers_output_is_refused_before_anything_is_written(
     .to_string();
     assert!(err.contains("is not a directory"), "{err}");
 }
+
+fn driftui(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_driftui"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_command_line_prints_progress_with_an_eta_and_refuses_what_it_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let m = micro();
+    for step in 1..=3 {
+        let c = out.join(format!("checkpoint-{step}"));
+        write_weights(&m, &c);
+        write_marker(&c, step, 3);
+    }
+    let dir = out.to_str().unwrap();
+    let o = driftui(&[
+        "trace",
+        dir,
+        "--headless",
+        "--settle",
+        "0",
+        "--questions-per-topic",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("trace: out/checkpoint-1 (phase 1, step 1): probed in"),
+        "{err}"
+    );
+    assert!(err.contains("2 waiting, ETA "), "{err}");
+    assert!(
+        err.contains("trace: 3 probed, 0 failed, 0 probed before; the trainers reached their last steps"),
+        "{err}"
+    );
+    // The report of the traced run goes into the trace's folder.
+    let o = driftui(&["report", dir]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("driftui/report/metrics.csv").is_file());
+    assert!(out.join("driftui/report/drift.md").is_file());
+    // Replay reads driftui's own logs: it points at watch.
+    let o = driftui(&["replay", dir]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("driftui watch"), "{err}");
+    // A directory of something else: what was found, what was expected.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("data.csv"), "a,b\n").unwrap();
+    for cmd in ["watch", "report"] {
+        let o = driftui(&[cmd, other.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{cmd}");
+        assert!(
+            err.contains("it holds data.csv") && err.contains("trainer_log.jsonl (LLaMA-Factory)"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1, "nothing written");
+}
