@@ -150,6 +150,8 @@ fn main() -> Result<()> {
         ],
         versions: BTreeMap::from([("driftui".to_string(), "0.1.0".to_string())]),
         resumed_from: None,
+        config: None,
+        trace: None,
     }))?;
 
     let probe = |log: &mut EventLog,

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::events::Stance;
+use crate::events::{ProbeMethod, Stance};
 use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -48,7 +48,10 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         keymap: Option<PathBuf>,
     },
-    /// Follow a log that another process is still writing.
+    /// Follow a log that another process is still writing: driftui's own
+    /// events.jsonl, or another trainer's output directory (transformers/TRL
+    /// checkpoint-N/trainer_state.json, LLaMA-Factory trainer_log.jsonl,
+    /// torchtune's log_*.txt, verl's file log) with its trace's probes.
     Watch {
         path: PathBuf,
         #[arg(long, value_name = "NAME|PATH")]
@@ -94,6 +97,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Probe the checkpoints other trainers write (TRL, LLaMA-Factory,
+    /// torchtune, verl, PEFT adapters) as they land, one phase per output
+    /// directory, into a trace log of its own (DIR/driftui/events.jsonl);
+    /// the trainers' files are never written.
+    Trace {
+        /// The trainers' output directories, in phase order.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The trace's folder (default: the first directory's driftui/).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Base model of adapter checkpoints, instead of the one their adapter_config.json names.
+        #[arg(long, value_name = "SOURCE")]
+        base: Option<String>,
+        /// Probe set (JSONL with topic and question); default: the shipped one.
+        #[arg(long, value_name = "FILE")]
+        probes: Option<PathBuf>,
+        /// How stances are measured.
+        #[arg(long, default_value = "choice")]
+        method: ProbeMethod,
+        /// Questions per topic (0: all).
+        #[arg(long, default_value_t = 0)]
+        questions_per_topic: usize,
+        /// `generate`: the judge (a model source, or openai:URL#MODEL).
+        #[arg(long, value_name = "SOURCE")]
+        judge: Option<String>,
+        /// `generate`: answers sampled per question.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Seconds a checkpoint's files must keep their sizes before it counts as written.
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+        settle: f64,
+        /// Probe the checkpoints complete now and stop, without waiting for more.
+        #[arg(long)]
+        once: bool,
+        /// Print progress lines (and an ETA) instead of opening the dashboard.
+        #[arg(long)]
+        headless: bool,
+        #[arg(long, value_name = "NAME|PATH")]
+        theme: Option<String>,
+        /// A keymap file read over the built-in one.
+        #[arg(long, value_name = "PATH")]
+        keymap: Option<PathBuf>,
+    },
     /// Write a run's drift table (markdown, CSV, JSON) and plots (SVG, PNG).
     Report {
         /// The run directory or its events.jsonl.
@@ -120,6 +173,17 @@ pub enum Command {
 impl ValueEnum for Stance {
     fn value_variants<'a>() -> &'a [Self] {
         &Stance::EACH
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+/// A probe method on the command line is written as in the log.
+impl ValueEnum for ProbeMethod {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ProbeMethod::Choice, ProbeMethod::Generate]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {

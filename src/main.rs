@@ -86,6 +86,43 @@ fn run(cli: Cli) -> Result<()> {
             theme,
             keymap,
         } => tui::watch(&path, &UiOptions { theme, keymap }),
+        Command::Trace {
+            dirs,
+            out,
+            base,
+            probes,
+            method,
+            questions_per_topic,
+            judge,
+            samples,
+            temperature,
+            top_p,
+            max_tokens,
+            settle,
+            once,
+            headless,
+            theme,
+            keymap,
+        } => {
+            let mut opts = driftui::probe::trace::TraceOptions::new(dirs);
+            opts.out = out;
+            opts.base = base;
+            opts.probes = probes;
+            opts.method = method;
+            opts.questions_per_topic = questions_per_topic;
+            opts.judge = judge;
+            opts.samples = samples;
+            opts.temperature = temperature;
+            opts.top_p = top_p;
+            opts.max_tokens = max_tokens;
+            anyhow::ensure!(
+                settle.is_finite() && settle >= 0.0,
+                "--settle must be a number of seconds, not {settle}"
+            );
+            opts.settle = std::time::Duration::from_secs_f64(settle);
+            opts.once = once;
+            trace(opts, headless, &UiOptions { theme, keymap })
+        }
         Command::Probe {
             checkpoint,
             probes,
@@ -181,4 +218,123 @@ fn synth(
         out.display()
     );
     Ok(())
+}
+
+/// `driftui trace`: headless, the trace on this thread with progress lines;
+/// else the trace on a thread of its own and the dashboard over the
+/// trainers' logs and the trace's.
+fn trace(opts: driftui::probe::trace::TraceOptions, headless: bool, ui: &UiOptions) -> Result<()> {
+    use driftui::probe::trace::{check_dirs, run_trace};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    check_dirs(&opts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if headless {
+        let summary = run_trace(&opts, &stop, &mut |n| eprintln!("{}", describe_news(&n)))?;
+        eprintln!(
+            "trace: {} probed, {} failed, {} probed before{}; log: {}",
+            summary.probed,
+            summary.failed,
+            summary.skipped_as_done,
+            if summary.trainers_done {
+                "; the trainers reached their last steps"
+            } else {
+                ""
+            },
+            summary.trace_dir.join("events.jsonl").display()
+        );
+        return Ok(());
+    }
+    ui.validate()?;
+    let trace_dir = opts.trace_dir();
+    std::fs::create_dir_all(&trace_dir)?;
+    let thread_opts = opts.clone();
+    let thread_stop = stop.clone();
+    let tracer = std::thread::Builder::new()
+        .name("driftui-trace".into())
+        .spawn(move || {
+            let result = run_trace(&thread_opts, &thread_stop, &mut |n| {
+                tracing::info!("{}", describe_news(&n))
+            });
+            if let Err(e) = &result {
+                // The dashboard reads the trace's log: say it there.
+                let log = thread_opts.trace_dir().join("events.jsonl");
+                if let Ok(mut l) = driftui::events::EventLog::open(&log) {
+                    let _ = l.append(&driftui::events::Event::Alert(driftui::events::Alert {
+                        t: driftui::events::now(),
+                        level: driftui::events::AlertLevel::Error,
+                        message: format!("the trace stopped: {e:#}"),
+                        global_step: 0,
+                    }));
+                }
+            }
+            result
+        })?;
+    // Wait for the trace's log to hold its plan, so the dashboard reads it as a trace.
+    let log = trace_dir.join("events.jsonl");
+    let t0 = std::time::Instant::now();
+    while driftui::rundir::view::trace_plan(&log).is_none()
+        && !tracer.is_finished()
+        && t0.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if tracer.is_finished() && driftui::rundir::view::trace_plan(&log).is_none() {
+        return match tracer.join() {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => anyhow::bail!("the trace thread panicked"),
+        };
+    }
+    let run = driftui::rundir::view::ForeignRun {
+        dirs: opts.dirs.clone(),
+        trace: Some(driftui::rundir::RunDir::at(&trace_dir)),
+    };
+    let shown = tui::watch_foreign(&run, ui);
+    stop.store(true, Ordering::SeqCst);
+    // A probe under way is left to the process's end; a restarted trace
+    // probes that checkpoint again (its probe was never written).
+    if tracer.is_finished() {
+        if let Ok(Err(e)) = tracer.join() {
+            eprintln!("driftui: the trace stopped: {e:#}");
+        }
+    }
+    shown
+}
+
+fn describe_news(n: &driftui::probe::trace::TraceNews) -> String {
+    use driftui::duration::clock as human;
+    use driftui::probe::trace::TraceNews;
+    match n {
+        TraceNews::Waiting { checkpoint, why } => {
+            format!("trace: waiting for {checkpoint}: {why}")
+        }
+        TraceNews::Probed {
+            checkpoint,
+            phase,
+            step,
+            scan,
+            load,
+            probe,
+            error,
+            queued,
+            eta,
+        } => {
+            let head = format!("trace: {checkpoint} (phase {}, step {step})", phase + 1);
+            let left = match eta {
+                Some(eta) if *queued > 0 => format!("; {queued} waiting, ETA {}", human(*eta)),
+                _ if *queued > 0 => format!("; {queued} waiting"),
+                _ => String::new(),
+            };
+            match error {
+                Some(e) => format!("{head} failed: {e}; the trace goes on{left}"),
+                None => format!(
+                    "{head}: probed in {:.1} s (load {:.2} s, scan {:.1} ms){left}",
+                    probe,
+                    load,
+                    scan * 1000.0
+                ),
+            }
+        }
+        TraceNews::Note(m) => format!("trace: {m}"),
+    }
 }

@@ -201,6 +201,8 @@ fn drift_time_by_hand_on_screen() {
         }],
         versions: Default::default(),
         resumed_from: None,
+        config: None,
+        trace: None,
     });
     let phase = Event::PhaseStart(PhaseStart {
         t: 100.0,

@@ -148,11 +148,44 @@ fn report_of_a_missing_run_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let o = driftui(&["report", dir.path().to_str().unwrap()]);
     assert!(!o.status.success());
+    let err = stderr(&o);
     assert!(
-        stderr(&o).contains("is not a run: it has no events.jsonl"),
-        "{}",
-        stderr(&o)
+        err.contains("has no training log driftui reads: it is empty") && err.contains("events.jsonl"),
+        "{err}"
     );
+    assert!(!dir.path().join("driftui").exists(), "nothing written for a bad path");
+}
+
+/// metrics.csv: one row per logged step, one column per metric, the numbers
+/// the log holds (read here with serde_json, not driftui's reader).
+#[test]
+fn report_writes_every_logged_metric_per_step_as_csv() {
+    let out = tempfile::tempdir().unwrap();
+    write_report(&fixture(), Some(out.path())).unwrap();
+    let csv = std::fs::read_to_string(out.path().join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let text = std::fs::read_to_string(fixture()).unwrap();
+    let steps: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "step")
+        .collect();
+    assert_eq!(rows.len(), steps.len());
+    assert!(header.contains(&"rewards/margins"), "{header:?}");
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for (row, step) in rows.iter().zip(&steps) {
+        assert_eq!(row.len(), header.len());
+        assert_eq!(row[col("global_step")], step["global_step"].to_string());
+        let loss: f64 = row[col("loss")].parse().unwrap();
+        assert_eq!(loss, step["loss"].as_f64().unwrap());
+        let margin = row[col("rewards/margins")];
+        match step.get("rewards/margins").and_then(|v| v.as_f64()) {
+            Some(m) => assert_eq!(margin.parse::<f64>().unwrap(), m),
+            None => assert_eq!(margin, "", "an SFT step has no margin"),
+        }
+    }
 }
 
 /// A 3-step SFT run of the built-in micro model; returns its run directory.

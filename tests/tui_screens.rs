@@ -493,6 +493,8 @@ impl HandRun {
             }],
             versions: Default::default(),
             resumed_from: None,
+            config: None,
+            trace: None,
         });
         let phase = Event::PhaseStart(PhaseStart {
             t: 100.0,

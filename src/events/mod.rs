@@ -57,6 +57,7 @@ macro_rules! log_names {
 }
 pub(crate) use log_names;
 
+pub mod foreign;
 mod log;
 mod stance;
 pub mod watch;
@@ -66,6 +67,9 @@ pub use stance::{PerStance, Stance, StanceDistribution};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// File name of a run's event log.
+pub const LOG_FILE: &str = "events.jsonl";
 
 /// The schema version this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -214,6 +218,32 @@ pub struct RunStart {
     /// steps up to this point, and a reader drops any it saw after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_from: Option<ResumePoint>,
+    /// The trainer's own configuration, for a run another program trained
+    /// (the TRL callback writes `TrainingArguments` here as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Box<serde_json::Value>>,
+    /// Set in the log of a trace: the runs it probes (`driftui trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<TracePlan>>,
+}
+
+/// What a trace probes: other trainers' output directories, one phase
+/// each, and how their checkpoints are probed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TracePlan {
+    /// The output directories in phase order; a relative one is relative
+    /// to the directory of the trace's log.
+    pub dirs: Vec<String>,
+    pub method: ProbeMethod,
+    /// The probe set's file, empty for the built-in set.
+    #[serde(default)]
+    pub probes: String,
+    /// Questions per topic (0: all of them).
+    #[serde(default)]
+    pub questions_per_topic: usize,
+    /// The base model of adapter checkpoints, when the user named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// Where a resumed run picked up.

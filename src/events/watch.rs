@@ -181,6 +181,27 @@ const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
 /// Poll anyway this often, for file systems whose notifications are missing.
 const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
+/// Anything [`follow_source`] can drive: a poll that reports what is new,
+/// and the paths whose changes call for one.
+pub trait Poll: Send + 'static {
+    fn poll(&mut self) -> Result<FollowUpdate>;
+    /// Paths to watch, and whether below them too.
+    fn watched(&self) -> Vec<(PathBuf, bool)>;
+}
+
+impl<F: LogFormat> Poll for Follower<F> {
+    fn poll(&mut self) -> Result<FollowUpdate> {
+        Follower::poll(self)
+    }
+    fn watched(&self) -> Vec<(PathBuf, bool)> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        vec![(dir, false)]
+    }
+}
+
 /// One message of a running watch.
 pub type WatchMessage = std::result::Result<FollowUpdate, String>;
 
@@ -199,43 +220,70 @@ impl WatchHandle {
 /// Follow `follower`'s file: its first poll is returned at once (so a newer
 /// schema or unreadable file fails here), later ones arrive on the channel.
 pub fn follow<F: LogFormat>(
-    mut follower: Follower<F>,
+    follower: Follower<F>,
 ) -> Result<(
     FollowUpdate,
     tokio::sync::mpsc::Receiver<WatchMessage>,
     WatchHandle,
 )> {
     let path = follower.path().to_path_buf();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        anyhow::bail!("{} does not exist", dir.display());
-    }
-    let first = follower.poll()?;
-    let (signal_tx, signal_rx) = std_mpsc::channel::<()>();
     let name = path.file_name().map(|n| n.to_os_string());
+    // Only changes to the file itself call for a read.
+    let ours = move |p: &Path| p.file_name().map(|n| n.to_os_string()) == name;
+    follow_filtered(follower, path, ours)
+}
+
+/// Follow any source of events (several files, a directory of
+/// checkpoints): every change under its watched paths calls for a poll.
+pub fn follow_source<P: Poll>(
+    source: P,
+    shown_as: &Path,
+) -> Result<(
+    FollowUpdate,
+    tokio::sync::mpsc::Receiver<WatchMessage>,
+    WatchHandle,
+)> {
+    follow_filtered(source, shown_as.to_path_buf(), |_| true)
+}
+
+fn follow_filtered<P: Poll>(
+    mut source: P,
+    path: PathBuf,
+    ours: impl Fn(&Path) -> bool + Send + 'static,
+) -> Result<(
+    FollowUpdate,
+    tokio::sync::mpsc::Receiver<WatchMessage>,
+    WatchHandle,
+)> {
+    let watched = source.watched();
+    for (dir, _) in &watched {
+        if !dir.is_dir() {
+            anyhow::bail!("{} does not exist", dir.display());
+        }
+    }
+    let first = source.poll()?;
+    let (signal_tx, signal_rx) = std_mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let ours = match &res {
-            Ok(ev) => {
-                ev.paths.is_empty()
-                    || ev
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-            }
+        let wanted = match &res {
+            Ok(ev) => ev.paths.is_empty() || ev.paths.iter().any(|p| ours(p)),
             Err(_) => true,
         };
-        if ours {
+        if wanted {
             let _ = signal_tx.send(());
         }
     })
     .context("cannot start the file watcher")?;
-    // The directory, not the file: a re-created file is a new inode.
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    // Directories, not files: a re-created file is a new inode.
+    for (dir, recursive) in &watched {
+        let mode = if *recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        watcher
+            .watch(dir, mode)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut was_missing = first.missing;
     std::thread::Builder::new()
@@ -251,7 +299,7 @@ pub fn follow<F: LogFormat>(
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            let msg = match follower.poll() {
+            let msg = match source.poll() {
                 Ok(u) if !u.is_news(was_missing) => continue,
                 Ok(u) => {
                     was_missing = u.missing;

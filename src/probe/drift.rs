@@ -296,6 +296,8 @@ mod tests {
             ],
             versions: Default::default(),
             resumed_from: None,
+            config: None,
+            trace: None,
         });
         let ev = vec![
             start,

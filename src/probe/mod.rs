@@ -14,6 +14,7 @@ pub mod drift;
 pub mod judge;
 pub mod set;
 pub mod synth;
+pub mod trace;
 pub mod worker;
 
 use crate::data::{Message, TextTokenizer};
@@ -157,6 +158,15 @@ impl Prober {
         match self.method {
             Method::Choice => ProbeMethod::Choice,
             Method::Generate { .. } => ProbeMethod::Generate,
+        }
+    }
+
+    /// The judge of a `generate` prober, to score another checkpoint's
+    /// answers with (loading and checking a judge costs more than a probe).
+    pub fn take_judge(&mut self) -> Option<Box<dyn Judge>> {
+        match std::mem::replace(&mut self.method, Method::Choice) {
+            Method::Generate { judge, .. } => Some(judge),
+            Method::Choice => None,
         }
     }
 

@@ -3,8 +3,9 @@
 
 pub mod plot;
 
-use crate::events::{read_log, Event, ProbeMethod, Stance};
+use crate::events::{read_log, Event, ProbeMethod, Stance, StepEvent};
 use crate::probe::drift::{DriftTable, Point, TopicDrift};
+use crate::rundir::view::{locate_view, RunView};
 use crate::rundir::RunLog;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -288,25 +289,108 @@ pub struct ReportFiles {
     pub topics: usize,
 }
 
-/// Write the report of the run at `run` (its directory, its log or one of
-/// its snapshots) into `out` (default: `RUN_DIR/report`).
-pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
-    let RunLog { run, log } = RunLog::locate(run)?;
-    let (events, read) = read_log(&log)?;
-    if events.is_empty() {
-        bail!("{} holds no events", log.display());
+/// The events of the run at `path` (native, or trained elsewhere and
+/// traced), and the directory a report goes to unless told otherwise.
+pub fn run_events(path: &Path) -> Result<(Vec<Event>, PathBuf)> {
+    match locate_view(path)? {
+        RunView::Native(RunLog { run, log }) => {
+            let (events, read) = read_log(&log)?;
+            if events.is_empty() {
+                bail!("{} holds no events", log.display());
+            }
+            for (line, why) in read.skipped.iter().take(3) {
+                eprintln!(
+                    "driftui: warning: {}: line {line} skipped: {why}",
+                    log.display()
+                );
+            }
+            Ok((events, run.report_dir()))
+        }
+        RunView::Foreign(foreign) => {
+            let mut pipeline = foreign.pipeline();
+            let update = pipeline.poll()?;
+            if update.events.is_empty() {
+                bail!(
+                    "no events yet in {}: neither the trainer's log nor the trace's has a record",
+                    pipeline.describe()
+                );
+            }
+            if update.skipped > 0 {
+                eprintln!(
+                    "driftui: warning: {} log lines could not be read and were skipped",
+                    update.skipped
+                );
+            }
+            // Never into the trainer's files: under driftui's own folder.
+            Ok((update.events, foreign.own_dir().join("report")))
+        }
     }
-    for (line, why) in read.skipped.iter().take(3) {
-        eprintln!(
-            "driftui: warning: {}: line {line} skipped: {why}",
-            log.display()
+}
+
+/// Every logged step as CSV: one row per step, one column per metric (the
+/// union over the run, empty where a step did not log it).
+pub fn metrics_csv(events: &[Event]) -> String {
+    let steps: Vec<&StepEvent> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let mut names: Vec<&str> = steps
+        .iter()
+        .flat_map(|s| s.metrics.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = String::from("phase,step,global_step,t,loss,lr,grad_norm,tokens,seconds");
+    for n in &names {
+        out.push(',');
+        out.push_str(&csv_field(n));
+    }
+    out.push('\n');
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            String::new()
+        }
+    };
+    for s in steps {
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            s.phase,
+            s.step,
+            s.global_step,
+            num(s.t),
+            num(s.loss),
+            num(s.lr),
+            num(s.grad_norm),
+            s.tokens,
+            num(s.seconds)
         );
+        for n in &names {
+            out.push(',');
+            if let Some(v) = s.metrics.get(*n) {
+                out.push_str(&num(*v));
+            }
+        }
+        out.push('\n');
     }
+    out
+}
+
+/// Write the report of the run at `run` (its directory, its log or one of
+/// its snapshots; or another trainer's output directory or a trace's) into
+/// `out` (default: `RUN_DIR/report`, or the trace's folder's `report/`).
+pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
+    let (events, default_dir) = run_events(run)?;
     let data = RunData::from_events(&events);
     let rows = data.drift.rows();
     let dir = match out {
         Some(d) => d.to_path_buf(),
-        None => run.report_dir(),
+        None => default_dir,
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();
@@ -326,6 +410,7 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
     put("loss.svg", plot::loss_svg(&data)?.as_bytes())?;
     put("stance.png", &plot::stance_png(&data)?)?;
     put("loss.png", &plot::loss_png(&data)?)?;
+    put("metrics.csv", metrics_csv(&events).as_bytes())?;
     let topics: BTreeMap<&str, ()> = rows.iter().map(|r| (r.topic.as_str(), ())).collect();
     Ok(ReportFiles {
         dir,

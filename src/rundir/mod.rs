@@ -16,6 +16,7 @@
 //! Nothing here knows models or the trainer: it knows files and names.
 
 pub mod snapshot;
+pub mod view;
 
 pub use snapshot::{SnapshotEntry, SnapshotWriter};
 
@@ -24,7 +25,7 @@ use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 /// File name of a run's event log.
-pub const EVENTS_FILE: &str = "events.jsonl";
+pub const EVENTS_FILE: &str = crate::events::LOG_FILE;
 const RECIPE_FILE: &str = "recipe.toml";
 const SNAPSHOTS_DIR: &str = "snapshots";
 const REPORT_DIR: &str = "report";

@@ -262,6 +262,8 @@ impl Trainer {
                 global_step: res.state.global_step,
                 snapshot: res.dir.display().to_string(),
             }),
+            config: None,
+            trace: None,
         })
     }
 

@@ -26,8 +26,9 @@ pub mod terminal;
 pub mod theme;
 pub mod ui;
 
-use crate::events::watch::{follow, Follower};
+use crate::events::watch::{follow, follow_source, Follower};
 use crate::probe::worker::ProbeWorker;
+use crate::rundir::view::{locate_view, ForeignRun, RunView};
 use crate::rundir::RunLog;
 use crate::train::{Control, TrainerHandle};
 use action::Mode;
@@ -151,6 +152,18 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
     let keymap = opts.keymap()?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
+    if let Ok(RunView::Foreign(run)) = locate_view(path) {
+        anyhow::bail!(
+            "{} was trained by another program; open it with `driftui watch {}` \
+             (its logs and the trace's probes) or write its report with `driftui report`",
+            path.display(),
+            run.dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     let (replay, _whole) = Replay::open(path)?;
     drop(_whole);
     tracing::info!(
@@ -171,17 +184,26 @@ pub fn replay(path: &Path, opts: &UiOptions) -> Result<()> {
     run_on_terminal(&mut app, &mut Source::Replay(Box::new(replay)))
 }
 
-/// Follow a log that another process is still writing.
+/// Follow a log that another process is still writing: driftui's own, or
+/// another trainer's output directory (and the trace that probes it).
 pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
+    // A log that does not exist yet is waited for.
+    let view = if path.exists() {
+        locate_view(path)?
+    } else {
+        RunView::Native(RunLog::of_file(path))
+    };
+    match view {
+        RunView::Native(log) => watch_native(log, opts),
+        RunView::Foreign(run) => watch_foreign(&run, opts),
+    }
+}
+
+fn watch_native(found: RunLog, opts: &UiOptions) -> Result<()> {
     let theme = Theme::load(opts.theme.as_deref())?;
     let keymap = opts.keymap()?;
     let _log = logging::init(&logging::state_dir(), "driftui.log");
-    // A log that does not exist yet is waited for.
-    let RunLog { run, log: file } = if path.exists() {
-        RunLog::locate(path)?
-    } else {
-        RunLog::of_file(path)
-    };
+    let RunLog { run, log: file } = found;
     let (first, updates, handle) = follow(Follower::events_jsonl(&file))?;
     tracing::info!("watching {}", file.display());
     let mut app = App::new(Mode::Watch, theme, file.display().to_string());
@@ -191,6 +213,40 @@ pub fn watch(path: &Path, opts: &UiOptions) -> Result<()> {
     if first.missing {
         let waiting = format!("waiting for {} to appear", app.source);
         app.run.note(Level::Warning, waiting);
+    }
+    app.apply(&first.events);
+    run_on_terminal(
+        &mut app,
+        &mut Source::Watch(WatchSource {
+            updates,
+            closed: false,
+            handle: Some(handle),
+        }),
+    )
+}
+
+/// Follow a run another trainer writes: its logs for loss and rewards, the
+/// trace's log (if any) for stances, one phase per output directory.
+pub fn watch_foreign(run: &ForeignRun, opts: &UiOptions) -> Result<()> {
+    let theme = Theme::load(opts.theme.as_deref())?;
+    let keymap = opts.keymap()?;
+    let _log = logging::init(&logging::state_dir(), "driftui.log");
+    let pipeline = run.pipeline();
+    let shown = pipeline.describe();
+    let shown_as = run.dirs.first().cloned().unwrap_or_default();
+    let (first, updates, handle) = follow_source(pipeline, &shown_as)?;
+    tracing::info!("watching {shown}");
+    let mut app = App::new(Mode::Watch, theme, shown.clone());
+    app.keymap = keymap;
+    // The probe screen loads checkpoints the way the trace did (its log's
+    // base model), and lists the checkpoints the trace announced.
+    app.run_dir = Some(run.own_dir());
+    app.skipped_lines = first.skipped;
+    if first.events.is_empty() {
+        app.run.note(
+            Level::Warning,
+            format!("waiting for a log or a trace in {shown}"),
+        );
     }
     app.apply(&first.events);
     run_on_terminal(

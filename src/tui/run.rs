@@ -552,6 +552,8 @@ mod tests {
                 global_step: g,
                 snapshot: "snapshots/step-5".into(),
             }),
+            config: None,
+            trace: None,
         })
     }
 
