@@ -213,7 +213,7 @@ pub struct RunStart {
     /// Set when this run continues from a snapshot: the log already holds the
     /// steps up to this point, and a reader drops any it saw after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumed_from: Option<ResumePoint>,
+    pub resumed_from: Option<Box<ResumePoint>>,
 }
 
 /// Where a resumed run picked up.
@@ -222,7 +222,12 @@ pub struct ResumePoint {
     pub phase: usize,
     pub step: u64,
     pub global_step: u64,
+    /// The snapshot resumed from, as the user named it.
     pub snapshot: String,
+    /// The run directory the snapshot belongs to, when the run was resumed
+    /// into a new directory (`--output`); its log up to here was copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run: Option<String>,
 }
 
 /// The model being trained.

@@ -189,6 +189,7 @@ pub struct RunModel {
     /// Every snapshot the log announced, in order.
     pub snapshot_events: Vec<SnapshotEvent>,
     pub status: Option<StatusMessage>,
+    /// Warnings and errors the log raised (notes are not counted).
     pub alerts: u64,
     /// How the run ended, once it has.
     pub ended: Option<RunStatus>,
@@ -304,7 +305,11 @@ impl RunModel {
                 self.say(Level::Info, "training resumed".into(), m.global_step);
             }
             Event::Alert(a) => {
-                self.alerts += 1;
+                // A note (a snapshot's size, old snapshots removed) is
+                // shown, not counted among the alerts to look at.
+                if a.level != AlertLevel::Info {
+                    self.alerts += 1;
+                }
                 let level = match a.level {
                     AlertLevel::Error => Level::Error,
                     AlertLevel::Warning => Level::Warning,
@@ -380,14 +385,17 @@ impl RunModel {
             self.phase = Some(resume.phase);
             self.step = resume.step;
             self.global_step = resume.global_step;
-            self.say(
-                Level::Info,
-                format!(
+            let text = match &resume.parent_run {
+                Some(parent) => format!(
+                    "run resumed from {} at step {}, in a new directory (the run before: {parent})",
+                    resume.snapshot, resume.global_step
+                ),
+                None => format!(
                     "run resumed from {} at step {}",
                     resume.snapshot, resume.global_step
                 ),
-                resume.global_step,
-            );
+            };
+            self.say(Level::Info, text, resume.global_step);
         } else {
             *self = RunModel {
                 events: self.events,
@@ -546,11 +554,14 @@ mod tests {
                 steps: 10,
             }],
             versions: Default::default(),
-            resumed_from: resumed.map(|g| ResumePoint {
-                phase: 0,
-                step: g,
-                global_step: g,
-                snapshot: "snapshots/step-5".into(),
+            resumed_from: resumed.map(|g| {
+                Box::new(ResumePoint {
+                    phase: 0,
+                    step: g,
+                    global_step: g,
+                    snapshot: "snapshots/step-5".into(),
+                    parent_run: None,
+                })
             }),
         })
     }
