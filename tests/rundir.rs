@@ -6,11 +6,21 @@
 mod common;
 
 use common::{assets, train_options, train_to_end};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use driftui::events::{read_log, AlertLevel, Event, RunStatus, SnapshotReason};
 use driftui::rundir::disk::dir_bytes;
 use driftui::rundir::snapshot::{self, verify};
 use driftui::train::{self, Control, DiskFault, DiskFaultKind, RunOutcome, TrainOptions};
+use driftui::tui::action::Mode;
+use driftui::tui::app::App;
+use driftui::tui::event_loop::{self, LiveSource, Source};
+use driftui::tui::theme::Theme;
+use driftui::tui::ui;
+use futures::StreamExt;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `builtin:micro`: SFT (6 steps, a snapshot every 2), then DPO (4 steps,
 /// every 2), with `run_extra` in `[run]`; returns the recipe's path.
@@ -148,13 +158,13 @@ fn headless_full_disk_stops_cleanly_and_the_run_resumes_exactly() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     let e = &errors[0];
     assert!(
-        e.starts_with(
-            "not enough disk space for the snapshot snapshots/sft-000004: it needs about"
-        ),
+        e.starts_with("no room for snapshot sft-000004: about "),
         "{e}"
     );
     assert!(
-        e.contains("the last good snapshot is") && e.contains("sft-000002"),
+        e.contains("the run stops here, intact")
+            && e.contains("the last good snapshot is")
+            && e.contains("sft-000002"),
         "{e}"
     );
     match ev.last() {
@@ -173,7 +183,7 @@ fn headless_full_disk_stops_cleanly_and_the_run_resumes_exactly() {
     let sized = alerts(&ev, AlertLevel::Info);
     let note = sized
         .iter()
-        .find(|m| m.starts_with("writing snapshot snapshots/sft-000002: about "))
+        .find(|m| m.starts_with("writing snapshot sft-000002: about "))
         .expect("the size of sft-000002 said");
     let said = about_bytes(note);
     let took = dir_bytes(&out.join("snapshots/sft-000002")) as f64;
@@ -208,7 +218,7 @@ fn a_write_failing_midway_leaves_nothing_half_written() {
     let errors = alerts(&ev, AlertLevel::Error);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("the disk filled up while writing the snapshot snapshots/sft-000004"),
+        errors[0].starts_with("the disk filled up writing snapshot sft-000004; the run stops here"),
         "{}",
         errors[0]
     );
@@ -245,7 +255,8 @@ fn live_full_disk_pauses_until_resumed_or_stopped() {
         let error = alerts(&seen, AlertLevel::Error);
         assert_eq!(error.len(), 1, "{seen:?}");
         assert!(
-            error[0].contains("training is paused: free some space and resume"),
+            error[0].contains("no room for snapshot sft-000004: about ")
+                && error[0].contains("free; free space and resume to retry, or stop ("),
             "{}",
             error[0]
         );
@@ -443,5 +454,111 @@ fn a_resume_in_place_sweeps_what_a_crash_left() {
     assert_eq!(
         snapshot_dirs(&out),
         ["sft-000002", "sft-000004", "sft-000006"]
+    );
+}
+
+fn screen(terminal: &Terminal<TestBackend>) -> Vec<String> {
+    let buf = terminal.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Run the live loop without keys for up to `limit`, a tenth of a second
+/// at a time, until `done` holds.
+async fn run_until(
+    terminal: &mut Terminal<TestBackend>,
+    app: &mut App,
+    source: &mut Source,
+    mut keys: Vec<char>,
+    done: impl Fn(&App) -> bool,
+) {
+    for _ in 0..600 {
+        let input = futures::stream::iter(keys.drain(..).map(|c| {
+            Ok(TermEvent::Key(KeyEvent::new(
+                KeyCode::Char(c),
+                KeyModifiers::NONE,
+            )))
+        }))
+        .chain(futures::stream::pending());
+        let tick = event_loop::run(terminal, app, source, input);
+        let _ = tokio::time::timeout(Duration::from_millis(100), tick).await;
+        if done(app) {
+            // The loop draws at most every frame; show what it holds now.
+            terminal.draw(|f| ui::draw(f, app)).unwrap();
+            return;
+        }
+    }
+    panic!("the dashboard never got there: {:?}", app.run.status);
+}
+
+/// On screen, live: the snapshot's size shows in the status line while it
+/// is written; a full disk pauses the run, the header says why and the
+/// status line what to do; the pause key resumes, the snapshot is retried
+/// and the run completes.
+#[tokio::test(flavor = "current_thread")]
+async fn the_dashboard_shows_sizes_and_a_full_disk_and_resumes_on_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "", false);
+    let out = dir.path().join("run");
+    let prep = train::prepare(&with_fault(&r, &out, 4, DiskFaultKind::NoRoom)).unwrap();
+    let handle = train::spawn(prep).unwrap();
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/test");
+    let mut source = Source::Live(LiveSource {
+        events: handle.events,
+        control: handle.control.clone(),
+        closed: false,
+    });
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    run_until(&mut terminal, &mut app, &mut source, vec![], |a| {
+        a.run.paused
+    })
+    .await;
+    let rows = screen(&terminal);
+    assert!(rows[1].contains("⏸ paused (disk full)"), "{}", rows[1]);
+    let status = &rows[39];
+    assert!(
+        status.starts_with(" error: no room for snapshot sft-000004: about "),
+        "{status}"
+    );
+    // The notes of each snapshot's size are shown, not counted among the
+    // alerts (here the disk's error and the data's truncation warning).
+    let logged = events(&out);
+    let notes = alerts(&logged, AlertLevel::Info).len();
+    let counted = alerts(&logged, AlertLevel::Warning).len() + 1;
+    assert!(notes >= 1);
+    assert_eq!(app.run.alerts, counted as u64);
+    assert!(
+        status.ends_with(&format!("{counted} alerts · 1 snapshot · ? help")),
+        "{status}"
+    );
+
+    run_until(&mut terminal, &mut app, &mut source, vec!['p'], |a| {
+        a.run.ended.is_some()
+    })
+    .await;
+    assert_eq!(app.run.ended, Some(RunStatus::Completed));
+    assert_eq!(app.run.snapshots, 3);
+    assert_eq!(handle.thread.join().unwrap().unwrap().global_step, 6);
+
+    // The size of a snapshot, in the status line while it is written.
+    let ev = events(&out);
+    let note = ev
+        .iter()
+        .position(|e| matches!(e, Event::Alert(a) if a.message.starts_with("writing snapshot sft-000004")))
+        .unwrap();
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/test");
+    app.apply(&ev[..=note]);
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal.draw(|f| ui::draw(f, &app)).unwrap();
+    let status = &screen(&terminal)[39];
+    assert!(
+        status.starts_with(" writing snapshot sft-000004: about ")
+            && status.contains(" free (weights "),
+        "{status}"
     );
 }

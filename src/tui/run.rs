@@ -184,6 +184,9 @@ pub struct RunModel {
     /// The last successful probe's method.
     pub probe_method: Option<ProbeMethod>,
     pub paused: bool,
+    /// Why the trainer paused itself (a full disk, a non-finite loss);
+    /// `None` for a pause the user asked for.
+    pub pause_reason: Option<String>,
     pub snapshots: u64,
     pub last_snapshot: Option<String>,
     /// Every snapshot the log announced, in order.
@@ -296,11 +299,17 @@ impl RunModel {
             }
             Event::Pause(m) => {
                 self.paused = true;
+                self.pause_reason =
+                    (m.reason != "user" && !m.reason.is_empty()).then(|| m.reason.clone());
                 self.clock.pause(m.t);
                 self.say(Level::Info, "training paused".into(), m.global_step);
             }
             Event::Resume(m) => {
                 self.paused = false;
+                self.pause_reason = None;
+                // The user acted on what paused the run: the error that
+                // held the status line (a full disk, a NaN) gives way.
+                self.status = None;
                 self.clock.resume(m.t);
                 self.say(Level::Info, "training resumed".into(), m.global_step);
             }

@@ -40,9 +40,11 @@ impl Plan {
     }
 }
 
-/// Why a snapshot was not written.
+/// Why a snapshot was not written: a line short enough for the
+/// dashboard's status line, then the details.
 struct NoSnapshot {
-    message: String,
+    short: String,
+    detail: String,
     /// The disk was full (not some other failure).
     out_of_space: bool,
 }
@@ -92,7 +94,7 @@ impl Trainer {
     ) -> Result<std::result::Result<String, NoSnapshot>> {
         let plan = self.plan(pi, step, reason);
         let rel = RunDir::snapshot_rel(&plan.name);
-        if let Err(no) = self.room_for(&plan, &rel)? {
+        if let Err(no) = self.room_for(&plan)? {
             return Ok(Err(no));
         }
         match self.write_files(pi, step, &plan) {
@@ -104,13 +106,14 @@ impl Trainer {
                 // The writer removed its partial directory as it dropped:
                 // nothing of this snapshot is left to look complete.
                 let out_of_space = disk::is_out_of_space(&err);
-                let message = if out_of_space {
-                    format!("the disk filled up while writing the snapshot {rel} ({err:#})")
+                let short = if out_of_space {
+                    format!("the disk filled up writing snapshot {}", plan.name)
                 } else {
-                    format!("the snapshot {rel} could not be written: {err:#}")
+                    format!("snapshot {} could not be written", plan.name)
                 };
                 Ok(Err(NoSnapshot {
-                    message,
+                    short,
+                    detail: format!("{err:#}"),
                     out_of_space,
                 }))
             }
@@ -145,7 +148,7 @@ impl Trainer {
 
     /// Say what the snapshot will take, and check the disk has room for it
     /// with [`disk::RESERVE_BYTES`] to spare.
-    fn room_for(&mut self, plan: &Plan, rel: &str) -> Result<std::result::Result<(), NoSnapshot>> {
+    fn room_for(&mut self, plan: &Plan) -> Result<std::result::Result<(), NoSnapshot>> {
         let small = self.prep.model.tokenizer_files.tokenizer_json.len() as u64 + (64 << 10);
         let need = plan.bytes(small);
         let root = self.prep.run_dir.root().to_path_buf();
@@ -168,7 +171,8 @@ impl Trainer {
                 self.alert(
                     AlertLevel::Info,
                     format!(
-                        "writing snapshot {rel}: about {} ({parts})",
+                        "writing snapshot {}: about {} ({parts})",
+                        plan.name,
                         human_bytes(need)
                     ),
                 )?;
@@ -177,11 +181,15 @@ impl Trainer {
         };
         if free < need.saturating_add(disk::RESERVE_BYTES) {
             return Ok(Err(NoSnapshot {
-                message: format!(
-                    "not enough disk space for the snapshot {rel}: it needs about {} ({parts}), \
-                     and {} is free on the file system of {}",
+                short: format!(
+                    "no room for snapshot {}: about {}, {} free",
+                    plan.name,
                     human_bytes(need),
-                    human_bytes(free),
+                    human_bytes(free)
+                ),
+                detail: format!(
+                    "{parts}, and {} to spare for the log, on the file system of {}",
+                    human_bytes(disk::RESERVE_BYTES),
                     root.display()
                 ),
                 out_of_space: true,
@@ -190,7 +198,8 @@ impl Trainer {
         self.alert(
             AlertLevel::Info,
             format!(
-                "writing snapshot {rel}: about {} ({parts}), {} free",
+                "writing snapshot {}: about {}, {} free ({parts})",
+                plan.name,
                 human_bytes(need),
                 human_bytes(free)
             ),
@@ -320,8 +329,8 @@ impl Trainer {
         };
         if self.sink.is_none() {
             let message = format!(
-                "{}; the run stops here, intact ({last}: once there is room, continue with --resume)",
-                no.message
+                "{}; the run stops here, intact ({}; {last}: once there is room, continue with --resume)",
+                no.short, no.detail
             );
             self.alert(AlertLevel::Error, message.clone())?;
             self.stop_requested = true;
@@ -331,8 +340,8 @@ impl Trainer {
         self.alert(
             AlertLevel::Error,
             format!(
-                "{}; training is paused: free some space and resume to try again, or stop ({last})",
-                no.message
+                "{}; free space and resume to retry, or stop ({}; {last})",
+                no.short, no.detail
             ),
         )?;
         if !self.paused {
@@ -362,8 +371,10 @@ impl Trainer {
                 Control::Stop => {
                     self.paused = false;
                     self.stop_requested = true;
-                    self.end_message =
-                        Some(format!("{}; stopped by the user ({last})", no.message));
+                    self.end_message = Some(format!(
+                        "{}; stopped by the user ({}; {last})",
+                        no.short, no.detail
+                    ));
                     return Ok(false);
                 }
                 Control::ProbeNow => self.probe(pi, step, ProbeReason::Manual)?,
