@@ -292,17 +292,20 @@ fn apply(text: &str, edits: &[Edit]) -> Vec<u8> {
 /// the test with its input.
 struct Watchdog {
     done: Arc<AtomicU64>,
-    current: Arc<Mutex<Vec<u8>>>,
+    current: Arc<Mutex<Case>>,
 }
+
+/// The case under way: the mutations, and the input they made.
+type Case = (String, Vec<u8>);
 
 impl Watchdog {
     fn run<F>(name: &str, work: F) -> u64
     where
-        F: FnOnce(Arc<AtomicU64>, Arc<Mutex<Vec<u8>>>) + Send + 'static,
+        F: FnOnce(Arc<AtomicU64>, Arc<Mutex<Case>>) + Send + 'static,
     {
         let w = Watchdog {
             done: Arc::new(AtomicU64::new(0)),
-            current: Arc::new(Mutex::new(Vec::new())),
+            current: Arc::new(Mutex::new(Case::default())),
         };
         let (done, current) = (Arc::clone(&w.done), Arc::clone(&w.current));
         let started = Instant::now();
@@ -314,10 +317,12 @@ impl Watchdog {
             if n != last.0 {
                 last = (n, Instant::now());
             } else if last.1.elapsed() > HANG {
-                let input = w.current.lock().map(|c| c.clone()).unwrap_or_default();
+                let (edits, input) = w.current.lock().map(|c| c.clone()).unwrap_or_default();
+                let kept = std::env::temp_dir().join(format!("driftui-mutation-hang-{name}"));
+                let _ = std::fs::write(&kept, &input);
                 panic!(
-                    "{name}: case {n} ran past {HANG:?} (a hang) on:\n{}",
-                    String::from_utf8_lossy(&input)
+                    "{name}: case {n} ran past {HANG:?} (a hang): {edits}; its input is in {}",
+                    kept.display()
                 );
             }
         }
@@ -392,7 +397,7 @@ fn mutated_recipes_validate_or_fail_at_a_line_and_column() {
         let strategy = (0..bases.len(), prop::collection::vec(edit(), 1..5));
         let result = runner(n, 7).run(&strategy, |(base, edits)| {
             let bytes = apply(&bases[base], &edits);
-            *current.lock().unwrap() = bytes.clone();
+            *current.lock().unwrap() = (format!("base {base}, {edits:?}"), bytes.clone());
             done.fetch_add(1, Ordering::Relaxed);
             std::fs::write(&file, &bytes).unwrap();
             match recipe::load(&file) {
@@ -507,7 +512,10 @@ fn mutated_event_logs_read_replay_and_report_without_panic() {
         );
         let result = runner(n, 11).run(&strategy, |(base, edits, chunk)| {
             let bytes = apply(&texts[base], &edits);
-            *current.lock().unwrap() = bytes.clone();
+            *current.lock().unwrap() = (
+                format!("base {base}, chunk {chunk}, {edits:?}"),
+                bytes.clone(),
+            );
             done.fetch_add(1, Ordering::Relaxed);
             std::fs::write(&log, &bytes).unwrap();
             read_every_way(&log, &bytes, chunk, &out).map_err(TestCaseError::fail)

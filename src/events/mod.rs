@@ -70,6 +70,11 @@ use std::collections::BTreeMap;
 /// The schema version this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Phases a reader makes room for: far more than any recipe has, few enough
+/// that the phase index of a corrupt line cannot exhaust memory (a larger
+/// one is read as the last).
+pub const MAX_PHASES: usize = 1025;
+
 log_names! {
     /// How a probe measured stances.
     pub enum ProbeMethod {

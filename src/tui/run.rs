@@ -268,14 +268,14 @@ impl RunModel {
         match event {
             Event::RunStart(rs) => self.run_start(rs),
             Event::PhaseStart(ps) => {
-                self.ensure_phase(ps.phase);
-                let p = &mut self.phases[ps.phase];
+                let i = self.ensure_phase(ps.phase);
+                let p = &mut self.phases[i];
                 p.name.clone_from(&ps.name);
                 p.algorithm.clone_from(&ps.algorithm);
                 p.steps = ps.steps;
                 p.start = Some(ps.global_step);
                 p.ended = false;
-                self.phase = Some(ps.phase);
+                self.phase = Some(i);
                 self.step = 0;
                 self.global_step = ps.global_step;
             }
@@ -327,8 +327,8 @@ impl RunModel {
                 self.say(level, a.message.clone(), a.global_step);
             }
             Event::PhaseEnd(pe) => {
-                self.ensure_phase(pe.phase);
-                self.phases[pe.phase].ended = true;
+                let i = self.ensure_phase(pe.phase);
+                self.phases[i].ended = true;
                 self.global_step = self.global_step.max(pe.global_step);
             }
             Event::RunEnd(re) => {
@@ -353,13 +353,13 @@ impl RunModel {
     pub fn apply_step(&mut self, s: &StepView<'_>) {
         self.events += 1;
         self.clock.step(s.t, s.global_step, s.tokens, s.seconds);
-        self.ensure_phase(s.phase);
-        if self.phase != Some(s.phase) {
+        let i = self.ensure_phase(s.phase);
+        if self.phase != Some(i) {
             // A log without phase_start (another trainer's): infer the boundary.
-            if self.phases[s.phase].start.is_none() {
-                self.phases[s.phase].start = Some(s.global_step.saturating_sub(1));
+            if self.phases[i].start.is_none() {
+                self.phases[i].start = Some(s.global_step.saturating_sub(1));
             }
-            self.phase = Some(s.phase);
+            self.phase = Some(i);
         }
         self.step = s.step;
         self.global_step = s.global_step;
@@ -391,7 +391,7 @@ impl RunModel {
             self.ended = None;
             self.paused = false;
             self.clock.resumed_run(rs.t);
-            self.phase = Some(resume.phase);
+            self.phase = Some(self.ensure_phase(resume.phase));
             self.step = resume.step;
             self.global_step = resume.global_step;
             let text = match &resume.parent_run {
@@ -415,7 +415,7 @@ impl RunModel {
         self.run_name.clone_from(&rs.run);
         self.model_source.clone_from(&rs.model.source);
         for (i, plan) in rs.phases.iter().enumerate() {
-            self.ensure_phase(i);
+            let i = self.ensure_phase(i);
             let p = &mut self.phases[i];
             p.name.clone_from(&plan.name);
             p.algorithm.clone_from(&plan.algorithm);
@@ -529,9 +529,10 @@ impl RunModel {
         });
     }
 
-    fn ensure_phase(&mut self, i: usize) {
-        // Guard against absurd indices from a corrupt log.
-        let i = i.min(1024);
+    /// Make room for phase `i` and return where it is: an absurd index from
+    /// a corrupt log lands on the last of [`crate::events::MAX_PHASES`] places.
+    fn ensure_phase(&mut self, i: usize) -> usize {
+        let i = i.min(crate::events::MAX_PHASES - 1);
         while self.phases.len() <= i {
             self.phases.push(Phase {
                 name: format!("phase {}", self.phases.len() + 1),
@@ -541,6 +542,7 @@ impl RunModel {
                 ended: false,
             });
         }
+        i
     }
 }
 
@@ -588,6 +590,48 @@ mod tests {
             seconds: 1.0,
             metrics: Default::default(),
         })
+    }
+
+    /// Found by tests/mutation.rs: the absurd phase index of a corrupt
+    /// line indexed past the phases made room for (a panic in replay).
+    #[test]
+    fn an_absurd_phase_index_lands_on_the_last_place() {
+        use crate::events::{PhaseEnd, PhaseStart, MAX_PHASES};
+        let huge = 9_223_372_036_854_775_807;
+        let mut m = RunModel::new();
+        m.apply(&run_start(None));
+        m.apply(&Event::PhaseStart(PhaseStart {
+            t: 101.0,
+            phase: huge,
+            name: "x".into(),
+            algorithm: "dpo".into(),
+            steps: 3,
+            global_step: 1,
+        }));
+        let mut s = step(2, 1.0);
+        if let Event::Step(st) = &mut s {
+            st.phase = huge;
+        }
+        m.apply(&s);
+        m.apply(&Event::PhaseEnd(PhaseEnd {
+            t: 102.0,
+            phase: huge,
+            steps: 3,
+            global_step: 2,
+            seconds: 1.0,
+        }));
+        assert_eq!(m.phases.len(), MAX_PHASES);
+        assert_eq!(m.phase, Some(MAX_PHASES - 1));
+        assert_eq!(m.current_phase().map(|p| p.name.as_str()), Some("x"));
+        assert!(m.phases[MAX_PHASES - 1].ended);
+        let mut resumed = run_start(Some(1));
+        if let Event::RunStart(rs) = &mut resumed {
+            if let Some(r) = rs.resumed_from.as_mut() {
+                r.phase = huge;
+            }
+        }
+        m.apply(&resumed);
+        assert_eq!(m.phase, Some(MAX_PHASES - 1));
     }
 
     #[test]
