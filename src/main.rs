@@ -41,6 +41,7 @@ fn run(cli: Cli) -> Result<()> {
                 resume,
                 progress: headless,
                 inject_nan_at_step: None,
+                inject_disk_fault: None,
             };
             let ui = UiOptions { theme, keymap };
             if !headless {

@@ -47,6 +47,29 @@ pub struct RunConfig {
     /// Runs are written to `OUTPUT_DIR/NAME-YYYYMMDD-HHMMSS/`.
     #[serde(default = "default_output_dir")]
     pub output_dir: String,
+    /// Keep at most this many snapshots in the run directory, deleting the
+    /// oldest once a newer one is sealed. As transformers' `save_total_limit`
+    /// the newest is never deleted, but unlike it, every reference model a
+    /// kept snapshot or the phase under way needs is kept beyond the count
+    /// (hence another name). 0 (the default) keeps all.
+    #[serde(default)]
+    pub keep_snapshots: u64,
+    /// Which snapshots keep the optimizer state a resume needs (twice the
+    /// trainable weights' size): only the `newest` (default) or `all`.
+    #[serde(default)]
+    pub optimizer_state: OptimizerState,
+}
+
+/// Which snapshots keep the optimizer state (`[run] optimizer_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerState {
+    /// Only the newest snapshot a run would resume from: an older one loses
+    /// its optimizer state once a newer one is sealed.
+    #[default]
+    Newest,
+    /// Every snapshot taken within a phase.
+    All,
 }
 
 fn default_output_dir() -> String {
@@ -474,10 +497,10 @@ type Invalid = (Vec<Seg>, String);
 fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
     use Seg::{Index, Key};
     let bad = |path: Vec<Seg>, msg: String| Err((path, msg));
-    if r.run.name.trim().is_empty() || r.run.name.contains(['/', '\\']) {
+    if !is_dir_name(&r.run.name) {
         return bad(
             vec![Key("run"), Key("name")],
-            "run.name must be a non-empty name without slashes".into(),
+            format!("run.name {DIR_NAME_RULE}"),
         );
     }
     if !["f32", "bf16", "f16"].contains(&r.model.dtype.as_str()) {
@@ -500,10 +523,16 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         );
     }
     if let Some(l) = &r.model.lora {
-        if l.rank == 0 {
+        if l.rank == 0 || l.rank > MAX_LORA_RANK {
             return bad(
                 vec![Key("model"), Key("lora"), Key("rank")],
-                "LoRA rank must be at least 1".into(),
+                format!("LoRA rank must be in 1..={MAX_LORA_RANK}"),
+            );
+        }
+        if !(l.alpha.is_finite() && l.alpha > 0.0) {
+            return bad(
+                vec![Key("model"), Key("lora"), Key("alpha")],
+                "LoRA alpha must be a positive number".into(),
             );
         }
         if !(0.0..1.0).contains(&l.dropout) {
@@ -529,10 +558,11 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
     let mut names = std::collections::HashSet::new();
     for (i, p) in r.phases.iter().enumerate() {
         let at = |k: &'static str| vec![Key("phase"), Index(i), Key(k)];
-        if p.name.trim().is_empty() || p.name.contains(['/', '\\', ' ']) {
+        // A phase names its snapshot directories (`NAME-000050`).
+        if !is_dir_name(&p.name) || p.name.contains(' ') {
             return bad(
                 at("name"),
-                "a phase name must be non-empty, without spaces or slashes".into(),
+                format!("a phase name {DIR_NAME_RULE}, and without spaces"),
             );
         }
         if !names.insert(p.name.clone()) {
@@ -561,8 +591,14 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         if p.algorithm == Algorithm::Kto && p.batch_size < 2 {
             return bad(at("batch_size"), "KTO estimates its KL term from mismatched pairs in a batch: batch_size must be at least 2".into());
         }
-        if p.beta.is_some_and(|b| b.is_nan() || b <= 0.0) {
-            return bad(at("beta"), "beta must be positive".into());
+        if p.beta.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+            return bad(at("beta"), "beta must be a positive number".into());
+        }
+        if !(p.weight_decay.is_finite() && p.weight_decay >= 0.0) {
+            return bad(
+                at("weight_decay"),
+                "weight_decay must be a number ≥ 0".into(),
+            );
         }
         if p.label_smoothing.is_some_and(|e| !(0.0..0.5).contains(&e)) {
             return bad(
@@ -609,16 +645,11 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 format!("probe method \"{}\" is not choice or generate", pr.method),
             );
         }
-        if pr.samples == 0 {
-            return bad(
-                vec![Key("probe"), Key("samples")],
-                "samples must be at least 1".into(),
-            );
-        }
-        if pr.temperature.is_nan() || pr.temperature < 0.0 {
+        check_probe_sizes(pr).map_err(|(k, msg)| (vec![Key("probe"), Key(k)], msg))?;
+        if !(pr.temperature.is_finite() && pr.temperature >= 0.0) {
             return bad(
                 vec![Key("probe"), Key("temperature")],
-                "temperature must be ≥ 0".into(),
+                "temperature must be a number ≥ 0".into(),
             );
         }
         if !(pr.top_p > 0.0 && pr.top_p <= 1.0) {
@@ -638,6 +669,52 @@ pub const MAX_ACCUM: usize = 1 << 16;
 pub const MAX_LEN: usize = 1 << 20;
 pub const MAX_STEPS: u64 = 1 << 40;
 pub const MAX_EPOCHS: f64 = 1e6;
+
+/// Examples a phase may read in all (`steps × grad_accum × batch_size`):
+/// the data order's positions stay exact integers, far from overflow.
+pub const MAX_EXAMPLES: u64 = 1 << 53;
+pub const MAX_LORA_RANK: usize = 1 << 14;
+/// `[probe] samples`: answers sampled per question (the paper: 5).
+pub const MAX_SAMPLES: usize = 1 << 10;
+/// `[probe] max_tokens`: tokens per sampled answer.
+pub const MAX_TOKENS: usize = 1 << 16;
+/// `[probe] questions_per_topic`.
+pub const MAX_QUESTIONS: usize = 1 << 20;
+
+const DIR_NAME_RULE: &str =
+    "must be a non-empty name without slashes or control characters, not starting with '.'";
+
+/// Whether `name` can name a directory of its own: a run's, a snapshot's
+/// (a name starting with '.' would hide it, as a partial snapshot is).
+fn is_dir_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
+/// The `[probe]` table's sizes against their bounds: the key and the message.
+fn check_probe_sizes(p: &ProbeConfig) -> std::result::Result<(), (&'static str, String)> {
+    if p.every > MAX_STEPS {
+        return Err(("every", format!("every must be at most {MAX_STEPS}")));
+    }
+    if p.questions_per_topic > MAX_QUESTIONS {
+        return Err((
+            "questions_per_topic",
+            format!("questions_per_topic must be at most {MAX_QUESTIONS} (0: all)"),
+        ));
+    }
+    if p.samples == 0 || p.samples > MAX_SAMPLES {
+        return Err(("samples", format!("samples must be in 1..={MAX_SAMPLES}")));
+    }
+    if p.max_tokens == 0 || p.max_tokens > MAX_TOKENS {
+        return Err((
+            "max_tokens",
+            format!("max_tokens must be in 1..={MAX_TOKENS}"),
+        ));
+    }
+    Ok(())
+}
 
 /// The sizes of a phase against their bounds: the key and the message.
 fn check_sizes(p: &PhaseConfig) -> std::result::Result<(), (&'static str, String)> {
@@ -672,6 +749,16 @@ fn check_sizes(p: &PhaseConfig) -> std::result::Result<(), (&'static str, String
         return Err((
             "snapshot_every",
             format!("snapshot_every must be at most {MAX_STEPS}"),
+        ));
+    }
+    // Each factor is bounded above, so the product fits in a u128.
+    let examples = u128::from(p.steps.unwrap_or(0)) * p.grad_accum as u128 * p.batch_size as u128;
+    if examples > u128::from(MAX_EXAMPLES) {
+        return Err((
+            "steps",
+            format!(
+                "steps × grad_accum × batch_size (the examples the phase reads) must be at most {MAX_EXAMPLES}"
+            ),
         ));
     }
     Ok(())
@@ -916,6 +1003,63 @@ beta = 0.2
             let err = parse(&GOOD.replace(from, to)).unwrap_err();
             assert!(err.contains(msg), "{to}: {err}");
         }
+    }
+
+    /// The probe table's and LoRA's sizes are bounded too, and a product of
+    /// bounded sizes that would overflow the data order is refused.
+    #[test]
+    fn probe_lora_and_product_bounds_are_located() {
+        let with = format!(
+            "{GOOD}\n[probe]\nfile = \"p.jsonl\"\nsamples = 5\nmax_tokens = 64\nevery = 10\n"
+        )
+        .replace(
+            "source = \"builtin:tiny\"",
+            "source = \"builtin:tiny\"\nlora = { rank = 8, alpha = 16.0 }",
+        );
+        parse(&with).unwrap();
+        for (from, to, at, msg) in [
+            ("samples = 5", "samples = 9223372036854775807", "26:11", "samples must be in 1..=1024"),
+            ("samples = 5", "samples = 0", "26:11", "samples must be in 1..=1024"),
+            ("max_tokens = 64", "max_tokens = 1000000000", "27:14", "max_tokens must be in 1..=65536"),
+            ("every = 10", "every = 18446744073709551615", "28:9", "every must be at most"),
+            ("samples = 5", "questions_per_topic = 9999999999", "26:23", "questions_per_topic must be at most 1048576"),
+            ("rank = 8", "rank = 9223372036854775807", "8:17", "LoRA rank must be in 1..=16384"),
+            ("alpha = 16.0", "alpha = nan", "8:28", "LoRA alpha must be a positive number"),
+            ("alpha = 16.0", "alpha = inf", "8:28", "LoRA alpha must be a positive number"),
+            ("lr = 1e-3", "lr = 1e-3\nweight_decay = nan", "16:16", "weight_decay must be a number ≥ 0"),
+            ("beta = 0.2", "beta = inf", "22:8", "beta must be a positive number"),
+            (
+                "steps = 10",
+                "steps = 1099511627776\nbatch_size = 65536\ngrad_accum = 65536",
+                "14:9",
+                "steps × grad_accum × batch_size (the examples the phase reads) must be at most 9007199254740992",
+            ),
+            ("name = \"sft\"", "name = \".sft\"", "11:8", "a phase name must be a non-empty name"),
+            ("name = \"t\"", "name = \"a\\nb\"", "3:8", "run.name must be a non-empty name"),
+        ] {
+            let text = with.replacen(from, to, 1);
+            let err = parse(&text).unwrap_err();
+            assert!(err.starts_with(&format!("{at}: {msg}")), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn retention_keys_parse() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.run.keep_snapshots, 0, "keeps all by default");
+        assert_eq!(r.run.optimizer_state, OptimizerState::Newest);
+        let r = parse(&GOOD.replace(
+            "seed = 3",
+            "seed = 3\nkeep_snapshots = 3\noptimizer_state = \"all\"",
+        ))
+        .unwrap();
+        assert_eq!(r.run.keep_snapshots, 3);
+        assert_eq!(r.run.optimizer_state, OptimizerState::All);
+        let err =
+            parse(&GOOD.replace("seed = 3", "seed = 3\noptimizer_state = \"some\"")).unwrap_err();
+        assert!(err.starts_with("5:19: unknown variant `some`"), "{err}");
+        let err = parse(&GOOD.replace("seed = 3", "seed = 3\nkeep_snapshots = -1")).unwrap_err();
+        assert!(err.starts_with("5:18:"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub const LOG_FILE: &str = "events.jsonl";
 /// The schema version this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Phases a reader makes room for: far more than any recipe has, few enough
+/// that the phase index of a corrupt line cannot exhaust memory (a larger
+/// one is read as the last).
+pub const MAX_PHASES: usize = 1025;
+
 log_names! {
     /// How a probe measured stances.
     pub enum ProbeMethod {
@@ -217,7 +222,7 @@ pub struct RunStart {
     /// Set when this run continues from a snapshot: the log already holds the
     /// steps up to this point, and a reader drops any it saw after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumed_from: Option<ResumePoint>,
+    pub resumed_from: Option<Box<ResumePoint>>,
     /// The trainer's own configuration, for a run another program trained
     /// (the TRL callback writes `TrainingArguments` here as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,7 +257,12 @@ pub struct ResumePoint {
     pub phase: usize,
     pub step: u64,
     pub global_step: u64,
+    /// The snapshot resumed from, as the user named it.
     pub snapshot: String,
+    /// The run directory the snapshot belongs to, when the run was resumed
+    /// into a new directory (`--output`); its log up to here was copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run: Option<String>,
 }
 
 /// The model being trained.

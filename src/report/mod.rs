@@ -3,7 +3,7 @@
 
 pub mod plot;
 
-use crate::events::{read_log, Event, ProbeMethod, Stance, StepEvent};
+use crate::events::{read_log, Event, ProbeMethod, Stance, StepEvent, MAX_PHASES};
 use crate::probe::drift::{DriftTable, Point, TopicDrift};
 use crate::rundir::view::{locate_view, RunView};
 use crate::rundir::RunLog;
@@ -81,7 +81,9 @@ impl RunData {
                         .collect();
                 }
                 Event::PhaseStart(ps) => {
-                    while d.phases.len() <= ps.phase.min(1024) {
+                    // An absurd index from a corrupt log lands on the last place.
+                    let i = ps.phase.min(MAX_PHASES - 1);
+                    while d.phases.len() <= i {
                         d.phases.push(PhaseSpan {
                             name: format!("phase {}", d.phases.len() + 1),
                             algorithm: String::new(),
@@ -89,7 +91,7 @@ impl RunData {
                             steps: 0,
                         });
                     }
-                    let p = &mut d.phases[ps.phase];
+                    let p = &mut d.phases[i];
                     p.name.clone_from(&ps.name);
                     p.algorithm.clone_from(&ps.algorithm);
                     p.start = ps.global_step;
@@ -116,7 +118,10 @@ impl RunData {
 
     /// Planned steps of the whole run (or the last step seen, if more).
     pub fn total_steps(&self) -> u64 {
-        let planned = self.phases.last().map_or(0, |p| p.start + p.steps);
+        let planned = self
+            .phases
+            .last()
+            .map_or(0, |p| p.start.saturating_add(p.steps));
         let seen = self.loss.iter().map(|(g, _)| *g).max().unwrap_or(0);
         planned.max(seen)
     }
@@ -418,4 +423,54 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
         rows: rows.len(),
         topics: topics.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::PhaseStart;
+
+    /// Found by tests/mutation.rs: a phase index from a corrupt line
+    /// indexed past the phases made room for (a panic in `driftui report`).
+    #[test]
+    fn an_absurd_phase_index_lands_on_the_last_place() {
+        let start = |phase| {
+            Event::PhaseStart(PhaseStart {
+                t: 1.0,
+                phase,
+                name: format!("p{phase}"),
+                algorithm: "sft".into(),
+                steps: 2,
+                global_step: 0,
+            })
+        };
+        let d = RunData::from_events(&[start(0), start(usize::MAX)]);
+        assert_eq!(d.phases.len(), MAX_PHASES);
+        assert_eq!(d.phases[0].name, "p0");
+        assert_eq!(d.phases[MAX_PHASES - 1].name, format!("p{}", usize::MAX));
+    }
+
+    /// Found by tests/mutation.rs: a loss of 1e308, a standard error of
+    /// 1e308 and a phase of 2^64−1 steps overflowed plotters' pixel maths
+    /// (and `start + steps`): both figures must still draw.
+    #[test]
+    fn absurd_values_still_draw() {
+        let lines = [
+            r#"{"kind":"phase_start","t":1.0,"phase":0,"name":"sft","algorithm":"sft","steps":18446744073709551615,"global_step":5}"#,
+            r#"{"kind":"step","t":2.0,"phase":0,"step":1,"global_step":1,"loss":1e308,"lr":0.1,"grad_norm":1.0,"tokens":1,"seconds":1.0}"#,
+            r#"{"kind":"step","t":3.0,"phase":0,"step":2,"global_step":2,"loss":-1e308,"lr":0.1,"grad_norm":1.0,"tokens":1,"seconds":1.0}"#,
+            r#"{"kind":"probe","t":4.0,"phase":0,"step":2,"global_step":2,"method":"choice","reason":"periodic","topics":[{"topic":"a","mean":[0.5,0.25,0.25],"se":[1e308,0.1,0.1],"n":4}],"seconds":1.0}"#,
+            r#"{"kind":"probe","t":5.0,"phase":0,"step":3,"global_step":3,"method":"choice","reason":"periodic","topics":[{"topic":"a","mean":[0.25,0.5,0.25],"se":[0.1,0.1,0.1],"n":4}],"seconds":1.0}"#,
+        ];
+        let events: Vec<Event> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("a valid event line"))
+            .collect();
+        let d = RunData::from_events(&events);
+        assert_eq!(d.total_steps(), u64::MAX);
+        let loss = plot::loss_svg(&d).expect("the loss figure draws");
+        assert!(loss.contains("<polyline"), "the loss line is drawn");
+        let stances = plot::stance_svg(&d).expect("the stance figure draws");
+        assert!(stances.contains("<circle"), "the probe points are drawn");
+    }
 }

@@ -227,14 +227,13 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
             if points.len() >= 2 {
                 let mut band: Vec<(f64, f64)> = points
                     .iter()
-                    .map(|p| (p.global_step as f64, (p.mean[s] + p.se[s]).min(1.0)))
+                    .filter_map(|p| {
+                        inside(p.global_step as f64, p.mean[s] + p.se[s], x_max, (0.0, 1.0))
+                    })
                     .collect();
-                band.extend(
-                    points
-                        .iter()
-                        .rev()
-                        .map(|p| (p.global_step as f64, (p.mean[s] - p.se[s]).max(0.0))),
-                );
+                band.extend(points.iter().rev().filter_map(|p| {
+                    inside(p.global_step as f64, p.mean[s] - p.se[s], x_max, (0.0, 1.0))
+                }));
                 chart
                     .draw_series(std::iter::once(Polygon::new(
                         band,
@@ -244,7 +243,7 @@ fn draw_stances<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunDat
             }
             let line: Vec<(f64, f64)> = points
                 .iter()
-                .map(|p| (p.global_step as f64, p.mean[s]))
+                .filter_map(|p| inside(p.global_step as f64, p.mean[s], x_max, (0.0, 1.0)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
@@ -263,7 +262,8 @@ fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &RunData) 
         .loss
         .iter()
         .filter(|(_, l)| l.is_finite())
-        .map(|&(g, l)| (g as f64, l))
+        // Drawn at most ±PLOT_LIMIT, so the axis span stays finite.
+        .map(|&(g, l)| (g as f64, l.clamp(-PLOT_LIMIT, PLOT_LIMIT)))
         .collect();
     let caption = format!("Training loss — {}", title_of(data));
     if finite.is_empty() {
@@ -366,13 +366,25 @@ struct BoundaryStyle {
 
 /// A dashed line where each phase after the first begins, labelled with its
 /// name.
+/// The largest magnitude a loss is drawn at: plotters maps a point to a
+/// pixel in integer arithmetic, which overflows for points far outside the
+/// axes or axes whose span is not finite (a corrupt log's `1e308`).
+const PLOT_LIMIT: f64 = 1e100;
+
+/// `(x, y)` moved onto the axes `0..=x_max` × `y`, or none when `y` is not
+/// a number: every point drawn lies inside its chart.
+fn inside(x: f64, y: f64, x_max: f64, (lo, hi): (f64, f64)) -> Option<(f64, f64)> {
+    (x.is_finite() && y.is_finite()).then(|| (x.clamp(0.0, x_max), y.clamp(lo, hi)))
+}
+
 fn draw_phase_boundaries<DB: DrawingBackend>(
     chart: &mut ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     data: &RunData,
     style: BoundaryStyle,
 ) -> Result<()> {
+    let x_max = data.total_steps().max(1) as f64;
     for (b, name) in data.phase_boundaries() {
-        let b = b as f64;
+        let b = (b as f64).min(x_max);
         chart
             .draw_series(DashedLineSeries::new(
                 [(b, style.y.0), (b, style.y.1)],

@@ -9,19 +9,22 @@
 //!   snapshots/
 //!     sft-000050/        a snapshot, sealed by its manifest.json (snapshot)
 //!     dpo-reference/     a first preference phase's reference model
-//!     .partial-NAME/     a snapshot being written
+//!     .partial-NAME/     a snapshot being written (never read as one)
 //!   report/              `driftui report`'s default output
 //! ```
 //!
 //! Nothing here knows models or the trainer: it knows files and names.
 
+pub mod disk;
+pub mod retention;
 pub mod snapshot;
 pub mod view;
 
+pub use retention::{Pruned, Retention};
 pub use snapshot::{SnapshotEntry, SnapshotWriter};
 
 use crate::events::SnapshotEvent;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// File name of a run's event log.
@@ -115,6 +118,26 @@ impl RunDir {
     /// once sealed.
     pub fn begin_snapshot(&self, name: &str) -> Result<SnapshotWriter> {
         SnapshotWriter::begin(&self.snapshots_dir(), name)
+    }
+
+    /// Bring another run's sealed snapshot into this run under its own
+    /// name: hard links where the file system allows (no bytes copied, and
+    /// no file of a sealed snapshot is ever written in place), else copies;
+    /// checked against its manifest before it appears. Returns its path
+    /// relative to this run.
+    pub fn adopt_snapshot(&self, src: &Path) -> Result<String> {
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .with_context(|| format!("{} is not a snapshot directory", src.display()))?;
+        self.begin_snapshot(&name)?.adopt(src)?;
+        Ok(Self::snapshot_rel(&name))
+    }
+
+    /// Remove what a crash left under `snapshots/` (snapshots half-written
+    /// or half-deleted); returns the bytes freed.
+    pub fn sweep_partials(&self) -> Result<u64> {
+        snapshot::sweep(&self.snapshots_dir())
     }
 
     /// The run's snapshots: those its log names (`known`) and those on disk

@@ -12,5 +12,5 @@ pub mod step;
 pub mod trainer;
 
 pub use control::{Control, RunOutcome, TrainerHandle, EVENT_CHANNEL_CAPACITY};
-pub use prepare::{prepare, Prepared, TrainOptions};
+pub use prepare::{prepare, DiskFault, DiskFaultKind, Prepared, TrainOptions};
 pub use trainer::{run, spawn};

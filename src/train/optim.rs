@@ -147,6 +147,21 @@ impl AdamW {
     }
 
     /// Moments by parameter name (`NAME.exp_avg`, `NAME.exp_avg_sq`), for snapshots.
+    /// Bytes [`AdamW::state_tensors`] will hold (two moments per parameter),
+    /// known before they are copied out: what a snapshot's optimizer file takes.
+    pub fn state_bytes(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| {
+                let per = match &s.tensors {
+                    Some((m, _)) => m.dtype().size_in_bytes(),
+                    None => std::mem::size_of::<f32>(),
+                };
+                2 * (s.var.elem_count() * per) as u64
+            })
+            .sum()
+    }
+
     pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for s in &self.slots {

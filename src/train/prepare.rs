@@ -6,9 +6,10 @@ use super::phase::Phase;
 use crate::data::TemplateChoice;
 use crate::model::{load_model, LoadOptions, LoadedModel};
 use crate::probe::Prober;
-use crate::recipe::{self, LoadedRecipe};
+use crate::recipe::{self, LoadedRecipe, OptimizerState};
+use crate::rundir::disk::human_bytes;
 use crate::rundir::snapshot::{self, TrainerState};
-use crate::rundir::RunDir;
+use crate::rundir::{Retention, RunDir};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -25,12 +26,46 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Fault injection for tests: make this global step's loss NaN.
     pub inject_nan_at_step: Option<u64>,
+    /// Fault injection for tests: a disk that cannot take a snapshot.
+    pub inject_disk_fault: Option<DiskFault>,
+}
+
+/// A disk failure to simulate (tests): it strikes the first snapshot taken
+/// at or after global step `at_step`, once, as if the user then freed space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFault {
+    pub at_step: u64,
+    pub kind: DiskFaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFaultKind {
+    /// The file system reports a quarter of the room the snapshot needs.
+    NoRoom,
+    /// The weights file is cut off halfway and the write fails as on a
+    /// full disk.
+    WriteFails,
 }
 
 /// Where a resumed run starts.
 pub(crate) struct ResumeFrom {
     pub dir: PathBuf,
     pub state: TrainerState,
+    /// The run the snapshot belongs to, when this run continues it in a
+    /// directory of its own (`--output`).
+    pub parent: Option<RunDir>,
+}
+
+impl ResumeFrom {
+    /// The snapshot holding the reference model the resumed phase needs
+    /// (relative to the run): only when resuming within a phase, since a
+    /// phase after it takes the snapshot resumed from as its reference.
+    fn needed_reference(&self) -> Option<&str> {
+        let s = &self.state;
+        (s.step < s.phase_steps)
+            .then_some(s.reference.as_deref())
+            .flatten()
+    }
 }
 
 /// Everything loaded and checked before the first step; nothing can fail for
@@ -46,6 +81,9 @@ pub struct Prepared {
     /// Warnings found while preparing (truncated rows, ...), logged as alerts.
     pub(crate) warnings: Vec<String>,
     pub(crate) inject_nan_at: Option<u64>,
+    /// Which snapshots the run directory keeps.
+    pub(crate) retention: Retention,
+    pub(crate) disk_fault: Option<DiskFault>,
 }
 
 impl Prepared {
@@ -115,7 +153,7 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
     let recipe = recipe::load(&opts.recipe)?;
     let r = &recipe.recipe;
     let mut warnings = Vec::new();
-    let resume = match &opts.resume {
+    let mut resume = match &opts.resume {
         Some(dir) => Some(resume_point(dir, &recipe)?),
         None => None,
     };
@@ -142,29 +180,53 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         Some(cfg) => Some(Prober::new(cfg, &recipe, &model)?),
         None => None,
     };
-    let run_dir = run_dir_for(opts, &recipe, resume.as_ref())?;
+    let run_dir = run_dir_for(opts, &recipe, resume.as_mut())?;
     std::fs::create_dir_all(run_dir.root()).with_context(|| {
         format!(
             "cannot create the run directory {}",
             run_dir.root().display()
         )
     })?;
-    if resume.is_none() {
+    // The recipe the run started with: the parent's, when resuming.
+    let started_with = match &resume {
+        Some(res) if res.parent.is_some() => res.parent.as_ref().map(RunDir::recipe_copy),
+        Some(_) => Some(run_dir.recipe_copy()),
+        None => None,
+    };
+    match &resume {
+        Some(res) if res.parent.is_none() => {
+            let freed = run_dir.sweep_partials()?;
+            if freed > 0 {
+                warnings.push(format!(
+                    "removed snapshots left half-written by an earlier crash in {} ({} freed)",
+                    run_dir.snapshots_dir().display(),
+                    human_bytes(freed)
+                ));
+            }
+        }
+        Some(res) => branch(&run_dir, res)?,
+        None => {}
+    }
+    if resume.as_ref().is_none_or(|res| res.parent.is_some()) {
         std::fs::write(run_dir.recipe_copy(), &recipe.text).with_context(|| {
             format!(
                 "cannot write into the run directory {}",
                 run_dir.root().display()
             )
         })?;
-    } else if let Ok(old) = std::fs::read_to_string(run_dir.recipe_copy()) {
+    }
+    if let Some(old) = started_with.and_then(|p| std::fs::read_to_string(p).ok()) {
         if old != recipe.text {
             warnings.push(format!(
-                "the recipe {} differs from the one this run started with (its copy is in {}); the resumed run follows the new one",
+                "the recipe {} differs from the one the run resumed started with; the resumed run follows the new one",
                 opts.recipe.display(),
-                run_dir.recipe_copy().display()
             ));
         }
     }
+    let retention = Retention {
+        keep: r.run.keep_snapshots,
+        optimizer_in_newest_only: r.run.optimizer_state == OptimizerState::Newest,
+    };
     Ok(Prepared {
         recipe,
         run_dir,
@@ -175,6 +237,8 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         prober,
         warnings,
         inject_nan_at: opts.inject_nan_at_step,
+        retention,
+        disk_fault: opts.inject_disk_fault,
     })
 }
 
@@ -192,38 +256,102 @@ fn resume_point(dir: &Path, recipe: &LoadedRecipe) -> Result<ResumeFrom> {
             state.phase + 1
         );
     }
+    if state.step < state.phase_steps && !snapshot::has_optimizer_state(dir) {
+        bail!(
+            "cannot resume from {}: it no longer holds the optimizer state that resuming within a phase needs \
+             (with [run] optimizer_state = \"newest\", the default, only a run's newest snapshot keeps it); \
+             resume from the run's newest snapshot, or set optimizer_state = \"all\" in runs to come",
+            dir.display()
+        );
+    }
     Ok(ResumeFrom {
         dir: dir.to_path_buf(),
         state,
+        parent: None,
     })
 }
 
+/// Start a run resumed into a directory of its own, so that it stands
+/// alone: the parent's log (readers drop what it holds past the resume
+/// point), the snapshot resumed from (a later phase's reference, and the
+/// start of this run's snapshot list) and the reference model the resumed
+/// phase needs, brought over sealed and verified, as hard links where the
+/// file system allows. The parent is never written to.
+fn branch(run_dir: &RunDir, res: &ResumeFrom) -> Result<()> {
+    let parent = res.parent.as_ref().context("no parent run")?;
+    if parent.has_log() {
+        std::fs::copy(parent.events_log(), run_dir.events_log()).with_context(|| {
+            format!(
+                "cannot copy the log of {} into {}",
+                parent.root().display(),
+                run_dir.root().display()
+            )
+        })?;
+    }
+    run_dir.adopt_snapshot(&res.dir)?;
+    if let Some(rel) = res.needed_reference() {
+        let src = parent.path_of(rel);
+        run_dir.adopt_snapshot(&src).with_context(|| {
+            format!(
+                "the reference model of the phase resumed ({}), which {} names",
+                src.display(),
+                res.dir.join("trainer_state.json").display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The run's directory: the resumed run's own, `--output`, or a fresh
-/// `OUTPUT_DIR/NAME-YYYYMMDD-HHMMSS`.
+/// `OUTPUT_DIR/NAME-YYYYMMDD-HHMMSS`. A resume with `--output` elsewhere
+/// than the snapshot's run continues it there (`resume.parent` is set).
 fn run_dir_for(
     opts: &TrainOptions,
     recipe: &LoadedRecipe,
-    resume: Option<&ResumeFrom>,
+    resume: Option<&mut ResumeFrom>,
 ) -> Result<RunDir> {
-    Ok(match (resume, &opts.output) {
-        (Some(res), _) => RunDir::of_snapshot(&res.dir)
-            .context("the snapshot is not inside a run directory (RUN/snapshots/NAME)")?,
-        (None, Some(out)) => {
-            if out.exists()
-                && std::fs::read_dir(out)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-            {
-                bail!(
-                    "the output directory {} exists and is not empty",
-                    out.display()
-                );
-            }
-            RunDir::at(out)
+    let fresh = |out: &Path| -> Result<RunDir> {
+        if out.exists()
+            && std::fs::read_dir(out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            bail!(
+                "the output directory {} exists and is not empty",
+                out.display()
+            );
         }
+        Ok(RunDir::at(out))
+    };
+    Ok(match (resume, &opts.output) {
+        (Some(res), out) => {
+            let home = RunDir::of_snapshot(&res.dir);
+            let here = |h: &RunDir| out.as_ref().is_none_or(|o| same_dir(h.root(), o));
+            match home {
+                Some(h) if here(&h) => h,
+                Some(h) => {
+                    let dir = fresh(out.as_ref().context("no output")?)?;
+                    res.parent = Some(h);
+                    dir
+                }
+                None => bail!(
+                    "cannot resume from {}: it is not inside a run directory (RUN/snapshots/NAME)",
+                    res.dir.display()
+                ),
+            }
+        }
+        (None, Some(out)) => fresh(out)?,
         (None, None) => {
             let r = &recipe.recipe;
             RunDir::fresh_in(&recipe.resolve(&r.run.output_dir), &r.run.name)
         }
     })
+}
+
+/// Whether two paths name one directory (`b` need not exist).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

@@ -55,7 +55,17 @@ impl Progress {
                 let resumed = r
                     .resumed_from
                     .as_ref()
-                    .map(|p| format!(", resumed at step {} from {}", p.global_step, p.snapshot))
+                    .map(|p| {
+                        let parent = p
+                            .parent_run
+                            .as_ref()
+                            .map(|r| format!(" (of the run {r}; this run is a new directory)"))
+                            .unwrap_or_default();
+                        format!(
+                            ", resumed at step {} from {}{parent}",
+                            p.global_step, p.snapshot
+                        )
+                    })
                     .unwrap_or_default();
                 Some(format!(
                     "run {}: {} ({:.1}M parameters, {:.1}M trainable, {} on {}), seed {}{resumed}\nphases: {}",

@@ -8,6 +8,10 @@
 //!                            ├─ optimizer_step   step::gradients, clip, AdamW, event
 //!                            └─ snapshot / probe at their cadence, then at the end
 //! ```
+//!
+//! Snapshots, and what a full disk does to them, are in [`snapshot`].
+
+mod snapshot;
 
 use super::control::{Control, RunOutcome, TrainerHandle, EVENT_CHANNEL_CAPACITY};
 use super::optim::{AdamW, AdamWConfig};
@@ -21,9 +25,7 @@ use crate::data::Batcher;
 use crate::events::{
     self, AlertLevel, Event, EventLog, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
 };
-use crate::model::weights::save_tensors;
 use crate::model::Decoder;
-use crate::rundir::snapshot::{self, TrainerState, STATE_VERSION};
 use crate::rundir::RunDir;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -57,6 +59,12 @@ struct Trainer {
     /// The last successful probe, reused by a phase's start probe when no
     /// step ran since (the previous phase's end measured the same weights).
     last_probe: Option<events::ProbeEvent>,
+    /// The newest snapshot sealed (relative to the run): the one a resume
+    /// would use, and the reference of a preference phase that follows.
+    newest_snapshot: Option<String>,
+    /// Why the run stopped early, for its `run_end` (a snapshot that could
+    /// not be written).
+    end_message: Option<String>,
 }
 
 /// Start the trainer on its own thread.
@@ -107,6 +115,8 @@ pub fn run(
         reference_snapshot: None,
         phase_input_tokens: 0,
         last_probe: None,
+        newest_snapshot: None,
+        end_message: None,
     };
     match t.train() {
         Ok(outcome) => Ok(outcome),
@@ -128,7 +138,6 @@ pub fn run(
 
 /// How a phase ended.
 struct PhaseDone {
-    snapshot: String,
     stopped: bool,
 }
 
@@ -180,7 +189,7 @@ impl Trainer {
                 reference = Some((decoder, Some(rel.clone())));
             }
         }
-        let mut last_snapshot: Option<String> = self
+        self.newest_snapshot = self
             .prep
             .resume
             .as_ref()
@@ -191,11 +200,14 @@ impl Trainer {
             let first_step = if pi == start_phase { start_step } else { 0 };
             let reference = match reference.take() {
                 Some(r) => Some(r),
-                None => self.reference_for(pi, phase, last_snapshot.as_deref())?,
+                None => self.reference_for(pi, phase)?,
             };
+            if self.stop_requested {
+                // The reference snapshot could not be written.
+                return self.finish(RunStatus::Stopped);
+            }
             self.reference_snapshot = reference.as_ref().and_then(|r| r.1.clone());
             let done = self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?;
-            last_snapshot = Some(done.snapshot);
             if done.stopped {
                 return self.finish(RunStatus::Stopped);
             }
@@ -256,11 +268,14 @@ impl Trainer {
                 })
                 .collect(),
             versions,
-            resumed_from: self.prep.resume.as_ref().map(|res| events::ResumePoint {
-                phase: res.state.phase,
-                step: res.state.step,
-                global_step: res.state.global_step,
-                snapshot: res.dir.display().to_string(),
+            resumed_from: self.prep.resume.as_ref().map(|res| {
+                Box::new(events::ResumePoint {
+                    phase: res.state.phase,
+                    step: res.state.step,
+                    global_step: res.state.global_step,
+                    snapshot: res.dir.display().to_string(),
+                    parent_run: res.parent.as_ref().map(|p| p.root().display().to_string()),
+                })
             }),
             config: None,
             trace: None,
@@ -269,24 +284,28 @@ impl Trainer {
 
     /// The frozen reference of phase `pi` (the policy as the phase before
     /// left it) and the snapshot that holds it, when the phase needs one.
+    /// `None` too when the reference had to be written and could not be:
+    /// the run is then stopping.
     fn reference_for(
         &mut self,
         pi: usize,
         phase: &Phase,
-        last_snapshot: Option<&str>,
     ) -> Result<Option<(Decoder, Option<String>)>> {
         if !phase.objective.needs_reference() {
             return Ok(None);
         }
         let decoder = self.policy.frozen_copy()?;
-        let held_in = match last_snapshot {
-            Some(s) => s.to_string(),
+        let held_in = match self.newest_snapshot.clone() {
+            Some(s) => s,
             None => {
                 // The first phase is a preference phase: the reference is
                 // the starting model; keep it on disk for resumes.
                 self.opt = None;
                 self.reference_snapshot = None;
-                self.snapshot(pi, 0, SnapshotReason::Reference)?
+                match self.snapshot(pi, 0, SnapshotReason::Reference)? {
+                    Some(s) => s,
+                    None => return Ok(None),
+                }
             }
         };
         Ok(Some((decoder, Some(held_in))))
@@ -298,7 +317,7 @@ impl Trainer {
             status,
             global_step: self.global_step,
             seconds: self.started.elapsed().as_secs_f64(),
-            message: None,
+            message: self.end_message.clone(),
         }))?;
         self.log.sync()?;
         Ok(RunOutcome {
@@ -420,7 +439,8 @@ impl Trainer {
             if snap_every > 0 && step.is_multiple_of(snap_every) && step < phase.steps {
                 self.snapshot(pi, step, SnapshotReason::Cadence)?;
             }
-            if probe_every > 0 && step.is_multiple_of(probe_every) && step < phase.steps {
+            let probe_due = probe_every > 0 && step.is_multiple_of(probe_every);
+            if probe_due && step < phase.steps && !self.stop_requested {
                 self.probe(pi, step, ProbeReason::Periodic)?;
             }
         }
@@ -429,7 +449,14 @@ impl Trainer {
         } else {
             SnapshotReason::PhaseEnd
         };
-        let snap = self.snapshot(pi, step, reason)?;
+        // After a snapshot that could not be written, no other is tried.
+        let written = match self.end_message {
+            Some(_) => None,
+            None => self.snapshot(pi, step, reason)?,
+        };
+        if written.is_none() {
+            return Ok(PhaseDone { stopped: true });
+        }
         if !stopped {
             self.probe(pi, step, ProbeReason::PhaseEnd)?;
             self.emit(Event::PhaseEnd(events::PhaseEnd {
@@ -441,10 +468,7 @@ impl Trainer {
             }))?;
             self.log.sync()?;
         }
-        Ok(PhaseDone {
-            snapshot: snap,
-            stopped,
-        })
+        Ok(PhaseDone { stopped })
     }
 
     /// The phase's start event, a fresh optimizer (restored from the resume
@@ -579,80 +603,5 @@ impl Trainer {
             }))?;
         }
         Ok(())
-    }
-
-    /// Write a snapshot of the policy (and optimizer, if a phase is under
-    /// way) after `step` completed steps of phase `pi`.
-    fn snapshot(&mut self, pi: usize, step: u64, reason: SnapshotReason) -> Result<String> {
-        let phases = Rc::clone(&self.phases);
-        let phase = &phases[pi];
-        let name = if reason == SnapshotReason::Reference {
-            snapshot::reference_name(&phase.cfg.name)
-        } else {
-            snapshot::snapshot_name(&phase.cfg.name, step)
-        };
-        let mut w = self.prep.run_dir.begin_snapshot(&name)?;
-        let model = &self.prep.model;
-        let is_lora = self.policy.lora.is_some();
-        if is_lora {
-            crate::model::lora::save_adapters(
-                &mut w,
-                &self.policy.vars,
-                self.policy.lora.as_ref().context("LoRA config")?,
-                &model.base_ref,
-            )?;
-        } else {
-            let p = w.path("model.safetensors");
-            save_tensors(&self.policy.tensors(), &p)?;
-        }
-        w.write(
-            "config.json",
-            &serde_json::to_vec_pretty(&model.hf_config_json(self.policy.decoder.dtype()))?,
-        )?;
-        w.write(
-            "tokenizer.json",
-            model.tokenizer_files.tokenizer_json.as_bytes(),
-        )?;
-        w.write(
-            "tokenizer_config.json",
-            &serde_json::to_vec_pretty(&model.tokenizer_files.tokenizer_config)?,
-        )?;
-        // The step a resume starts from is the one after this snapshot.
-        let opt_step = match &self.opt {
-            Some(o) => {
-                let p = w.path("optimizer.safetensors");
-                save_tensors(&o.state_tensors()?, &p)?;
-                o.step
-            }
-            None => 0,
-        };
-        let state = TrainerState {
-            version: STATE_VERSION,
-            run: self.prep.recipe.recipe.run.name.clone(),
-            seed: self.prep.recipe.recipe.run.seed,
-            phase: pi,
-            phase_name: phase.cfg.name.clone(),
-            step,
-            global_step: self.global_step,
-            phase_steps: phase.steps,
-            optimizer_step: opt_step,
-            reference: self.reference_snapshot.clone(),
-            lora: is_lora,
-            losses: self.losses.clone(),
-            phase_input_tokens: self.phase_input_tokens,
-        };
-        w.write("trainer_state.json", &serde_json::to_vec_pretty(&state)?)?;
-        let dir = w.seal()?;
-        let rel = RunDir::snapshot_rel(&name);
-        self.emit(Event::Snapshot(events::SnapshotEvent {
-            t: events::now(),
-            phase: pi,
-            step,
-            global_step: self.global_step,
-            path: rel.clone(),
-            reason,
-        }))?;
-        tracing::info!("snapshot {}", dir.display());
-        Ok(rel)
     }
 }

@@ -184,11 +184,15 @@ pub struct RunModel {
     /// The last successful probe's method.
     pub probe_method: Option<ProbeMethod>,
     pub paused: bool,
+    /// Why the trainer paused itself (a full disk, a non-finite loss);
+    /// `None` for a pause the user asked for.
+    pub pause_reason: Option<String>,
     pub snapshots: u64,
     pub last_snapshot: Option<String>,
     /// Every snapshot the log announced, in order.
     pub snapshot_events: Vec<SnapshotEvent>,
     pub status: Option<StatusMessage>,
+    /// Warnings and errors the log raised (notes are not counted).
     pub alerts: u64,
     /// How the run ended, once it has.
     pub ended: Option<RunStatus>,
@@ -264,14 +268,14 @@ impl RunModel {
         match event {
             Event::RunStart(rs) => self.run_start(rs),
             Event::PhaseStart(ps) => {
-                self.ensure_phase(ps.phase);
-                let p = &mut self.phases[ps.phase];
+                let i = self.ensure_phase(ps.phase);
+                let p = &mut self.phases[i];
                 p.name.clone_from(&ps.name);
                 p.algorithm.clone_from(&ps.algorithm);
                 p.steps = ps.steps;
                 p.start = Some(ps.global_step);
                 p.ended = false;
-                self.phase = Some(ps.phase);
+                self.phase = Some(i);
                 self.step = 0;
                 self.global_step = ps.global_step;
             }
@@ -295,16 +299,26 @@ impl RunModel {
             }
             Event::Pause(m) => {
                 self.paused = true;
+                self.pause_reason =
+                    (m.reason != "user" && !m.reason.is_empty()).then(|| m.reason.clone());
                 self.clock.pause(m.t);
                 self.say(Level::Info, "training paused".into(), m.global_step);
             }
             Event::Resume(m) => {
                 self.paused = false;
+                self.pause_reason = None;
+                // The user acted on what paused the run: the error that
+                // held the status line (a full disk, a NaN) gives way.
+                self.status = None;
                 self.clock.resume(m.t);
                 self.say(Level::Info, "training resumed".into(), m.global_step);
             }
             Event::Alert(a) => {
-                self.alerts += 1;
+                // A note (a snapshot's size, old snapshots removed) is
+                // shown, not counted among the alerts to look at.
+                if a.level != AlertLevel::Info {
+                    self.alerts += 1;
+                }
                 let level = match a.level {
                     AlertLevel::Error => Level::Error,
                     AlertLevel::Warning => Level::Warning,
@@ -313,8 +327,8 @@ impl RunModel {
                 self.say(level, a.message.clone(), a.global_step);
             }
             Event::PhaseEnd(pe) => {
-                self.ensure_phase(pe.phase);
-                self.phases[pe.phase].ended = true;
+                let i = self.ensure_phase(pe.phase);
+                self.phases[i].ended = true;
                 self.global_step = self.global_step.max(pe.global_step);
             }
             Event::RunEnd(re) => {
@@ -339,13 +353,13 @@ impl RunModel {
     pub fn apply_step(&mut self, s: &StepView<'_>) {
         self.events += 1;
         self.clock.step(s.t, s.global_step, s.tokens, s.seconds);
-        self.ensure_phase(s.phase);
-        if self.phase != Some(s.phase) {
+        let i = self.ensure_phase(s.phase);
+        if self.phase != Some(i) {
             // A log without phase_start (another trainer's): infer the boundary.
-            if self.phases[s.phase].start.is_none() {
-                self.phases[s.phase].start = Some(s.global_step.saturating_sub(1));
+            if self.phases[i].start.is_none() {
+                self.phases[i].start = Some(s.global_step.saturating_sub(1));
             }
-            self.phase = Some(s.phase);
+            self.phase = Some(i);
         }
         self.step = s.step;
         self.global_step = s.global_step;
@@ -377,17 +391,20 @@ impl RunModel {
             self.ended = None;
             self.paused = false;
             self.clock.resumed_run(rs.t);
-            self.phase = Some(resume.phase);
+            self.phase = Some(self.ensure_phase(resume.phase));
             self.step = resume.step;
             self.global_step = resume.global_step;
-            self.say(
-                Level::Info,
-                format!(
+            let text = match &resume.parent_run {
+                Some(parent) => format!(
+                    "run resumed from {} at step {}, in a new directory (the run before: {parent})",
+                    resume.snapshot, resume.global_step
+                ),
+                None => format!(
                     "run resumed from {} at step {}",
                     resume.snapshot, resume.global_step
                 ),
-                resume.global_step,
-            );
+            };
+            self.say(Level::Info, text, resume.global_step);
         } else {
             *self = RunModel {
                 events: self.events,
@@ -398,7 +415,7 @@ impl RunModel {
         self.run_name.clone_from(&rs.run);
         self.model_source.clone_from(&rs.model.source);
         for (i, plan) in rs.phases.iter().enumerate() {
-            self.ensure_phase(i);
+            let i = self.ensure_phase(i);
             let p = &mut self.phases[i];
             p.name.clone_from(&plan.name);
             p.algorithm.clone_from(&plan.algorithm);
@@ -512,9 +529,10 @@ impl RunModel {
         });
     }
 
-    fn ensure_phase(&mut self, i: usize) {
-        // Guard against absurd indices from a corrupt log.
-        let i = i.min(1024);
+    /// Make room for phase `i` and return where it is: an absurd index from
+    /// a corrupt log lands on the last of [`crate::events::MAX_PHASES`] places.
+    fn ensure_phase(&mut self, i: usize) -> usize {
+        let i = i.min(crate::events::MAX_PHASES - 1);
         while self.phases.len() <= i {
             self.phases.push(Phase {
                 name: format!("phase {}", self.phases.len() + 1),
@@ -524,6 +542,7 @@ impl RunModel {
                 ended: false,
             });
         }
+        i
     }
 }
 
@@ -546,11 +565,14 @@ mod tests {
                 steps: 10,
             }],
             versions: Default::default(),
-            resumed_from: resumed.map(|g| ResumePoint {
-                phase: 0,
-                step: g,
-                global_step: g,
-                snapshot: "snapshots/step-5".into(),
+            resumed_from: resumed.map(|g| {
+                Box::new(ResumePoint {
+                    phase: 0,
+                    step: g,
+                    global_step: g,
+                    snapshot: "snapshots/step-5".into(),
+                    parent_run: None,
+                })
             }),
             config: None,
             trace: None,
@@ -570,6 +592,48 @@ mod tests {
             seconds: 1.0,
             metrics: Default::default(),
         })
+    }
+
+    /// Found by tests/mutation.rs: the absurd phase index of a corrupt
+    /// line indexed past the phases made room for (a panic in replay).
+    #[test]
+    fn an_absurd_phase_index_lands_on_the_last_place() {
+        use crate::events::{PhaseEnd, PhaseStart, MAX_PHASES};
+        let huge = 9_223_372_036_854_775_807;
+        let mut m = RunModel::new();
+        m.apply(&run_start(None));
+        m.apply(&Event::PhaseStart(PhaseStart {
+            t: 101.0,
+            phase: huge,
+            name: "x".into(),
+            algorithm: "dpo".into(),
+            steps: 3,
+            global_step: 1,
+        }));
+        let mut s = step(2, 1.0);
+        if let Event::Step(st) = &mut s {
+            st.phase = huge;
+        }
+        m.apply(&s);
+        m.apply(&Event::PhaseEnd(PhaseEnd {
+            t: 102.0,
+            phase: huge,
+            steps: 3,
+            global_step: 2,
+            seconds: 1.0,
+        }));
+        assert_eq!(m.phases.len(), MAX_PHASES);
+        assert_eq!(m.phase, Some(MAX_PHASES - 1));
+        assert_eq!(m.current_phase().map(|p| p.name.as_str()), Some("x"));
+        assert!(m.phases[MAX_PHASES - 1].ended);
+        let mut resumed = run_start(Some(1));
+        if let Event::RunStart(rs) = &mut resumed {
+            if let Some(r) = rs.resumed_from.as_mut() {
+                r.phase = huge;
+            }
+        }
+        m.apply(&resumed);
+        assert_eq!(m.phase, Some(MAX_PHASES - 1));
     }
 
     #[test]

@@ -361,6 +361,13 @@ impl Ema {
     }
 }
 
+/// The largest magnitude a point is drawn at. ratatui maps a point to a
+/// cell as `(y - bottom) × rows / (top - bottom)`: near `f64::MAX` the product
+/// overflows to infinity, the cell index saturates, and the canvas walks a
+/// line of 2^64 cells (a corrupt log with `"loss": 1e308` froze replay).
+/// A value past the limit is drawn at it; the footer still prints it.
+pub const PLOT_LIMIT: f64 = 1e100;
+
 /// How to turn samples into points on screen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlotSpec {
@@ -406,7 +413,8 @@ pub fn plot_points(
                 y.log10()
             } else {
                 y
-            };
+            }
+            .clamp(-PLOT_LIMIT, PLOT_LIMIT);
             range = Some(match range {
                 Some([lo, hi]) => [lo.min(y), hi.max(y)],
                 None => [y, y],
@@ -449,6 +457,24 @@ pub fn plot_points(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by tests/mutation.rs: a loss of 1e308 made ratatui's canvas
+    /// overflow and walk 2^64 cells.
+    #[test]
+    fn values_near_the_largest_float_are_drawn_at_the_limit() {
+        let spec = PlotSpec {
+            x: [0.0, 3.0],
+            columns: 80,
+            log: false,
+            smoothing: None,
+        };
+        let samples =
+            [(1.0, 0.5), (2.0, 1e308), (3.0, -f64::MAX)].map(|(x, y)| Bucket::point(x, y));
+        let mut out = Vec::new();
+        let range = plot_points(samples.into_iter(), &spec, &mut out);
+        assert_eq!(range, Some([-PLOT_LIMIT, PLOT_LIMIT]));
+        assert_eq!(out, vec![(1.0, 0.5), (2.0, PLOT_LIMIT), (3.0, -PLOT_LIMIT)]);
+    }
 
     #[test]
     fn ema_matches_hand_computed_values() {

@@ -82,6 +82,7 @@ pub fn train_options(recipe: &Path, output: Option<PathBuf>) -> TrainOptions {
         resume: None,
         progress: false,
         inject_nan_at_step: None,
+        inject_disk_fault: None,
     }
 }
 

@@ -52,7 +52,13 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             };
             Some((format!("■ {status}"), color))
         }
-        (None, true) => Some(("⏸ paused".to_string(), t.warning)),
+        (None, true) => Some((
+            match &run.pause_reason {
+                Some(why) => format!("⏸ paused ({why})"),
+                None => "⏸ paused".to_string(),
+            },
+            t.warning,
+        )),
         _ => None,
     };
     if let Some((text, color)) = state {
