@@ -12,6 +12,7 @@ use crate::events::{
 };
 use crate::probe::drift::{DriftTable, Point};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Metric names the reward panel shows, in TRL's spelling.
 pub const REWARD_METRICS: [&str; 5] = [
@@ -191,6 +192,8 @@ pub struct RunModel {
     pub last_snapshot: Option<String>,
     /// Every snapshot the log announced, in order.
     pub snapshot_events: Vec<SnapshotEvent>,
+    /// A trace's view: the trainer's log and the trace's are read as one.
+    pub traced: bool,
     pub status: Option<StatusMessage>,
     /// Warnings and errors the log raised (notes are not counted).
     pub alerts: u64,
@@ -285,17 +288,17 @@ impl RunModel {
             }
             Event::Probe(p) => self.probe(p),
             Event::Snapshot(s) => {
-                self.snapshots += 1;
-                self.last_snapshot = Some(s.path.clone());
-                self.snapshot_events.push(s.clone());
-                self.say(
-                    Level::Info,
-                    format!(
-                        "snapshot ({}) at step {}: {}",
-                        s.reason, s.global_step, s.path
-                    ),
-                    s.global_step,
-                );
+                // A traced run hears of each checkpoint twice, from the
+                // trainer's log and from the trace's: one checkpoint.
+                let name = |p: &str| Path::new(p).file_name().map(|n| n.to_os_string());
+                let seen = self.traced
+                    && self
+                        .snapshot_events
+                        .iter()
+                        .any(|e| e.global_step == s.global_step && name(&e.path) == name(&s.path));
+                if !seen {
+                    self.note_snapshot(s);
+                }
             }
             Event::Pause(m) => {
                 self.paused = true;
@@ -412,6 +415,7 @@ impl RunModel {
                 ..RunModel::default()
             };
         }
+        self.traced |= rs.trace.is_some();
         self.run_name.clone_from(&rs.run);
         self.model_source.clone_from(&rs.model.source);
         for (i, plan) in rs.phases.iter().enumerate() {
@@ -529,6 +533,24 @@ impl RunModel {
         });
     }
 
+    /// A snapshot taken: counted, kept for the probe screen, said.
+    fn note_snapshot(&mut self, s: &SnapshotEvent) {
+        self.snapshots += 1;
+        self.last_snapshot = Some(s.path.clone());
+        self.snapshot_events.push(s.clone());
+        let shown = super::path_display::normalize(Path::new(&s.path));
+        self.say(
+            Level::Info,
+            format!(
+                "snapshot ({}) at step {}: {}",
+                s.reason,
+                s.global_step,
+                shown.display()
+            ),
+            s.global_step,
+        );
+    }
+
     /// Make room for phase `i` and return where it is: an absurd index from
     /// a corrupt log lands on the last of [`crate::events::MAX_PHASES`] places.
     fn ensure_phase(&mut self, i: usize) -> usize {
@@ -634,6 +656,48 @@ mod tests {
         }
         m.apply(&resumed);
         assert_eq!(m.phase, Some(MAX_PHASES - 1));
+    }
+
+    /// A traced run reads each checkpoint from the trainer's log and from
+    /// the trace's: counted once, shown with a normalised path.
+    #[test]
+    fn a_checkpoint_heard_of_twice_counts_once() {
+        use crate::events::{SnapshotEvent, SnapshotReason};
+        let snap = |step: u64, path: &str| {
+            Event::Snapshot(SnapshotEvent {
+                t: 100.0 + step as f64,
+                phase: 0,
+                step,
+                global_step: step,
+                path: path.into(),
+                reason: SnapshotReason::Cadence,
+            })
+        };
+        let mut m = RunModel::new();
+        let mut start = run_start(None);
+        if let Event::RunStart(rs) = &mut start {
+            rs.trace = Some(Box::new(crate::events::TracePlan {
+                dirs: vec!["/out".into()],
+                method: crate::events::ProbeMethod::Choice,
+                probes: String::new(),
+                questions_per_topic: 0,
+                base: None,
+            }));
+        }
+        m.apply(&start);
+        m.apply(&snap(2, "/out/checkpoint-2"));
+        m.apply(&snap(2, "/out/driftui/../checkpoint-2"));
+        m.apply(&snap(4, "/out/other-4"));
+        m.apply(&snap(4, "/out/driftui/../checkpoint-4"));
+        m.apply(&snap(4, "/out/checkpoint-4"));
+        assert_eq!(m.snapshots, 3);
+        let steps: Vec<u64> = m.snapshot_events.iter().map(|s| s.global_step).collect();
+        assert_eq!(steps, [2, 4, 4]);
+        let said = m.status.as_ref().map(|s| s.text.as_str());
+        assert_eq!(
+            said,
+            Some("snapshot (cadence) at step 4: /out/checkpoint-4")
+        );
     }
 
     #[test]
