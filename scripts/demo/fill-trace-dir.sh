@@ -15,7 +15,10 @@ src=$root/tests/fixtures/foreign/trl-sft
 mkdir -p "$dir"
 : > "$dir/events.jsonl"
 while IFS= read -r line; do
-  printf '%s\n' "$line" >> "$dir/events.jsonl"
+  # Stamped now, as the callback would stamp it: the header's rates and ETA
+  # are then those of the playback.
+  python3 -c 'import json, sys, time; e = json.loads(sys.argv[1]); e["t"] = time.time(); print(json.dumps(e))' \
+    "$line" >> "$dir/events.jsonl"
   if [[ $line == *'"kind": "snapshot"'* ]]; then
     ck=$(sed -E 's/.*"path": "([^"]+)".*/\1/' <<<"$line")
     tmp=$dir/.$ck.partial
