@@ -150,14 +150,15 @@ impl RunClock {
     /// Tokens per running second over the last steps.
     pub fn tokens_per_second(&self) -> Option<f64> {
         let (first, last) = (self.recent.front()?, self.recent.back()?);
-        let tokens: u64 = self.recent.iter().skip(1).map(|s| s.tokens).sum();
+        // Summed as floats: a corrupt log's token counts near 2^64 overflow u64.
+        let tokens: f64 = self.recent.iter().skip(1).map(|s| s.tokens as f64).sum();
         let dt = last.running - first.running;
-        if dt > 0.0 && tokens > 0 {
-            return Some(tokens as f64 / dt);
+        if dt > 0.0 && tokens > 0.0 {
+            return Some(tokens / dt);
         }
         let secs: f64 = self.recent.iter().map(|s| s.seconds).sum();
-        let all: u64 = self.recent.iter().map(|s| s.tokens).sum();
-        (secs > 0.0).then(|| all as f64 / secs)
+        let all: f64 = self.recent.iter().map(|s| s.tokens as f64).sum();
+        (secs > 0.0).then(|| all / secs)
     }
 
     /// Running seconds that `steps_left` more steps take at the present rate.
@@ -175,6 +176,19 @@ mod tests {
         for i in 0..n {
             c.step(t0 + i as f64, from + i, 10, 0.9);
         }
+    }
+
+    /// Found by tests/mutation.rs (10^5 mutated logs): token counts near
+    /// 2^64 overflowed the u64 sum behind tokens/s.
+    #[test]
+    fn token_counts_near_the_largest_integer_do_not_overflow() {
+        let mut c = RunClock::started_at(0.0);
+        c.step(1.0, 1, u64::MAX, 1.0);
+        c.step(2.0, 2, u64::MAX, 1.0);
+        c.step(3.0, 3, u64::MAX, 1.0);
+        let tps = c.tokens_per_second().expect("a rate");
+        // Two steps' tokens over the two seconds between the first and last.
+        assert!((tps / (u64::MAX as f64) - 1.0).abs() < 1e-12, "{tps}");
     }
 
     #[test]
