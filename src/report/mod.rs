@@ -75,7 +75,7 @@ impl RunData {
                                 start,
                                 steps: p.steps,
                             };
-                            start += p.steps;
+                            start = start.saturating_add(p.steps);
                             span
                         })
                         .collect();
@@ -456,6 +456,7 @@ mod tests {
     #[test]
     fn absurd_values_still_draw() {
         let lines = [
+            r#"{"kind":"run_start","schema":1,"t":0.5,"run":"r","seed":1,"recipe":"","model":{"source":"m","architecture":"llama","parameters":1,"trainable":1,"dtype":"f32","device":"cpu"},"phases":[{"name":"sft","algorithm":"sft","steps":18446744073709551615},{"name":"dpo","algorithm":"dpo","steps":18446744073709551615}],"versions":{}}"#,
             r#"{"kind":"phase_start","t":1.0,"phase":0,"name":"sft","algorithm":"sft","steps":18446744073709551615,"global_step":5}"#,
             r#"{"kind":"step","t":2.0,"phase":0,"step":1,"global_step":1,"loss":1e308,"lr":0.1,"grad_norm":1.0,"tokens":1,"seconds":1.0}"#,
             r#"{"kind":"step","t":3.0,"phase":0,"step":2,"global_step":2,"loss":-1e308,"lr":0.1,"grad_norm":1.0,"tokens":1,"seconds":1.0}"#,

@@ -209,7 +209,10 @@ impl RunModel {
 
     /// Planned steps over all phases.
     pub fn total_steps(&self) -> u64 {
-        self.phases.iter().map(|p| p.steps).sum()
+        // Saturating: a corrupt log's step counts may add past 2^64.
+        self.phases
+            .iter()
+            .fold(0u64, |n, p| n.saturating_add(p.steps))
     }
 
     /// Global steps at which a phase after the first began.
@@ -656,6 +659,22 @@ mod tests {
         }
         m.apply(&resumed);
         assert_eq!(m.phase, Some(MAX_PHASES - 1));
+    }
+
+    /// Found by tests/mutation.rs: planned steps near 2^64 in two phases
+    /// overflowed the total.
+    #[test]
+    fn planned_steps_past_the_largest_integer_saturate() {
+        let mut start = run_start(None);
+        if let Event::RunStart(rs) = &mut start {
+            let p = rs.phases[0].clone();
+            rs.phases = vec![p.clone(), p];
+            rs.phases[0].steps = u64::MAX;
+            rs.phases[1].steps = 2;
+        }
+        let mut m = RunModel::new();
+        m.apply(&start);
+        assert_eq!(m.total_steps(), u64::MAX);
     }
 
     /// A traced run reads each checkpoint from the trainer's log and from
