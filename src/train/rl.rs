@@ -14,6 +14,7 @@
 //! TRL's autograd gets, kinks included. `tests/rl_parity.rs` checks every
 //! number against TRL's own code (`scripts/reference/trl_rl.py`).
 
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -279,6 +280,35 @@ pub fn reward_loss(chosen: &[f64], rejected: &[f64], center: Option<f64>) -> Rew
         d_rejected,
         metrics,
     }
+}
+
+/// [`reward_loss`] on score tensors (each (n,)), for backward: the tensor's
+/// value is TRL's loss, computed in f64, and its gradient towards the scores
+/// is TRL's, given explicitly as value + Σ (s − s̄)·slope (s − s̄ is exactly
+/// 0), so candle's rules at kinks never enter. Returns the metrics too.
+pub fn reward_loss_tensor(
+    chosen: &Tensor,
+    rejected: &Tensor,
+    center: Option<f64>,
+) -> anyhow::Result<(Tensor, BTreeMap<String, f64>)> {
+    let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let (c, r) = (f64s(chosen)?, f64s(rejected)?);
+    if c.len() != r.len() || c.is_empty() {
+        anyhow::bail!(
+            "a reward loss needs as many chosen as rejected scores, at least one ({} and {})",
+            c.len(),
+            r.len()
+        );
+    }
+    let out = reward_loss(&c, &r, center);
+    let dtype = chosen.dtype();
+    let dev = chosen.device();
+    let slope = |d: &[f64]| Tensor::new(d, dev)?.to_dtype(dtype);
+    let zero = |t: &Tensor| t - t.detach();
+    let g = (zero(chosen)?.mul(&slope(&out.d_chosen)?)?.sum_all()?
+        + zero(rejected)?.mul(&slope(&out.d_rejected)?)?.sum_all()?)?;
+    let loss = (g + out.loss)?;
+    Ok((loss, out.metrics))
 }
 
 // ---------------------------------------------------------------------------
