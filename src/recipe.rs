@@ -11,7 +11,7 @@
 //!
 //! [[phase]]
 //! name = "sft"
-//! algorithm = "sft"             # sft, dpo, kto, simpo, cpo, orpo (reward, ppo, grpo: not yet)
+//! algorithm = "sft"             # sft, dpo, kto, simpo, cpo, orpo, reward (ppo, grpo: not yet)
 //! dataset = "../assets/demo/sft.jsonl"
 //! epochs = 2                    # or steps = N
 //! lr = 1e-3
@@ -159,10 +159,6 @@ impl Algorithm {
     /// refuses it rather than accept a value that does not really train.
     pub fn not_trainable_yet(self) -> Option<&'static str> {
         match self {
-            Algorithm::Reward => Some(
-                "its loss and metrics are checked against TRL's RewardTrainer \
-                 (src/train/rl.rs), but the model has no score head to train or export",
-            ),
             Algorithm::Ppo => Some(
                 "its rewards, GAE, whitening and clipped losses are checked against TRL's \
                  PPOTrainer (src/train/rl.rs), but there are no rollouts, value model or reward model",
@@ -834,6 +830,24 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "loss_type \"cdpo\" (conservative DPO) needs label_smoothing > 0".into(),
             );
         }
+        if p.algorithm == Algorithm::Reward {
+            if p.snapshot_every > 0 {
+                return bad(
+                    at("snapshot_every"),
+                    "snapshots inside a reward phase are not implemented yet \
+                     (its model is written at the phase's end): leave snapshot_every out"
+                        .into(),
+                );
+            }
+            if r.model.lora.is_some() {
+                return bad(
+                    vec![Key("phase"), Index(i), Key("algorithm")],
+                    "a reward phase with [model.lora] is not implemented yet \
+                     (the reward model trains every weight)"
+                        .into(),
+                );
+            }
+        }
         // Last, so that a phase's other settings are checked first: the
         // recipe is right but for this.
         if let Some(what) = p.algorithm.not_trainable_yet() {
@@ -841,7 +855,7 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 vec![Key("phase"), Index(i), Key("algorithm")],
                 format!(
                     "algorithm \"{}\" is not implemented yet: {what}; driftui trains sft, dpo, \
-                     kto, simpo, cpo and orpo",
+                     kto, simpo, cpo, orpo and reward",
                     p.algorithm.name()
                 ),
             );
@@ -1443,13 +1457,36 @@ beta = 0.2
         );
     }
 
-    /// reward, ppo and grpo are known names whose settings are checked, but
-    /// they cannot train yet: the recipe refuses them at the algorithm, after
-    /// every other check, and says so.
+    /// ppo and grpo are known names whose settings are checked, but they
+    /// cannot train yet: the recipe refuses them at the algorithm, after
+    /// every other check, and says so. reward trains, but not with LoRA or
+    /// snapshots inside the phase.
     #[test]
-    fn reward_ppo_and_grpo_are_refused_as_not_implemented_yet() {
+    fn ppo_grpo_and_reward_parts_are_refused_as_not_implemented_yet() {
+        let reward = GOOD
+            .replace("algorithm = \"dpo\"", "algorithm = \"reward\"")
+            .replace("beta = 0.2", "center_rewards_coefficient = 0.01");
+        let r = parse(&reward).unwrap();
+        assert_eq!(
+            r.phases[1].objective(),
+            Objective::Reward { center: Some(0.01) }
+        );
+        let err =
+            parse(&reward.replace("epochs = 1.5", "epochs = 1.5\nsnapshot_every = 2")).unwrap_err();
+        assert!(
+            err.starts_with("21:18: snapshots inside a reward phase are not implemented yet"),
+            "{err}"
+        );
+        let err = parse(&reward.replace(
+            "source = \"builtin:tiny\"",
+            "source = \"builtin:tiny\"\nlora = { rank = 4 }",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("19:13: a reward phase with [model.lora] is not implemented yet"),
+            "{err}"
+        );
         for (alg, keys) in [
-            ("reward", "center_rewards_coefficient = 0.01"),
             (
                 "ppo",
                 "reward_model = \"builtin:tiny\"\nkl_coef = 0.05\ngamma = 1.0",

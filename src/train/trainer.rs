@@ -23,6 +23,7 @@ use crate::events::{
 };
 use crate::model::weights::save_tensors;
 use crate::model::Decoder;
+use crate::recipe::Algorithm;
 use crate::rundir::snapshot::{self, TrainerState, STATE_VERSION};
 use crate::rundir::RunDir;
 use anyhow::{Context, Result};
@@ -31,6 +32,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Instant;
+
+mod reward_phase;
+pub use reward_phase::reward_model_dir;
 
 /// The running trainer.
 struct Trainer {
@@ -194,7 +198,11 @@ impl Trainer {
                 None => self.reference_for(pi, phase, last_snapshot.as_deref())?,
             };
             self.reference_snapshot = reference.as_ref().and_then(|r| r.1.clone());
-            let done = self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?;
+            let done = if phase.cfg.algorithm == Algorithm::Reward {
+                self.run_reward_phase(pi, phase, first_step)?
+            } else {
+                self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?
+            };
             last_snapshot = Some(done.snapshot);
             if done.stopped {
                 return self.finish(RunStatus::Stopped);
