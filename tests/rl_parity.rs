@@ -159,6 +159,14 @@ fn grpo_losses_gradients_and_metrics_equal_trl_for_every_loss_type() {
         }
     }
     assert_eq!(types.len(), 7, "{types:?}");
+    // Every ratio on a clip bound (on-policy, ε = 0): min() splits the
+    // gradient and torch's clamp passes none at a number bound.
+    for name in ["grpo_tie_at_clip_bounds", "dapo_tie_at_clip_bounds"] {
+        assert!(
+            f["grpo_loss"].get(name).is_some(),
+            "the fixture lacks {name}"
+        );
+    }
 }
 
 fn ppo_settings(cfg: &Value) -> PpoSettings {

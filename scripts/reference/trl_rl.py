@@ -220,6 +220,12 @@ def main():
             losses[name + "_old"] = loss_case(cfg, LP, OLD, REF if beta else None, ENT, MASK, ADV, 2, 17)
             # num_iterations = 1: old = logprobs.detach(), every ratio exactly 1.
             losses[name + "_onpolicy"] = loss_case(cfg, LP, None, REF if beta else None, ENT, MASK, ADV, 2, 17)
+    # Ties with the clip bounds: on-policy every ratio is exactly 1, and with
+    # ε = 0 both bounds are 1 too, so min() splits and the number-bounds
+    # clamp passes no gradient at its bound (torch 2.15).
+    for lt in ("grpo", "dapo"):
+        cfg = {"loss_type": lt, "beta": 0.0, "epsilon": 0.0, "epsilon_high": 0.0, "max_completion_length": 4}
+        losses[f"{lt}_tie_at_clip_bounds"] = loss_case(cfg, LP, None, None, ENT, MASK, ADV, 2, 17)
     out = {
         "versions": {"trl": trl.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
