@@ -150,10 +150,14 @@ fn report_of_a_missing_run_fails_with_a_message() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("has no training log driftui reads: it is empty") && err.contains("events.jsonl"),
+        err.contains("has no training log driftui reads: it is empty")
+            && err.contains("events.jsonl"),
         "{err}"
     );
-    assert!(!dir.path().join("driftui").exists(), "nothing written for a bad path");
+    assert!(
+        !dir.path().join("driftui").exists(),
+        "nothing written for a bad path"
+    );
 }
 
 /// metrics.csv: one row per logged step, one column per metric, the numbers

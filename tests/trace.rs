@@ -356,7 +356,9 @@ fn the_command_line_prints_progress_with_an_eta_and_refuses_what_it_cannot_read(
     );
     assert!(err.contains("2 waiting, ETA "), "{err}");
     assert!(
-        err.contains("trace: 3 probed, 0 failed, 0 probed before; the trainers reached their last steps"),
+        err.contains(
+            "trace: 3 probed, 0 failed, 0 probed before; the trainers reached their last steps"
+        ),
         "{err}"
     );
     // The report of the traced run goes into the trace's folder.
@@ -367,7 +369,10 @@ fn the_command_line_prints_progress_with_an_eta_and_refuses_what_it_cannot_read(
     // Replay reads driftui's own logs: it points at watch.
     let o = driftui(&["replay", dir]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success() && err.contains("driftui watch"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("driftui watch"),
+        "{err}"
+    );
     // A directory of something else: what was found, what was expected.
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
@@ -381,5 +386,9 @@ fn the_command_line_prints_progress_with_an_eta_and_refuses_what_it_cannot_read(
             "{cmd}: {err}"
         );
     }
-    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(&other).unwrap().count(),
+        1,
+        "nothing written"
+    );
 }
