@@ -24,7 +24,7 @@ const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[
     (
         "recipe",
         "train",
-        "the recipe schema uses the objectives' DpoLoss, LossAverage and Objective",
+        "the recipe schema uses the objectives' DpoLoss, LossAverage and Objective, and rl's settings and enums",
     ),
     (
         "recipe",

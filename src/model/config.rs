@@ -166,8 +166,10 @@ impl ModelConfig {
                 .get("rms_norm_eps")
                 .and_then(Value::as_f64)
                 .unwrap_or(1e-6),
+            // transformers 5 writes it inside `rope_parameters`.
             rope_theta: v
                 .get("rope_theta")
+                .or_else(|| v.get("rope_parameters").and_then(|r| r.get("rope_theta")))
                 .and_then(Value::as_f64)
                 .unwrap_or(10_000.0),
             rope_scaling,

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod lora;
+pub mod reward;
 pub mod score;
 pub mod source;
 pub mod weights;

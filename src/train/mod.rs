@@ -7,6 +7,7 @@ pub mod phase;
 pub mod policy;
 pub mod prepare;
 pub mod progress;
+pub mod rl;
 pub mod schedule;
 pub mod step;
 pub mod trainer;

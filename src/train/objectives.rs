@@ -94,12 +94,25 @@ pub enum Objective {
         beta: f64,
         nll: OrpoNll,
     },
+    /// A Bradley–Terry reward model on preference pairs (TRL's
+    /// `RewardTrainer`), with the optional centring coefficient.
+    Reward {
+        center: Option<f64>,
+    },
+    /// PPO (TRL's `PPOTrainer`).
+    Ppo(crate::train::rl::PpoSettings),
+    /// GRPO (TRL's `GRPOTrainer`).
+    Grpo(crate::train::rl::GrpoSettings),
 }
 
 impl Objective {
     /// Whether the phase needs a frozen reference model.
     pub fn needs_reference(&self) -> bool {
-        matches!(self, Objective::Dpo { .. } | Objective::Kto { .. })
+        match self {
+            Objective::Dpo { .. } | Objective::Kto { .. } | Objective::Ppo(_) => true,
+            Objective::Grpo(g) => g.beta != 0.0,
+            _ => false,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -110,6 +123,9 @@ impl Objective {
             Objective::SimPo { .. } => "simpo",
             Objective::Cpo { .. } => "cpo",
             Objective::Orpo { .. } => "orpo",
+            Objective::Reward { .. } => "reward",
+            Objective::Ppo(_) => "ppo",
+            Objective::Grpo(_) => "grpo",
         }
     }
 
@@ -117,7 +133,11 @@ impl Objective {
     pub fn logs_num_tokens(&self) -> bool {
         matches!(
             self,
-            Objective::Sft { .. } | Objective::Dpo { .. } | Objective::Kto { .. }
+            Objective::Sft { .. }
+                | Objective::Dpo { .. }
+                | Objective::Kto { .. }
+                | Objective::Reward { .. }
+                | Objective::Grpo(_)
         )
     }
 }

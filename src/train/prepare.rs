@@ -256,6 +256,18 @@ fn resume_point(dir: &Path, recipe: &LoadedRecipe) -> Result<ResumeFrom> {
             state.phase + 1
         );
     }
+    // A reward phase's snapshots hold the policy, not the reward model it
+    // trains: it has to start over, which is not built yet.
+    if state.step < state.phase_steps && phases[state.phase].algorithm == recipe::Algorithm::Reward
+    {
+        bail!(
+            "cannot resume from {}: it was taken inside reward phase \"{}\" (at step {}), and resuming \
+             inside a reward phase is not implemented yet; resume from a snapshot taken before the phase",
+            dir.display(),
+            state.phase_name,
+            state.step
+        );
+    }
     if state.step < state.phase_steps && !snapshot::has_optimizer_state(dir) {
         bail!(
             "cannot resume from {}: it no longer holds the optimizer state that resuming within a phase needs \

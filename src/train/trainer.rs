@@ -26,6 +26,7 @@ use crate::events::{
     self, AlertLevel, Event, EventLog, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
 };
 use crate::model::Decoder;
+use crate::recipe::Algorithm;
 use crate::rundir::RunDir;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -33,6 +34,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Instant;
+
+mod reward_phase;
+pub use reward_phase::reward_model_dir;
 
 /// The running trainer.
 struct Trainer {
@@ -207,7 +211,11 @@ impl Trainer {
                 return self.finish(RunStatus::Stopped);
             }
             self.reference_snapshot = reference.as_ref().and_then(|r| r.1.clone());
-            let done = self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?;
+            let done = if phase.cfg.algorithm == Algorithm::Reward {
+                self.run_reward_phase(pi, phase, first_step)?
+            } else {
+                self.run_phase(pi, phase, first_step, reference.as_ref().map(|r| &r.0))?
+            };
             if done.stopped {
                 return self.finish(RunStatus::Stopped);
             }
