@@ -262,15 +262,18 @@ fn resuming_inside_a_reward_phase_is_refused_with_a_reason() {
         .unwrap();
     assert!(stop.contains("rm-"), "{stop}");
     assert!(!driftui::train::trainer::reward_model_dir(&run_dir, "rm").exists());
-    let prep = train::prepare(&TrainOptions {
+    // Refused when the run is prepared or when it reaches the phase.
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let err = train::prepare(&TrainOptions {
         resume: Some(run_dir.join(&stop)),
         ..train_options(&recipe_path, None)
     })
+    .and_then(|prep| train::run(prep, rx, None))
+    .err()
+    .map(|e| format!("{e:#}"))
     .unwrap();
-    let (_tx, rx) = std::sync::mpsc::channel();
-    let err = format!("{:#}", train::run(prep, rx, None).err().unwrap());
     assert!(
-        err.contains("resuming inside reward phase \"rm\"") && err.contains("not implemented yet"),
+        err.contains("inside reward phase \"rm\"") && err.contains("not implemented yet"),
         "{err}"
     );
 }
