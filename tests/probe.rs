@@ -287,3 +287,149 @@ fn shared_prefix_case(dec: &Decoder, scorer: &ChoiceScorer) {
         "{shared_tokens} vs {whole_tokens}"
     );
 }
+
+/// A model that does not change, probed as a run probes it: the whole set
+/// at the phase's start and end, a seeded subset in between. The subset's
+/// means differ from the whole set's, yet the drift series (the subset's
+/// questions at every probe) is flat and no drift is real; the whole set's
+/// numbers are kept beside.
+#[test]
+fn an_unchanged_model_shows_no_drift_between_subset_and_whole_set_probes() {
+    use driftui::events::{Event, ModelInfo, PhasePlan, ProbeReason, RunStart};
+    use driftui::probe::drift::DriftTable;
+    let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
+    let dec = model.decoder().unwrap();
+    let mut prober = Prober::with_method(probe_set(), Method::Choice, &model.tokenizer).unwrap();
+    prober.calibrate = false;
+    prober.set_periodic_subset(2, 11);
+    let mut events = vec![Event::RunStart(RunStart {
+        schema: 1,
+        t: 0.0,
+        run: "r".into(),
+        seed: 11,
+        recipe: String::new(),
+        model: ModelInfo::default(),
+        phases: vec![PhasePlan {
+            name: "dpo".into(),
+            algorithm: "dpo".into(),
+            steps: 30,
+        }],
+        versions: Default::default(),
+        resumed_from: None,
+    })];
+    for (step, reason) in [
+        (0, ProbeReason::PhaseStart),
+        (10, ProbeReason::Periodic),
+        (20, ProbeReason::Periodic),
+        (30, ProbeReason::PhaseEnd),
+    ] {
+        let p = prober.run(&dec, 0, step, step, reason);
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.subset, reason == ProbeReason::Periodic);
+        let n: u32 = p.topics.iter().map(|t| t.n).sum();
+        assert_eq!(n, if p.subset { 2 * 14 } else { 196 });
+        events.push(Event::Probe(p));
+    }
+    let Event::Probe(first) = &events[1] else {
+        unreachable!()
+    };
+    let Event::Probe(mid) = &events[2] else {
+        unreachable!()
+    };
+    // The subset's mean is not the whole set's (else the test shows nothing).
+    let differs = first
+        .topics
+        .iter()
+        .zip(&mid.topics)
+        .filter(|(a, b)| (a.mean[Stance::Support] - b.mean[Stance::Support]).abs() > 1e-3)
+        .count();
+    assert!(differs >= 7, "only {differs} topics differ");
+    let t = DriftTable::from_events(&events);
+    for (key, pts) in &t.series {
+        for p in pts {
+            for s in Stance::EACH {
+                assert!((p.mean[s] - pts[0].mean[s]).abs() < 1e-9, "{key:?}: {pts:?}");
+            }
+        }
+    }
+    let rows = t.rows();
+    assert_eq!(rows.len(), 2 * 14);
+    for r in &rows {
+        assert!(r.paired);
+        assert_eq!(r.questions, 2);
+        for (_, d) in r.stances.iter() {
+            assert!(d.magnitude.abs() < 1e-9, "{r:?}");
+            assert!(d.noise, "{r:?}");
+            assert_eq!(d.time, None);
+        }
+        let full = r.full_set.as_ref().expect("the whole set beside");
+        assert_eq!(full.questions, 14);
+    }
+}
+
+/// The prefix every prompt shares (here a system turn) runs once per pass
+/// and its cache is continued by every item: the same numbers as running
+/// every prompt's prefix itself. And a LoRA policy merged for probing
+/// scores as the unmerged one does.
+#[test]
+fn sharing_the_global_prefix_and_merging_lora_change_no_number() {
+    use driftui::data::TemplateChoice;
+    let template = "<|im_start|>system\nYou are a careful assistant who answers briefly.<|im_end|>\n{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let model = load_model(
+        "builtin:tiny",
+        &LoadOptions {
+            template: TemplateChoice::Custom(template.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dec = model.decoder().unwrap();
+    let items: Vec<String> = probe_set()
+        .questions
+        .iter()
+        .step_by(7)
+        .map(|q| q.question.clone())
+        .collect();
+    let mut scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
+    let shared = scorer.score(&dec, &items, 512).unwrap();
+    scorer.share_global_prefix = false;
+    let alone = scorer.score(&dec, &items, 512).unwrap();
+    for (a, b) in shared.iter().zip(&alone) {
+        for (x, y) in a.per_ordering.iter().zip(&b.per_ordering) {
+            for s in Stance::EACH {
+                assert!((x[s] - y[s]).abs() < 1e-5, "{x:?} {y:?}");
+            }
+        }
+    }
+    // The counters are global (other tests may add to them, never take).
+    scorer.share_global_prefix = true;
+    driftui::probe::choice::profile::take();
+    scorer.score(&dec, &items, 512).unwrap();
+    let (_, tokens) = driftui::probe::choice::profile::take();
+    assert!(tokens[0] >= 10, "the system turn is shared: {tokens:?}");
+    // LoRA, with adapters moved off zero as training would.
+    let cfg = driftui::recipe::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (mut lora, _) = driftui::model::lora::attach(&model, &cfg, 3, None).unwrap();
+    for (_, l) in lora.linears_mut() {
+        if let Some(a) = l.lora.as_mut() {
+            a.b = (a.b.ones_like().unwrap() * 0.05).unwrap();
+        }
+    }
+    let unmerged = scorer.score(&lora.no_grad().unwrap(), &items, 512).unwrap();
+    let merged_dec = lora.lora_merged().unwrap();
+    assert!(merged_dec.linears().iter().all(|l| l.lora.is_none()));
+    let merged = scorer.score(&merged_dec, &items, 512).unwrap();
+    let mut moved = 0.0f64;
+    for ((a, b), c) in unmerged.iter().zip(&merged).zip(&shared) {
+        for s in Stance::EACH {
+            assert!((a.calibrated[s] - b.calibrated[s]).abs() < 1e-5);
+            moved = moved.max((a.calibrated[s] - c.calibrated[s]).abs());
+        }
+    }
+    assert!(moved > 1e-3, "the adapters change the scores: {moved}");
+}

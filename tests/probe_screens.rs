@@ -175,10 +175,11 @@ fn probe(phase: usize, step: u64, support: f64, se: f64) -> Event {
             mean: [support, (1.0 - support) / 2.0, (1.0 - support) / 2.0].into(),
             se: [se; 3].into(),
             n: 12,
-            raw: None,
+            ..Default::default()
         }],
         seconds: 1.0,
         error: None,
+        subset: false,
     })
 }
 
@@ -240,6 +241,7 @@ fn probing_cost_in_the_header_and_failed_probes_in_the_status_line() {
         topics: Vec::new(),
         seconds: 2.0,
         error: Some("the judge endpoint did not answer".into()),
+        subset: false,
     }));
     let app = app_with(&ev);
     let screen = text(draw(&app, 140, 40).backend().buffer());

@@ -17,7 +17,12 @@ fn fixture() -> PathBuf {
 // Hand values (from the fixture's JSON, outside driftui): abortion in sft
 // goes from (0.354997, 0.354221, 0.290782) at step 0 to (0.591748, 0.232873,
 // 0.175378) at step 120; every stance is within the 95% interval of its
-// extreme from the step-20 probe on: drift time 20/120 = 0.166667.
+// extreme from the step-20 probe on: drift time 20/120 = 0.166667. The log
+// predates per-question scores: the interval of a change is the normal one
+// of two unpaired means, ±1.96·√(se₀² + se₁²): support se 0.067672 and
+// 0.069510 → ±0.190138, [0.046613, 0.426889], real; neutral se 0.067639
+// and 0.059773 → [−0.298265, 0.055569], contains 0: noise, so no time;
+// oppose [−0.279584, 0.048778], noise.
 #[test]
 fn report_writes_the_drift_table_in_three_formats() {
     let out = tempfile::tempdir().unwrap();
@@ -29,19 +34,19 @@ fn report_writes_the_drift_table_in_three_formats() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "topic,phase,stance,start,end,magnitude,drift_time"
+        "topic,phase,stance,start,end,magnitude,drift_time,ci_low,ci_high,se,noise,questions,paired,full_start,full_end"
     );
     assert_eq!(lines.len(), 1 + 12 * 3 * 3);
     assert!(
-        csv.contains("abortion,sft,support,0.354997,0.591748,0.236751,0.166667\n"),
+        csv.contains("abortion,sft,support,0.354997,0.591748,0.236751,0.166667,0.046613,0.426889,0.097011,false,50,false,,\n"),
         "{csv}"
     );
     assert!(
-        csv.contains("abortion,sft,neutral,0.354221,0.232873,-0.121348,0.166667\n"),
+        csv.contains("abortion,sft,neutral,0.354221,0.232873,-0.121348,,-0.298265,0.055569,0.090265,true,50,false,,\n"),
         "{csv}"
     );
     assert!(
-        csv.contains("abortion,sft,oppose,0.290782,0.175378,-0.115403,0.166667\n"),
+        csv.contains("abortion,sft,oppose,0.290782,0.175378,-0.115403,,-0.279584,0.048778,"),
         "{csv}"
     );
     // Run rows have a magnitude and no drift time.
@@ -51,7 +56,8 @@ fn report_writes_the_drift_table_in_three_formats() {
         .find(|l| l.starts_with("climate change,run,neutral,"))
         .unwrap();
     assert!(run_row.contains(",0.306654,"), "{run_row}");
-    assert!(run_row.ends_with(','), "{run_row}");
+    // No drift time on a run row.
+    assert!(run_row.contains(",0.306654,,"), "{run_row}");
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("drift.json")).unwrap())
@@ -77,7 +83,7 @@ fn report_writes_the_drift_table_in_three_formats() {
     assert!(md.starts_with("# Value drift: demo-sft-dpo"), "{md}");
     assert!(
         md.contains(
-            "| abortion | sft | 0.355 | 0.592 | +0.237 | 0.17 | 0.354 | 0.233 | -0.121 | 0.17 |"
+            "| abortion | sft | 50 (unpaired) | 0.355 | 0.592 | +0.237 [+0.047, +0.427] | 0.17 | 0.354 | 0.233 | ~-0.121 [-0.298, +0.056] | — |"
         ),
         "{md}"
     );
