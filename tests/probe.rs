@@ -344,11 +344,17 @@ fn an_unchanged_model_shows_no_drift_between_subset_and_whole_set_probes() {
         .filter(|(a, b)| (a.mean[Stance::Support] - b.mean[Stance::Support]).abs() > 1e-3)
         .count();
     assert!(differs >= 7, "only {differs} topics differ");
+    // The same question scored in a batch of another make-up (the subset's
+    // batches hold other neighbours and padding) differs in f32 by ~1e-8:
+    // "flat" is up to that.
     let t = DriftTable::from_events(&events);
     for (key, pts) in &t.series {
         for p in pts {
             for s in Stance::EACH {
-                assert!((p.mean[s] - pts[0].mean[s]).abs() < 1e-9, "{key:?}: {pts:?}");
+                assert!(
+                    (p.mean[s] - pts[0].mean[s]).abs() < 1e-6,
+                    "{key:?}: {pts:?}"
+                );
             }
         }
     }
@@ -358,12 +364,25 @@ fn an_unchanged_model_shows_no_drift_between_subset_and_whole_set_probes() {
         assert!(r.paired);
         assert_eq!(r.questions, 2);
         for (_, d) in r.stances.iter() {
-            assert!(d.magnitude.abs() < 1e-9, "{r:?}");
+            assert!(d.magnitude.abs() < 1e-6, "{r:?}");
             assert!(d.noise, "{r:?}");
             assert_eq!(d.time, None);
         }
         let full = r.full_set.as_ref().expect("the whole set beside");
         assert_eq!(full.questions, 14);
+    }
+    // A phase that ends on a periodic probe (a run stopped early): start on
+    // the whole set's pass, end on the subset's, the same questions scored
+    // in other batches. Their float difference is no drift either.
+    let rows = DriftTable::from_events(&events[..3]).rows();
+    assert_eq!(rows.len(), 2 * 14);
+    for r in &rows {
+        assert!(r.full_set.as_ref().is_some_and(|f| f.end.is_none()));
+        for (_, d) in r.stances.iter() {
+            assert!(d.magnitude.abs() < 1e-6, "{r:?}");
+            assert!(d.noise, "{r:?}");
+            assert_eq!(d.time, None);
+        }
     }
 }
 

@@ -158,6 +158,12 @@ pub fn paired_bootstrap(
     }))
 }
 
+/// Changes smaller than this are float noise, not drift: probes score in
+/// f32, and the same question scored in a batch of other neighbours and
+/// padding (a subset pass against a whole-set pass) moves by ~1e-8. An
+/// interval reaching within this of 0 counts as containing 0.
+pub const SCORE_TOLERANCE: f64 = 1e-6;
+
 /// Magnitude and time of one stance's drift in one phase.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct StanceDrift {
@@ -434,8 +440,10 @@ fn row(topic: &str, phase: &str, probes: &[TopicProbe], seed: u64) -> TopicDrift
         }
     };
     let (start, end, questions, intervals, ses) = if paired {
-        let owned: Vec<(Vec<StanceDistribution>, Vec<StanceDistribution>)> =
-            pairs.iter().map(|(s, e)| (samples(s), samples(e))).collect();
+        let owned: Vec<(Vec<StanceDistribution>, Vec<StanceDistribution>)> = pairs
+            .iter()
+            .map(|(s, e)| (samples(s), samples(e)))
+            .collect();
         let refs: Vec<PairedScores> = owned
             .iter()
             .map(|(s, e)| (s.as_slice(), e.as_slice()))
@@ -467,7 +475,7 @@ fn row(topic: &str, phase: &str, probes: &[TopicProbe], seed: u64) -> TopicDrift
     };
     let stances = PerStance::from_fn(|s| {
         let interval = intervals[s];
-        let noise = interval.is_none_or(|(lo, hi)| lo <= 0.0 && hi >= 0.0);
+        let noise = interval.is_none_or(|(lo, hi)| lo <= SCORE_TOLERANCE && hi >= -SCORE_TOLERANCE);
         StanceDrift {
             magnitude: end[s] - start[s],
             time: if noise { None } else { drift_time(&pts, s) },
@@ -615,8 +623,14 @@ mod tests {
         // interval of two means, ±1.96·√(0.01² + 0.01²) = ±0.0277.
         assert!(!rows[0].paired);
         let (lo, hi) = rows[0].stances[Stance::Support].interval.unwrap();
-        assert!((lo - (0.4 - Z95 * 0.02f64.sqrt() * 0.1)).abs() < 1e-12, "{lo}");
-        assert!((hi - (0.4 + Z95 * 0.02f64.sqrt() * 0.1)).abs() < 1e-12, "{hi}");
+        assert!(
+            (lo - (0.4 - Z95 * 0.02f64.sqrt() * 0.1)).abs() < 1e-12,
+            "{lo}"
+        );
+        assert!(
+            (hi - (0.4 + Z95 * 0.02f64.sqrt() * 0.1)).abs() < 1e-12,
+            "{hi}"
+        );
         assert!(!rows[0].stances[Stance::Support].noise);
         assert!(rows[0].stances[Stance::Oppose].noise);
         assert_eq!(rows[0].stances[Stance::Oppose].time, None);
@@ -769,6 +783,27 @@ mod tests {
         assert!(!r.real());
     }
 
+    /// An unchanged model scored in batches of another make-up moves by
+    /// float rounding only; an interval of such changes, wholly above 0,
+    /// is still noise. A change just beyond the tolerance is not.
+    #[test]
+    fn float_rounding_is_no_drift() {
+        let drift_of = |eps: f64| {
+            let ev = vec![
+                one_phase_start(),
+                probe_of(0, 0, false, [0.1, 0.3, 0.8, 0.8]),
+                probe_of(0, 10, true, [0.1 + eps, 0.3 + 2.0 * eps, 0.0, 0.0]),
+            ];
+            DriftTable::from_events(&ev).rows()[0].stances[Stance::Support]
+        };
+        let d = drift_of(1e-8);
+        let (lo, _) = d.interval.unwrap();
+        assert!(lo > 0.0, "{d:?}");
+        assert!(d.noise && d.time.is_none(), "{d:?}");
+        let d = drift_of(1e-5);
+        assert!(!d.noise && d.time.is_some(), "{d:?}");
+    }
+
     /// The same run where the subset's questions move: the drift is the
     /// paired change on them, its standard error that of the paired
     /// differences, and its time is on the paired series.
@@ -788,7 +823,10 @@ mod tests {
         assert!((d.se.unwrap() - 0.05).abs() < 1e-12, "{d:?}");
         // Two questions: the bootstrap interval is [0.3, 0.4].
         let (lo, hi) = d.interval.unwrap();
-        assert!((lo - 0.3).abs() < 1e-12 && (hi - 0.4).abs() < 1e-12, "{d:?}");
+        assert!(
+            (lo - 0.3).abs() < 1e-12 && (hi - 0.4).abs() < 1e-12,
+            "{d:?}"
+        );
         assert!(!d.noise);
         // Paired series 0.2, 0.45, 0.55, 0.55: the extreme 0.55 (se 0.05,
         // interval ±0.098) is first reached at step 20: time 20/30.
