@@ -58,7 +58,9 @@ pub fn fmt_interval(iv: Option<(f64, f64)>) -> String {
     let short = |x: f64| {
         let s = format!("{:.2}", x.abs());
         let s = s.trim_start_matches('0');
-        if s == ".00" {
+        // A bound that rounds to .00 keeps its sign: [−.34,−.00] excludes
+        // 0, [−.23,+.00] contains it.
+        if x == 0.0 {
             format!(" {s}")
         } else if x > 0.0 {
             format!("+{s}")
@@ -135,13 +137,19 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         .unwrap_or(3)
         .max(5)
         + 2;
+    // The intervals only where the whole row fits (the last time column's
+    // padding may be cut): on a narrow terminal the oppose column's time
+    // would go first, and `~` still marks the noise.
+    let show_interval = inner.width as usize + 2 >= topic_w + phase_w + 3 * (10 + 14 + 6);
     let mut head = vec![
         Span::styled(pad("topic", topic_w), muted),
         Span::styled(pad("phase", phase_w), muted),
     ];
     for s in Stance::EACH {
         head.push(Span::styled(pad(&format!("{s} Δ"), 10), muted));
-        head.push(Span::styled(pad("95% interval", 14), muted));
+        if show_interval {
+            head.push(Span::styled(pad("95% interval", 14), muted));
+        }
         head.push(Span::styled(pad("time", 6), muted));
     }
     let mut lines = vec![Line::from(head)];
@@ -172,7 +180,9 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
                 style = style.add_modifier(Modifier::BOLD);
             }
             spans.push(Span::styled(pad(&fmt_drift(d), 10), style));
-            spans.push(Span::styled(pad(&fmt_interval(d.interval), 14), style));
+            if show_interval {
+                spans.push(Span::styled(pad(&fmt_interval(d.interval), 14), style));
+            }
             spans.push(Span::styled(
                 pad(&fmt_time(d.time), 6),
                 Style::new().fg(t.stance[s]),
@@ -199,7 +209,9 @@ mod tests {
         assert_eq!(fmt_time(Some(0.5)), "0.50");
         assert_eq!(fmt_time(None), "—");
         assert_eq!(fmt_interval(Some((0.191, 0.268))), "[+.19,+.27]");
-        assert_eq!(fmt_interval(Some((-0.231, 0.004))), "[−.23, .00]");
+        assert_eq!(fmt_interval(Some((-0.231, 0.004))), "[−.23,+.00]");
+        assert_eq!(fmt_interval(Some((-0.34, -0.002))), "[−.34,−.00]");
+        assert_eq!(fmt_interval(Some((0.0, 0.0))), "[ .00, .00]");
         let noisy = StanceDrift {
             magnitude: -0.0123,
             time: None,
