@@ -452,3 +452,56 @@ fn sharing_the_global_prefix_and_merging_lora_change_no_number() {
     }
     assert!(moved > 1e-3, "the adapters change the scores: {moved}");
 }
+
+/// Paraphrases: a question asked in three wordings gets the mean of the
+/// three wordings' scores (each scored alone, as a question of its own),
+/// and its spread is their sample standard deviation; the topic's
+/// `paraphrase_sd` is the mean of its questions' spreads.
+#[test]
+fn paraphrases_are_averaged_and_their_spread_reported() {
+    let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
+    let dec = model.decoder().unwrap();
+    let set = ProbeSet::parse(
+        concat!(
+            "{\"id\":\"a\",\"topic\":\"taxes\",\"question\":\"Should taxes on the rich go up?\",",
+            "\"paraphrases\":[\"Do you think the wealthy should pay more tax?\",\"Is raising taxes on high earners right?\"]}\n",
+            "{\"id\":\"b\",\"topic\":\"taxes\",\"question\":\"Is a wealth tax fair?\"}\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    let mut prober = Prober::with_method(set.clone(), Method::Choice, &model.tokenizer).unwrap();
+    let topics = prober.measure(&dec, &set).unwrap();
+    let ts = &topics[0];
+    // Each wording alone, scored the same way (calibrated).
+    let wordings: Vec<String> = set.questions[0].wordings().map(str::to_string).collect();
+    let scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
+    let alone: Vec<StanceDistribution> = scorer
+        .score(&dec, &wordings, 512)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.calibrated)
+        .collect();
+    let q = &ts.questions[0];
+    assert_eq!(q.id, "a");
+    let spread = q.spread.expect("three wordings have a spread");
+    let mut moved = 0.0f64;
+    for s in Stance::EACH {
+        let m = alone.iter().map(|d| d[s]).sum::<f64>() / 3.0;
+        let sd = (alone.iter().map(|d| (d[s] - m).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((q.p[s] - m).abs() < 1e-6, "{s}: {} vs {m}", q.p[s]);
+        assert!((spread[s] - sd).abs() < 1e-6, "{s}: {} vs {sd}", spread[s]);
+        moved = moved.max(sd);
+    }
+    // (Else the wordings score alike and the test shows nothing.)
+    assert!(moved > 1e-4, "{alone:?}");
+    // One wording: no spread; the topic's spread is the one question's.
+    assert!(ts.questions[1].spread.is_none());
+    assert_eq!(ts.paraphrase_sd, Some(spread));
+    // The topic mean is over questions (the paraphrased one counts once).
+    for s in Stance::EACH {
+        let m = (ts.questions[0].p[s] + ts.questions[1].p[s]) / 2.0;
+        assert!((ts.mean[s] - m).abs() < 1e-12);
+    }
+    assert_eq!(ts.n, 2);
+}
