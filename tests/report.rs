@@ -109,6 +109,44 @@ fn dark_pixels(img: &image::RgbImage, rows: std::ops::Range<u32>) -> usize {
         .count()
 }
 
+// The comparison (`driftui report RUN RUN ...`, how the CPU study ends):
+// each run's last phase. The fixture's last phase is dpo; abortion there,
+// by hand from the JSON (unpaired normal intervals, as above): support
+// +0.015907 [−0.176450, +0.208265], oppose −0.012942 [−0.162513,
+// +0.136629]: both contain 0.
+#[test]
+fn comparison_of_runs_is_topics_by_runs_over_their_last_phase() {
+    let out = tempfile::tempdir().unwrap();
+    let files = driftui::report::write_comparison(&[fixture(), fixture()], out.path()).unwrap();
+    assert_eq!(files.len(), 2);
+    let md = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
+    // Runs are named by their last phase's algorithm, or by run name where
+    // two share one.
+    assert!(md.contains("\n| dpo | "), "{md}");
+    assert!(md.contains("\n| demo-sft-dpo | "), "{md}");
+    let support = md.split("## support").nth(1).unwrap();
+    assert!(
+        support.contains("| abortion | ~+0.016 [-0.176, +0.208] | ~+0.016 [-0.176, +0.208] |"),
+        "{md}"
+    );
+    let oppose = md.split("## oppose").nth(1).unwrap();
+    assert!(
+        oppose.contains("| abortion | ~-0.013 [-0.163, +0.137] |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("compare.csv")).unwrap();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "topic,stance,run,magnitude,ci_low,ci_high,noise,drift_time"
+    );
+    assert!(
+        csv.contains("abortion,support,dpo,0.015907,-0.176450,0.208265,true,\n"),
+        "{csv}"
+    );
+    // 12 topics × 3 stances × 2 runs.
+    assert_eq!(csv.lines().count(), 1 + 12 * 3 * 2);
+}
+
 #[test]
 fn report_plots_are_svg_and_png_with_titles() {
     let out = tempfile::tempdir().unwrap();
