@@ -8,8 +8,9 @@
 #
 # Needs the model file (scripts/fetch-smollm2.sh) and a driftui binary
 # (DRIFTUI=path, else target/release/driftui, else driftui on PATH).
-# About 40 minutes on two CPU cores. Wall and CPU seconds of each arm go
-# to OUT/times.txt.
+# Estimated ~55 minutes on two quiet CPU cores (three arms of ~18); not
+# yet run end to end. Wall and CPU seconds of each arm go to
+# OUT/times.txt; each arm's log to OUT/ARM.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -23,7 +24,12 @@ mkdir -p "$out"
 TIMEFORMAT='%R %U %S'
 for alg in dpo simpo kto; do
   rm -rf "${out:?}/$alg"
-  t=$( { time "$bin" train "$here/$alg.toml" --headless --output "$out/$alg" >"$out/$alg.log" 2>&1; } 2>&1 )
+  # An arm that fails stops the study, with the end of its log.
+  if ! t=$( { time "$bin" train "$here/$alg.toml" --headless --output "$out/$alg" >"$out/$alg.log" 2>&1; } 2>&1 ); then
+    echo "run.sh: the $alg arm failed; the end of $out/$alg.log:" >&2
+    tail -n 20 "$out/$alg.log" >&2
+    exit 1
+  fi
   read -r wall user sys <<<"$t"
   echo "$alg wall_s=$wall cpu_s=$(awk "BEGIN{print $user + $sys}")" | tee -a "$out/times.txt"
 done
