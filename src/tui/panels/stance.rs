@@ -136,8 +136,10 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
                 } else {
                     (signed(*d), Style::new().fg(app.theme.stance[s]))
                 };
+                // Five wide: "~−.12" (a drift within noise) must not lose
+                // its last digit.
                 spans.push(Span::styled(
-                    format!("{} {} ", s.initial(), pad(&text, 4)),
+                    format!("{} {} ", s.initial(), pad(&text, 5)),
                     style,
                 ));
             }
