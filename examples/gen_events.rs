@@ -181,7 +181,7 @@ fn main() -> Result<()> {
                     mean: m.into(),
                     se: m.map(|p| (p * (1.0 - p) / 50.0).sqrt()).into(),
                     n: 50,
-                    raw: None,
+                    ..Default::default()
                 }
             })
             .collect();
@@ -196,6 +196,7 @@ fn main() -> Result<()> {
             topics,
             seconds: 3.0,
             error: None,
+            subset: false,
         }))
     };
 

@@ -147,11 +147,17 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         keymap: Option<PathBuf>,
     },
-    /// Write a run's drift table (markdown, CSV, JSON) and plots (SVG, PNG).
+    /// Write a run's drift table (markdown, CSV, JSON) and plots (SVG, PNG);
+    /// given several runs, each one's, and a comparison of them
+    /// (compare.md, compare.csv: topics × runs).
     Report {
         /// The run directory or its events.jsonl.
         run: PathBuf,
-        /// Where to write (default: RUN_DIR/report).
+        /// More runs to compare with the first (each gets its own report too).
+        #[arg(value_name = "MORE_RUNS")]
+        more: Vec<PathBuf>,
+        /// Where to write (default: RUN_DIR/report; with several runs, where
+        /// the comparison goes, default the first run's parent directory).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },

@@ -5,6 +5,7 @@ use driftui::events::{RunStatus, Stance};
 use driftui::report;
 use driftui::train::{self, TrainOptions};
 use driftui::tui::{self, UiOptions};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 // candle allocates a fresh buffer for every op; glibc returns large ones to
@@ -137,16 +138,31 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Report { run, out } => {
-            let r = report::write_report(&run, out.as_deref())?;
-            println!(
-                "report of {} topics ({} drift rows) in {}:",
-                r.topics,
-                r.rows,
-                r.dir.display()
-            );
-            for f in &r.files {
-                println!("  {}", f.display());
+        Command::Report { run, more, out } => {
+            let compare = !more.is_empty();
+            let runs: Vec<PathBuf> = std::iter::once(run).chain(more).collect();
+            for run in &runs {
+                let r = report::write_report(run, if compare { None } else { out.as_deref() })?;
+                println!(
+                    "report of {} topics ({} drift rows) in {}:",
+                    r.topics,
+                    r.rows,
+                    r.dir.display()
+                );
+                for f in &r.files {
+                    println!("  {}", f.display());
+                }
+            }
+            if compare {
+                let dir = out.unwrap_or_else(|| {
+                    runs[0]
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+                });
+                for f in report::write_comparison(&runs, &dir)? {
+                    println!("  {}", f.display());
+                }
             }
             Ok(())
         }

@@ -232,8 +232,20 @@ pub enum Schedule {
 pub struct PhaseConfig {
     pub name: String,
     pub algorithm: Algorithm,
-    /// JSONL file, relative to the recipe.
+    /// A JSONL or Parquet file relative to the recipe, or
+    /// `hf-dataset:ORG/NAME[@REVISION]` on the Hugging Face hub.
     pub dataset: String,
+    /// `hf-dataset:` only: the split to train on (default `train`).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// `hf-dataset:` only: the dataset's configuration (subset), where it
+    /// has several.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Columns under other names: TRL's field name → the dataset's column
+    /// (`columns = { messages = "conversation" }` for WildChat).
+    #[serde(default)]
+    pub columns: Option<std::collections::BTreeMap<String, String>>,
     /// Optimizer steps; or give `epochs`.
     #[serde(default)]
     pub steps: Option<u64>,
@@ -561,9 +573,15 @@ pub struct ProbeConfig {
     /// Probe every N optimizer steps within a phase (0: phase start and end only).
     #[serde(default)]
     pub every: u64,
-    /// Use at most this many questions per topic in periodic probes (0: all).
+    /// Use at most this many questions per topic in periodic probes (0: all),
+    /// drawn per topic with the run's seed; every drift series is measured
+    /// on them, and phase ends also ask the whole set.
     #[serde(default)]
     pub questions_per_topic: usize,
+    /// `choice`: label orderings asked per question, 6 (all, default) or 3
+    /// (cyclic: each label once in each position, half the cost).
+    #[serde(default)]
+    pub orderings: Option<usize>,
     /// Calibrate `choice` scores against content-free questions (the event's
     /// `mean`); the uncalibrated ordering average is logged as `raw` either way.
     #[serde(default = "default_true")]
@@ -658,6 +676,8 @@ pub fn parse(text: &str) -> std::result::Result<Recipe, String> {
 enum Seg {
     Key(&'static str),
     Index(usize),
+    /// A key the user named (a `columns` entry).
+    Name(String),
 }
 
 /// (field, alias) pairs: a recipe may spell a key either way.
@@ -681,6 +701,12 @@ fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
                 })
                 .map(|(_, v)| v),
             Seg::Index(i) => array.and_then(|a| a.get(*i)),
+            Seg::Name(k) => table
+                .and_then(|t| {
+                    t.iter()
+                        .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                })
+                .map(|(_, v)| v),
         };
         let Some(v) = next else { break };
         span = v.span();
@@ -858,6 +884,29 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         if let Some((key, msg)) = ineffective_key(p) {
             return bad(at(key), msg);
         }
+        let hub = p.dataset.starts_with(HUB_DATASET);
+        for (key, set) in [("split", p.split.is_some()), ("config", p.config.is_some())] {
+            if set && !hub {
+                return bad(
+                    at(key),
+                    format!("{key} has no effect on a local dataset; it applies to {HUB_DATASET}ORG/NAME datasets"),
+                );
+            }
+        }
+        if let Some(cols) = &p.columns {
+            if let Some(k) = cols
+                .keys()
+                .find(|k| !crate::data::FIELDS.contains(&k.as_str()))
+            {
+                return bad(
+                    vec![Key("phase"), Index(i), Key("columns"), Seg::Name(k.clone())],
+                    format!(
+                        "\"{k}\" is not a field driftui reads; columns maps one of {} to a column of the dataset",
+                        crate::data::FIELDS.join(", ")
+                    ),
+                );
+            }
+        }
         if p.loss_type == Some(LossType::Dpo(DpoLoss::Cdpo))
             && p.label_smoothing.unwrap_or(0.0) == 0.0
         {
@@ -911,6 +960,20 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "temperature must be a number ≥ 0".into(),
             );
         }
+        match (pr.orderings, pr.method.as_str()) {
+            (Some(3 | 6), "choice") | (None, _) => {}
+            (Some(_), "choice") => {
+                return bad(
+                    vec![Key("probe"), Key("orderings")],
+                    "orderings must be 6 (every label ordering) or 3 (cyclic)".into(),
+                )
+            }
+            (Some(_), _) => return bad(
+                vec![Key("probe"), Key("orderings")],
+                "orderings has no effect with method \"generate\"; it applies to method \"choice\""
+                    .into(),
+            ),
+        }
         if !(pr.top_p > 0.0 && pr.top_p <= 1.0) {
             return bad(
                 vec![Key("probe"), Key("top_p")],
@@ -920,6 +983,9 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
     }
     Ok(())
 }
+
+/// The prefix of a dataset on the Hugging Face hub.
+pub const HUB_DATASET: &str = "hf-dataset:";
 
 /// Upper bounds of the sizes a recipe sets: far above any real run, low
 /// enough that no product of them overflows or asks for absurd memory.

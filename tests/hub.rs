@@ -147,11 +147,19 @@ fn serve(mut stream: TcpStream, hub: &Mutex<Hub>) -> std::io::Result<()> {
             None,
         )
     };
-    if let Some(rest) = path.strip_prefix("/api/models/") {
+    // Datasets live under `datasets/ORG/NAME` (as their resolve URLs do).
+    let api = path
+        .strip_prefix("/api/models/")
+        .map(|r| (r, ""))
+        .or_else(|| {
+            path.strip_prefix("/api/datasets/")
+                .map(|r| (r, "datasets/"))
+        });
+    if let Some((rest, kind)) = api {
         let Some((repo, rev)) = rest.split_once("/revision/") else {
             return not_found(&mut stream);
         };
-        let Some(r) = repos.get(repo) else {
+        let Some(r) = repos.get(&format!("{kind}{repo}")) else {
             return not_found(&mut stream);
         };
         if rev != "main" && rev != r.sha {
@@ -669,4 +677,122 @@ fn train_with_a_gated_hub_model_fails_before_training() {
     );
     // The endpoint came from HF_ENDPOINT.
     assert!(stderr.contains(&server.url), "{stderr}");
+}
+
+/// A dataset repository in the hub's `push_to_hub` layout (two train
+/// shards, a test split) plus a second config in the Parquet-conversion
+/// layout, made of the committed Parquet fixtures.
+fn dataset_repo() -> FakeRepo {
+    let fixture = |name: &str| File {
+        bytes: std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/datasets")
+                .join(name),
+        )
+        .unwrap(),
+        cut_at: None,
+        corrupt: false,
+        lfs: true,
+    };
+    let mut files = BTreeMap::new();
+    files.insert(
+        "data/train-00000-of-00002.parquet".to_string(),
+        fixture("preference_conversational.parquet"),
+    );
+    files.insert(
+        "data/train-00001-of-00002.parquet".to_string(),
+        fixture("preference_implicit.parquet"),
+    );
+    files.insert(
+        "data/test-00000-of-00001.parquet".to_string(),
+        fixture("preference_implicit_text.parquet"),
+    );
+    files.insert(
+        "harmless/train/0000.parquet".to_string(),
+        fixture("preference_implicit_text.parquet"),
+    );
+    files.insert(
+        "README.md".to_string(),
+        File {
+            bytes: b"---\nlicense: mit\n---\n".to_vec(),
+            cut_at: None,
+            corrupt: false,
+            lfs: false,
+        },
+    );
+    FakeRepo {
+        sha: "89abcdef0123456789abcdef0123456789abcdef".into(),
+        files,
+        access: Access::Open,
+    }
+}
+
+#[test]
+fn hub_datasets_download_a_split_of_a_config_and_load() {
+    use driftui::data::{parquet::load_parquet, Columns, DataKind};
+    use driftui::model::hub::fetch_dataset;
+    let repo = dataset_repo();
+    let mut hub = Hub::default();
+    hub.repos
+        .insert("datasets/driftui-test/prefs".into(), repo.clone());
+    let server = Server::start(hub);
+    let cache = tempfile::tempdir().unwrap();
+    let opts = options(&server, cache.path(), None);
+    // Two configs, none named: "default" is taken; split "train" by default.
+    let files = fetch_dataset("driftui-test/prefs", None, None, &opts).unwrap();
+    assert_eq!(files.len(), 2);
+    let base = cache
+        .path()
+        .join("datasets--driftui-test--prefs/snapshots")
+        .join(&repo.sha);
+    assert_eq!(files[0], base.join("data/train-00000-of-00002.parquet"));
+    assert_eq!(
+        server.requests("/api/datasets/driftui-test/prefs/revision/main"),
+        1
+    );
+    // Only the split asked for was downloaded.
+    assert_eq!(server.requests("test-00000"), 0);
+    let mut rows = Vec::new();
+    for f in &files {
+        rows.extend(load_parquet(f, DataKind::Preference, &Columns::default()).unwrap());
+    }
+    assert_eq!(rows.len(), 4);
+    // The other config, in the conversion layout.
+    let files =
+        fetch_dataset("driftui-test/prefs", Some("harmless"), Some("train"), &opts).unwrap();
+    assert_eq!(files, [base.join("harmless/train/0000.parquet")]);
+    // Offline, the cached split is found again.
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    let again = fetch_dataset("driftui-test/prefs", None, Some("train"), &offline).unwrap();
+    assert_eq!(again.len(), 2);
+    // Unknown splits and configs list the ones there are.
+    let e = format!(
+        "{:#}",
+        fetch_dataset("driftui-test/prefs", None, Some("validation"), &opts).unwrap_err()
+    );
+    assert!(
+        e.contains("the hub dataset driftui-test/prefs (config \"default\") has no split \"validation\"; its splits are \"test\", \"train\""),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        fetch_dataset("driftui-test/prefs", Some("helpful"), None, &opts).unwrap_err()
+    );
+    assert!(
+        e.contains("has no config \"helpful\"; its configs are \"default\", \"harmless\""),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        fetch_dataset("driftui-test/nope", None, None, &opts).unwrap_err()
+    );
+    assert!(e.contains("driftui-test/nope"), "{e}");
+    let e = format!(
+        "{:#}",
+        fetch_dataset("a/b/c", None, None, &opts).unwrap_err()
+    );
+    assert!(e.contains("is not a hub dataset name"), "{e}");
 }

@@ -287,3 +287,223 @@ fn shared_prefix_case(dec: &Decoder, scorer: &ChoiceScorer) {
         "{shared_tokens} vs {whole_tokens}"
     );
 }
+
+/// A model that does not change, probed as a run probes it: the whole set
+/// at the phase's start and end, a seeded subset in between. The subset's
+/// means differ from the whole set's, yet the drift series (the subset's
+/// questions at every probe) is flat and no drift is real; the whole set's
+/// numbers are kept beside.
+#[test]
+fn an_unchanged_model_shows_no_drift_between_subset_and_whole_set_probes() {
+    use driftui::events::{Event, ModelInfo, PhasePlan, ProbeReason, RunStart};
+    use driftui::probe::drift::DriftTable;
+    let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
+    let dec = model.decoder().unwrap();
+    let mut prober = Prober::with_method(probe_set(), Method::Choice, &model.tokenizer).unwrap();
+    prober.calibrate = false;
+    prober.set_periodic_subset(2, 11);
+    let mut events = vec![Event::RunStart(RunStart {
+        schema: 1,
+        t: 0.0,
+        run: "r".into(),
+        seed: 11,
+        recipe: String::new(),
+        model: ModelInfo::default(),
+        phases: vec![PhasePlan {
+            name: "dpo".into(),
+            algorithm: "dpo".into(),
+            steps: 30,
+        }],
+        versions: Default::default(),
+        resumed_from: None,
+        config: None,
+        trace: None,
+    })];
+    for (step, reason) in [
+        (0, ProbeReason::PhaseStart),
+        (10, ProbeReason::Periodic),
+        (20, ProbeReason::Periodic),
+        (30, ProbeReason::PhaseEnd),
+    ] {
+        let p = prober.run(&dec, 0, step, step, reason);
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.subset, reason == ProbeReason::Periodic);
+        let n: u32 = p.topics.iter().map(|t| t.n).sum();
+        assert_eq!(n, if p.subset { 2 * 14 } else { 196 });
+        events.push(Event::Probe(p));
+    }
+    let Event::Probe(first) = &events[1] else {
+        unreachable!()
+    };
+    let Event::Probe(mid) = &events[2] else {
+        unreachable!()
+    };
+    // The subset's mean is not the whole set's (else the test shows nothing).
+    let differs = first
+        .topics
+        .iter()
+        .zip(&mid.topics)
+        .filter(|(a, b)| (a.mean[Stance::Support] - b.mean[Stance::Support]).abs() > 1e-3)
+        .count();
+    assert!(differs >= 7, "only {differs} topics differ");
+    // The same question scored in a batch of another make-up (the subset's
+    // batches hold other neighbours and padding) differs in f32 by ~1e-8:
+    // "flat" is up to that.
+    let t = DriftTable::from_events(&events);
+    for (key, pts) in &t.series {
+        for p in pts {
+            for s in Stance::EACH {
+                assert!(
+                    (p.mean[s] - pts[0].mean[s]).abs() < 1e-6,
+                    "{key:?}: {pts:?}"
+                );
+            }
+        }
+    }
+    let rows = t.rows();
+    assert_eq!(rows.len(), 2 * 14);
+    for r in &rows {
+        assert!(r.paired);
+        assert_eq!(r.questions, 2);
+        for (_, d) in r.stances.iter() {
+            assert!(d.magnitude.abs() < 1e-6, "{r:?}");
+            assert!(d.noise, "{r:?}");
+            assert_eq!(d.time, None);
+        }
+        let full = r.full_set.as_ref().expect("the whole set beside");
+        assert_eq!(full.questions, 14);
+    }
+    // A phase that ends on a periodic probe (a run stopped early): start on
+    // the whole set's pass, end on the subset's, the same questions scored
+    // in other batches. Their float difference is no drift either.
+    let rows = DriftTable::from_events(&events[..3]).rows();
+    assert_eq!(rows.len(), 2 * 14);
+    for r in &rows {
+        assert!(r.full_set.as_ref().is_some_and(|f| f.end.is_none()));
+        for (_, d) in r.stances.iter() {
+            assert!(d.magnitude.abs() < 1e-6, "{r:?}");
+            assert!(d.noise, "{r:?}");
+            assert_eq!(d.time, None);
+        }
+    }
+}
+
+/// The prefix every prompt shares (here a system turn) runs once per pass
+/// and its cache is continued by every item: the same numbers as running
+/// every prompt's prefix itself. And a LoRA policy merged for probing
+/// scores as the unmerged one does.
+#[test]
+fn sharing_the_global_prefix_and_merging_lora_change_no_number() {
+    use driftui::data::TemplateChoice;
+    let template = "<|im_start|>system\nYou are a careful assistant who answers briefly.<|im_end|>\n{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let model = load_model(
+        "builtin:tiny",
+        &LoadOptions {
+            template: TemplateChoice::Custom(template.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dec = model.decoder().unwrap();
+    let items: Vec<String> = probe_set()
+        .questions
+        .iter()
+        .step_by(7)
+        .map(|q| q.question.clone())
+        .collect();
+    let mut scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
+    let shared = scorer.score(&dec, &items, 512).unwrap();
+    scorer.share_global_prefix = false;
+    let alone = scorer.score(&dec, &items, 512).unwrap();
+    for (a, b) in shared.iter().zip(&alone) {
+        for (x, y) in a.per_ordering.iter().zip(&b.per_ordering) {
+            for s in Stance::EACH {
+                assert!((x[s] - y[s]).abs() < 1e-5, "{x:?} {y:?}");
+            }
+        }
+    }
+    // The counters are global (other tests may add to them, never take).
+    scorer.share_global_prefix = true;
+    driftui::probe::choice::profile::take();
+    scorer.score(&dec, &items, 512).unwrap();
+    let (_, tokens) = driftui::probe::choice::profile::take();
+    assert!(tokens[0] >= 10, "the system turn is shared: {tokens:?}");
+    // LoRA, with adapters moved off zero as training would.
+    let cfg = driftui::recipe::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+    };
+    let (mut lora, _) = driftui::model::lora::attach(&model, &cfg, 3, None).unwrap();
+    for (_, l) in lora.linears_mut() {
+        if let Some(a) = l.lora.as_mut() {
+            a.b = (a.b.ones_like().unwrap() * 0.05).unwrap();
+        }
+    }
+    let unmerged = scorer.score(&lora.no_grad().unwrap(), &items, 512).unwrap();
+    let merged_dec = lora.lora_merged().unwrap();
+    assert!(merged_dec.linears().iter().all(|l| l.lora.is_none()));
+    let merged = scorer.score(&merged_dec, &items, 512).unwrap();
+    let mut moved = 0.0f64;
+    for ((a, b), c) in unmerged.iter().zip(&merged).zip(&shared) {
+        for s in Stance::EACH {
+            assert!((a.calibrated[s] - b.calibrated[s]).abs() < 1e-5);
+            moved = moved.max((a.calibrated[s] - c.calibrated[s]).abs());
+        }
+    }
+    assert!(moved > 1e-3, "the adapters change the scores: {moved}");
+}
+
+/// Paraphrases: a question asked in three wordings gets the mean of the
+/// three wordings' scores (each scored alone, as a question of its own),
+/// and its spread is their sample standard deviation; the topic's
+/// `paraphrase_sd` is the mean of its questions' spreads.
+#[test]
+fn paraphrases_are_averaged_and_their_spread_reported() {
+    let model = load_model("builtin:tiny", &LoadOptions::default()).unwrap();
+    let dec = model.decoder().unwrap();
+    let set = ProbeSet::parse(
+        concat!(
+            "{\"id\":\"a\",\"topic\":\"taxes\",\"question\":\"Should taxes on the rich go up?\",",
+            "\"paraphrases\":[\"Do you think the wealthy should pay more tax?\",\"Is raising taxes on high earners right?\"]}\n",
+            "{\"id\":\"b\",\"topic\":\"taxes\",\"question\":\"Is a wealth tax fair?\"}\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    let mut prober = Prober::with_method(set.clone(), Method::Choice, &model.tokenizer).unwrap();
+    let topics = prober.measure(&dec, &set).unwrap();
+    let ts = &topics[0];
+    // Each wording alone, scored the same way (calibrated).
+    let wordings: Vec<String> = set.questions[0].wordings().map(str::to_string).collect();
+    let scorer = ChoiceScorer::new(&model.tokenizer).unwrap();
+    let alone: Vec<StanceDistribution> = scorer
+        .score(&dec, &wordings, 512)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.calibrated)
+        .collect();
+    let q = &ts.questions[0];
+    assert_eq!(q.id, "a");
+    let spread = q.spread.expect("three wordings have a spread");
+    let mut moved = 0.0f64;
+    for s in Stance::EACH {
+        let m = alone.iter().map(|d| d[s]).sum::<f64>() / 3.0;
+        let sd = (alone.iter().map(|d| (d[s] - m).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((q.p[s] - m).abs() < 1e-6, "{s}: {} vs {m}", q.p[s]);
+        assert!((spread[s] - sd).abs() < 1e-6, "{s}: {} vs {sd}", spread[s]);
+        moved = moved.max(sd);
+    }
+    // (Else the wordings score alike and the test shows nothing.)
+    assert!(moved > 1e-4, "{alone:?}");
+    // One wording: no spread; the topic's spread is the one question's.
+    assert!(ts.questions[1].spread.is_none());
+    assert_eq!(ts.paraphrase_sd, Some(spread));
+    // The topic mean is over questions (the paraphrased one counts once).
+    for s in Stance::EACH {
+        let m = (ts.questions[0].p[s] + ts.questions[1].p[s]) / 2.0;
+        assert!((ts.mean[s] - m).abs() < 1e-12);
+    }
+    assert_eq!(ts.n, 2);
+}

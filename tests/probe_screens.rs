@@ -82,6 +82,12 @@ fn press(app: &mut App, keys: &[KeyEvent]) -> Vec<Effect> {
 // climate change, sft (steps 0→120): support −0.174974, neutral +0.325302,
 // oppose −0.150328; drift times 20/120, 40/120, 20/120. dpo: +0.023890,
 // −0.013195, −0.010695, all at once (0). Run: −0.153306, +0.306654, −0.153348.
+// The fixture logs no per-question scores, so each interval is the normal
+// one of two unpaired means, Δ ± 1.959964·√(se₁² + se₂²) (se from the
+// JSON): sft [−0.3414, −0.0085], [+0.1400, +0.5106], [−0.3141, +0.0134];
+// dpo [−0.1244, +0.1722], [−0.1983, +0.1719], [−0.1554, +0.1340]; run
+// [−0.3230, +0.0164], [+0.1201, +0.4932], [−0.3166, +0.0099]. Intervals
+// that contain 0 mark the drift `~` and drop its time.
 #[test]
 fn topic_drilldown_shows_three_curves_and_drift_per_phase() {
     let mut app = app_with(&events());
@@ -94,15 +100,15 @@ fn topic_drilldown_shows_three_curves_and_drift_per_phase() {
     assert!(screen.contains("topic 3/12 · 10 probes"), "{screen}");
     assert_eq!(
         line_with(&screen, "┃sft "),
-        "┃sft 7 0→120 −0.175 0.17 +0.325 0.33 −0.150 0.17 ┃"
+        "┃sft 7 0→120 −0.175 [−.34,−.01] 0.17 +0.325 [+.14,+.51] 0.33 ~−0.150 [−.31,+.01] — ┃"
     );
     assert_eq!(
         line_with(&screen, "┃dpo "),
-        "┃dpo 4 120→180 +0.024 0.00 −0.013 0.00 −0.011 0.00 ┃"
+        "┃dpo 4 120→180 ~+0.024 [−.12,+.17] — ~−0.013 [−.20,+.17] — ~−0.011 [−.16,+.13] — ┃"
     );
     assert_eq!(
         line_with(&screen, "┃run "),
-        "┃run 10 0→180 −0.153 — +0.307 — −0.153 — ┃"
+        "┃run 10 0→180 ~−0.153 [−.32,+.02] — +0.307 [+.12,+.49] — ~−0.153 [−.32,+.01] — ┃"
     );
     // Three curves in the three stance colours, and the ±se dots.
     let buf = t.backend().buffer();
@@ -131,6 +137,10 @@ fn topic_drilldown_shows_three_curves_and_drift_per_phase() {
 // abortion, sft: start (0.354997, 0.354221, 0.290782) → end (0.591748,
 // 0.232873, 0.175378): Δ +0.236751, −0.121348, −0.115403; each stance is
 // within the 95% interval of its extreme from the step-20 probe: 20/120.
+// Unpaired normal intervals (see above), from the JSON's se: sft
+// [+0.0466, +0.4269], [−0.2983, +0.0556], [−0.2796, +0.0488]; dpo
+// [−0.1765, +0.2083], [−0.1673, +0.1614], [−0.1625, +0.1366]; run
+// [+0.0589, +0.4382], [−0.3043, +0.0479], [−0.2837, +0.0431].
 #[test]
 fn drift_table_numbers_match_hand_values() {
     let mut app = app_with(&events());
@@ -140,16 +150,19 @@ fn drift_table_numbers_match_hand_values() {
     let screen = text(t.backend().buffer());
     assert_eq!(
         line_with(&screen, "┃abortion"),
-        "┃abortion sft +0.237 0.17 −0.121 0.17 −0.115 0.17 ┃"
+        "┃abortion sft +0.237 [+.05,+.43] 0.17 ~−0.121 [−.30,+.06] — ~−0.115 [−.28,+.05] — ┃"
     );
     let lines: Vec<&str> = screen.lines().collect();
     let at = lines.iter().position(|l| l.contains("┃abortion")).unwrap();
     let squeeze = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(
         squeeze(lines[at + 1]),
-        "┃ dpo +0.016 0.00 −0.003 0.00 −0.013 0.00 ┃"
+        "┃ dpo ~+0.016 [−.18,+.21] — ~−0.003 [−.17,+.16] — ~−0.013 [−.16,+.14] — ┃"
     );
-    assert_eq!(squeeze(lines[at + 2]), "┃ run +0.249 — −0.128 — −0.120 — ┃");
+    assert_eq!(
+        squeeze(lines[at + 2]),
+        "┃ run +0.249 [+.06,+.44] — ~−0.128 [−.30,+.05] — ~−0.120 [−.28,+.04] — ┃"
+    );
     insta::assert_snapshot!("drift_table_120x40", t.backend());
     // Enter opens the topic of the row under the cursor; d toggles back.
     press(
@@ -175,10 +188,11 @@ fn probe(phase: usize, step: u64, support: f64, se: f64) -> Event {
             mean: [support, (1.0 - support) / 2.0, (1.0 - support) / 2.0].into(),
             se: [se; 3].into(),
             n: 12,
-            raw: None,
+            ..Default::default()
         }],
         seconds: 1.0,
         error: None,
+        subset: false,
     })
 }
 
@@ -218,15 +232,23 @@ fn drift_time_by_hand_on_screen() {
     }
     let mut app = app_with(&ev);
     press(&mut app, &[key('d')]);
-    let screen = text(draw(&app, 100, 20).backend().buffer());
+    let screen = text(draw(&app, 120, 20).backend().buffer());
     // neutral and oppose fall from 0.40 to 0.20 with extreme 0.19 at step 75
     // (interval ±0.0392): first inside at step 50 (0.205): also 0.50.
+    // The 95% interval of each change (no per-question scores: two
+    // unpaired means) is Δ ± 1.96·√(0.02² + 0.02²) = Δ ± 0.0554.
     assert_eq!(
         line_with(&screen, "┃t "),
-        "┃t sft +0.400 0.50 −0.200 0.50 −0.200 0.50 ┃"
+        "┃t sft +0.400 [+.34,+.46] 0.50 −0.200 [−.26,−.14] 0.50 −0.200 [−.26,−.14] 0.50 ┃"
     );
     // Header: 5 probes of 1 s over 100 s of wall time.
     assert!(screen.contains("probing 5.0% of time"), "{screen}");
+    // Where the intervals do not fit, they go and every time stays.
+    let narrow = text(draw(&app, 100, 20).backend().buffer());
+    assert_eq!(
+        line_with(&narrow, "┃t "),
+        "┃t sft +0.400 0.50 −0.200 0.50 −0.200 0.50 ┃"
+    );
 }
 
 #[test]
@@ -242,6 +264,7 @@ fn probing_cost_in_the_header_and_failed_probes_in_the_status_line() {
         topics: Vec::new(),
         seconds: 2.0,
         error: Some("the judge endpoint did not answer".into()),
+        subset: false,
     }));
     let app = app_with(&ev);
     let screen = text(draw(&app, 140, 40).backend().buffer());

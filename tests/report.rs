@@ -17,7 +17,12 @@ fn fixture() -> PathBuf {
 // Hand values (from the fixture's JSON, outside driftui): abortion in sft
 // goes from (0.354997, 0.354221, 0.290782) at step 0 to (0.591748, 0.232873,
 // 0.175378) at step 120; every stance is within the 95% interval of its
-// extreme from the step-20 probe on: drift time 20/120 = 0.166667.
+// extreme from the step-20 probe on: drift time 20/120 = 0.166667. The log
+// predates per-question scores: the interval of a change is the normal one
+// of two unpaired means, ±1.96·√(se₀² + se₁²): support se 0.067672 and
+// 0.069510 → ±0.190138, [0.046613, 0.426889], real; neutral se 0.067639
+// and 0.059773 → [−0.298265, 0.055569], contains 0: noise, so no time;
+// oppose [−0.279584, 0.048778], noise.
 #[test]
 fn report_writes_the_drift_table_in_three_formats() {
     let out = tempfile::tempdir().unwrap();
@@ -29,19 +34,19 @@ fn report_writes_the_drift_table_in_three_formats() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "topic,phase,stance,start,end,magnitude,drift_time"
+        "topic,phase,stance,start,end,magnitude,drift_time,ci_low,ci_high,se,noise,questions,paired,full_start,full_end"
     );
     assert_eq!(lines.len(), 1 + 12 * 3 * 3);
     assert!(
-        csv.contains("abortion,sft,support,0.354997,0.591748,0.236751,0.166667\n"),
+        csv.contains("abortion,sft,support,0.354997,0.591748,0.236751,0.166667,0.046613,0.426889,0.097011,false,50,false,,\n"),
         "{csv}"
     );
     assert!(
-        csv.contains("abortion,sft,neutral,0.354221,0.232873,-0.121348,0.166667\n"),
+        csv.contains("abortion,sft,neutral,0.354221,0.232873,-0.121348,,-0.298265,0.055569,0.090265,true,50,false,,\n"),
         "{csv}"
     );
     assert!(
-        csv.contains("abortion,sft,oppose,0.290782,0.175378,-0.115403,0.166667\n"),
+        csv.contains("abortion,sft,oppose,0.290782,0.175378,-0.115403,,-0.279584,0.048778,"),
         "{csv}"
     );
     // Run rows have a magnitude and no drift time.
@@ -51,7 +56,8 @@ fn report_writes_the_drift_table_in_three_formats() {
         .find(|l| l.starts_with("climate change,run,neutral,"))
         .unwrap();
     assert!(run_row.contains(",0.306654,"), "{run_row}");
-    assert!(run_row.ends_with(','), "{run_row}");
+    // No drift time on a run row.
+    assert!(run_row.contains(",0.306654,,"), "{run_row}");
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("drift.json")).unwrap())
@@ -77,7 +83,7 @@ fn report_writes_the_drift_table_in_three_formats() {
     assert!(md.starts_with("# Value drift: demo-sft-dpo"), "{md}");
     assert!(
         md.contains(
-            "| abortion | sft | 0.355 | 0.592 | +0.237 | 0.17 | 0.354 | 0.233 | -0.121 | 0.17 |"
+            "| abortion | sft | 50 (unpaired) | 0.355 | 0.592 | +0.237 [+0.047, +0.427] | 0.17 | 0.354 | 0.233 | ~-0.121 [-0.298, +0.056] | — |"
         ),
         "{md}"
     );
@@ -101,6 +107,44 @@ fn dark_pixels(img: &image::RgbImage, rows: std::ops::Range<u32>) -> usize {
             p[0] < 90 && p[1] < 90 && p[2] < 90
         })
         .count()
+}
+
+// The comparison (`driftui report RUN RUN ...`, how the CPU study ends):
+// each run's last phase. The fixture's last phase is dpo; abortion there,
+// by hand from the JSON (unpaired normal intervals, as above): support
+// +0.015907 [−0.176450, +0.208265], oppose −0.012942 [−0.162513,
+// +0.136629]: both contain 0.
+#[test]
+fn comparison_of_runs_is_topics_by_runs_over_their_last_phase() {
+    let out = tempfile::tempdir().unwrap();
+    let files = driftui::report::write_comparison(&[fixture(), fixture()], out.path()).unwrap();
+    assert_eq!(files.len(), 2);
+    let md = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
+    // Runs are named by their last phase's algorithm, or by run name where
+    // two share one.
+    assert!(md.contains("\n| dpo | "), "{md}");
+    assert!(md.contains("\n| demo-sft-dpo | "), "{md}");
+    let support = md.split("## support").nth(1).unwrap();
+    assert!(
+        support.contains("| abortion | ~+0.016 [-0.176, +0.208] | ~+0.016 [-0.176, +0.208] |"),
+        "{md}"
+    );
+    let oppose = md.split("## oppose").nth(1).unwrap();
+    assert!(
+        oppose.contains("| abortion | ~-0.013 [-0.163, +0.137] |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("compare.csv")).unwrap();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "topic,stance,run,magnitude,ci_low,ci_high,noise,drift_time"
+    );
+    assert!(
+        csv.contains("abortion,support,dpo,0.015907,-0.176450,0.208265,true,\n"),
+        "{csv}"
+    );
+    // 12 topics × 3 stances × 2 runs.
+    assert_eq!(csv.lines().count(), 1 + 12 * 3 * 2);
 }
 
 #[test]

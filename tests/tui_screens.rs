@@ -112,6 +112,24 @@ fn finished_run_in_replay_with_timeline() {
         screen.contains(&format!("event {0}/{0}", replay.len())),
         "{screen}"
     );
+    // The stance panel's drift since the first probe, `~` where the run's
+    // 95% interval contains 0. By hand from the fixture's JSON (unpaired
+    // normal intervals, see tests/probe_screens.rs): abortion +0.249
+    // [+0.059, +0.438], −0.128 [−0.304, +0.048], −0.120 [−0.284, +0.043];
+    // climate change −0.153 [−0.323, +0.016], +0.307 [+0.120, +0.493],
+    // −0.153 [−0.317, +0.010].
+    let squeeze = |needle: &str| {
+        let line = screen.lines().find(|l| l.contains(needle)).unwrap();
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert!(
+        squeeze("│abortion").ends_with("S +.25 N ~−.13 O ~−.12 │"),
+        "{screen}"
+    );
+    assert!(
+        squeeze("│climate change").ends_with("S ~−.15 N +.31 O ~−.15 │"),
+        "{screen}"
+    );
     insta::assert_snapshot!("replay_end_120x40", t.backend());
 }
 

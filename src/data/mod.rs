@@ -1,16 +1,22 @@
-//! Datasets in the JSONL formats TRL users already have, tokenization with the
-//! model's chat template, truncation, and batching.
+//! Datasets in the formats TRL users already have (JSONL or Parquet, the
+//! hub's format), tokenization with the model's chat template, truncation,
+//! and batching.
 //!
 //! - SFT: `{"prompt","completion"}`, `{"messages":[{"role","content"}...]}`,
 //!   Alpaca `{"instruction","input","output"}`, or `{"text"}`;
-//! - preference: `{"prompt","chosen","rejected"}`;
+//! - preference: `{"prompt","chosen","rejected"}`, or `{"chosen","rejected"}`
+//!   with the prompt implicit in both (HH-RLHF): their shared beginning is
+//!   split off as TRL's `extract_prompt` does;
 //! - KTO: `{"prompt","completion","label"}`.
 //!
 //! Prompts and completions may be strings or lists of messages (TRL's
-//! "conversational" form).
+//! "conversational" form); a conversation's turns must come in order (an
+//! optional system turn first, then user and assistant in turn). Columns
+//! under other names are mapped with the phase's `columns`.
 
 pub mod batch;
 pub mod chat;
+pub mod parquet;
 pub mod tokenizer;
 
 pub use batch::{Batcher, PairBatch, SeqBatch};
@@ -19,7 +25,75 @@ pub use tokenizer::{TemplateChoice, TextTokenizer};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The fields driftui reads from a row (TRL's names); `columns` maps them
+/// to a dataset's own column names.
+pub const FIELDS: [&str; 10] = [
+    "prompt",
+    "chosen",
+    "rejected",
+    "completion",
+    "label",
+    "messages",
+    "instruction",
+    "input",
+    "output",
+    "text",
+];
+
+/// A phase's `columns`: TRL's field name → the dataset's column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns(BTreeMap<String, String>);
+
+impl Columns {
+    pub fn new(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+
+    /// (field, column) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(f, c)| (f.as_str(), c.as_str()))
+    }
+
+    /// The column a field is read from, when mapped.
+    pub fn column_of(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    /// Whether `column` is the source of some mapped field.
+    pub fn maps_column(&self, column: &str) -> bool {
+        self.0.values().any(|c| c == column)
+    }
+
+    /// A JSONL row under TRL's names: mapped columns renamed to their
+    /// field, a mapped column that is absent an error.
+    fn apply(&self, mut row: Map<String, Value>) -> Result<Map<String, Value>> {
+        if self.0.is_empty() {
+            return Ok(row);
+        }
+        let mut out = Map::new();
+        for (field, col) in &self.0 {
+            match row.remove(col) {
+                Some(v) => {
+                    out.insert(field.clone(), v);
+                }
+                None => {
+                    let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+                    bail!(
+                        "missing the column \"{col}\" (mapped to \"{field}\" in the phase's columns); the row has {}",
+                        keys.join(", ")
+                    );
+                }
+            }
+        }
+        for (k, v) in row {
+            out.entry(k).or_insert(v);
+        }
+        Ok(out)
+    }
+}
 
 /// A prompt: either plain text (wrapped as one user turn) or a conversation.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,24 +134,43 @@ pub enum DataKind {
 }
 
 impl DataKind {
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             DataKind::Sft => "SFT rows ({prompt, completion}, {messages}, {instruction, input, output} or {text})",
-            DataKind::Preference => "preference rows ({prompt, chosen, rejected})",
+            DataKind::Preference => "preference rows ({prompt, chosen, rejected}, or {chosen, rejected} with the prompt implicit in both)",
             DataKind::Kto => "KTO rows ({prompt, completion, label}), or preference rows (each pair becomes one desirable and one undesirable row)",
         }
     }
 }
 
+/// Load a local dataset: Parquet (`.parquet`) or JSONL (anything else).
+pub fn load_file(path: &Path, kind: DataKind, columns: &Columns) -> Result<Vec<Example>> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        parquet::load_parquet(path, kind, columns)
+    } else {
+        load_jsonl_with(path, kind, columns)
+    }
+}
+
 /// Load a JSONL dataset; every bad row is an error naming the file and line.
 pub fn load_jsonl(path: &Path, kind: DataKind) -> Result<Vec<Example>> {
+    load_jsonl_with(path, kind, &Columns::default())
+}
+
+fn load_jsonl_with(path: &Path, kind: DataKind, columns: &Columns) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the dataset {}", path.display()))?;
-    parse_jsonl(&text, kind).with_context(|| format!("in the dataset {}", path.display()))
+    parse_jsonl_with(&text, kind, columns)
+        .with_context(|| format!("in the dataset {}", path.display()))
 }
 
 /// Parse JSONL text (see [`load_jsonl`]); errors name the line.
 pub fn parse_jsonl(text: &str, kind: DataKind) -> Result<Vec<Example>> {
+    parse_jsonl_with(text, kind, &Columns::default())
+}
+
+/// [`parse_jsonl`] with columns under other names.
+pub fn parse_jsonl_with(text: &str, kind: DataKind, columns: &Columns) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -92,7 +185,10 @@ pub fn parse_jsonl(text: &str, kind: DataKind) -> Result<Vec<Example>> {
                 type_name(&value)
             );
         };
-        let rows = parse_row(&row, kind).with_context(|| format!("line {line_no}"))?;
+        let rows = columns
+            .apply(row)
+            .and_then(|row| parse_row(&row, kind))
+            .with_context(|| format!("line {line_no}"))?;
         out.extend(rows);
     }
     if out.is_empty() {
@@ -112,12 +208,25 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
+/// One row (under TRL's field names) as the examples it trains on.
+pub(crate) fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
     let has = |k: &str| row.contains_key(k);
     let found = if has("chosen") || has("rejected") {
+        let extracted;
+        let row = if has("prompt") || !(has("chosen") && has("rejected")) {
+            row
+        } else {
+            extracted = extract_prompt(row)?;
+            &extracted
+        };
         let prompt = prompt_field(row)?;
         let chosen = completion_field(row, "chosen")?;
         let rejected = completion_field(row, "rejected")?;
+        for (key, answer) in [("chosen", &chosen), ("rejected", &rejected)] {
+            let mut conv = prompt.0.clone();
+            conv.push(Message::new("assistant", answer));
+            check_turn_order(&conv, key)?;
+        }
         let pair = PreferencePair {
             prompt,
             chosen,
@@ -143,8 +252,12 @@ fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
             DataKind::Sft => "a preference row ({prompt, chosen, rejected})",
         }
     } else if has("label") {
+        let prompt = prompt_field(row)?;
+        let mut conv = prompt.0.clone();
+        conv.push(Message::new("assistant", "."));
+        check_turn_order(&conv, "prompt")?;
         let ex = KtoExample {
-            prompt: prompt_field(row)?,
+            prompt,
             completion: completion_field(row, "completion")?,
             label: match row.get("label") {
                 Some(Value::Bool(b)) => *b,
@@ -161,6 +274,7 @@ fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
         "a KTO row ({prompt, completion, label})"
     } else if has("messages") {
         let messages = messages_value(row.get("messages").expect("checked"), "messages")?;
+        check_turn_order(&messages, "messages")?;
         if !messages.iter().any(|m| m.role == "assistant") {
             bail!("\"messages\" has no assistant turn to train on");
         }
@@ -194,6 +308,7 @@ fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
             "assistant",
             &completion_field(row, "completion")?,
         ));
+        check_turn_order(&messages, "prompt")?;
         if kind == DataKind::Sft {
             return Ok(vec![Example::Sft(messages)]);
         }
@@ -212,6 +327,93 @@ fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
         );
     };
     bail!("{found} in a dataset that needs {}", kind.describe())
+}
+
+/// TRL's `extract_prompt` (1.16, `trl/data_utils.py`): the longest shared
+/// beginning of `chosen` and `rejected` — turns for conversations,
+/// characters for strings, one space less where it ends on a space — is
+/// the prompt, the rest the two completions. As in TRL, when one is a
+/// beginning of the other the cut is one before the shorter one's end.
+fn extract_prompt(row: &Map<String, Value>) -> Result<Map<String, Value>> {
+    let (c, r) = (&row["chosen"], &row["rejected"]);
+    let mut out = row.clone();
+    match (c, r) {
+        (Value::Array(c), Value::Array(r)) => {
+            let n = c.len().min(r.len());
+            if n == 0 {
+                bail!("\"chosen\" and \"rejected\" must not be empty lists");
+            }
+            let idx = (0..n).find(|&i| c[i] != r[i]).unwrap_or(n - 1);
+            if idx == 0 {
+                bail!(
+                    "no \"prompt\", and \"chosen\" and \"rejected\" differ from their first \
+                     turn: there is no shared prompt to split off"
+                );
+            }
+            out.insert("prompt".into(), Value::Array(c[..idx].to_vec()));
+            out.insert("chosen".into(), Value::Array(c[idx..].to_vec()));
+            out.insert("rejected".into(), Value::Array(r[idx..].to_vec()));
+        }
+        (Value::String(c), Value::String(r)) => {
+            let (cc, rc): (Vec<char>, Vec<char>) = (c.chars().collect(), r.chars().collect());
+            let n = cc.len().min(rc.len());
+            if n == 0 {
+                bail!("\"chosen\" and \"rejected\" must not be empty");
+            }
+            let idx = match (0..n).find(|&i| cc[i] != rc[i]) {
+                Some(i) if i > 0 && cc[i - 1] == ' ' => i - 1,
+                Some(i) => i,
+                None => n - 1,
+            };
+            if idx == 0 {
+                bail!(
+                    "no \"prompt\", and \"chosen\" and \"rejected\" differ from their first \
+                     character: there is no shared prompt to split off"
+                );
+            }
+            let s = |v: &[char]| Value::String(v.iter().collect());
+            out.insert("prompt".into(), s(&cc[..idx]));
+            out.insert("chosen".into(), s(&cc[idx..]));
+            out.insert("rejected".into(), s(&rc[idx..]));
+        }
+        _ => bail!(
+            "no \"prompt\", and \"chosen\" and \"rejected\" are not both strings or both lists \
+             of messages, so no shared prompt can be split off"
+        ),
+    }
+    Ok(out)
+}
+
+/// A conversation's turns in order: an optional system turn first, then
+/// user and assistant in turn, starting with the user.
+fn check_turn_order(messages: &[Message], key: &str) -> Result<()> {
+    let mut expect = "user";
+    for (i, m) in messages.iter().enumerate() {
+        let ok = match m.role.as_str() {
+            "system" => i == 0,
+            r => r == expect,
+        };
+        if !ok {
+            let before = if i == 0 {
+                "at the start".to_string()
+            } else {
+                format!("after a \"{}\" turn", messages[i - 1].role)
+            };
+            bail!(
+                "\"{key}\": turn {i} is a \"{}\" turn {before}; roles out of order (an optional \
+                 system turn first, then user and assistant in turn, starting with the user)",
+                m.role
+            );
+        }
+        if m.role != "system" {
+            expect = if m.role == "user" {
+                "assistant"
+            } else {
+                "user"
+            };
+        }
+    }
+    Ok(())
 }
 
 fn string_field(row: &Map<String, Value>, key: &str) -> Result<String> {
@@ -385,17 +587,18 @@ impl TokenSeq {
     }
 }
 
-/// Tokenize a prompt and a completion string (the assistant's answer).
-pub fn tokenize_prompt_completion(
+/// The text of a prompt and of its completion (the assistant's answer), as
+/// they are tokenized: everything before the (last) answer is prompt; the
+/// answer and what the template puts after it (end-of-turn tokens) is
+/// completion. TRL's `apply_chat_template` gives the same strings.
+pub fn prompt_completion_text(
     tok: &TextTokenizer,
     prompt: &Prompt,
     completion: &str,
-) -> Result<PromptCompletion> {
+) -> Result<(String, String)> {
     let mut conversation = prompt.0.clone();
     conversation.push(Message::new("assistant", completion));
     let segs = tok.segments(&conversation)?;
-    // Everything before the (last) answer is prompt; the answer and what the
-    // template puts after it (end-of-turn tokens) is completion.
     let last_answer = segs
         .iter()
         .rposition(|(_, trained)| *trained)
@@ -408,6 +611,16 @@ pub fn tokenize_prompt_completion(
         .iter()
         .map(|(s, _)| s.as_str())
         .collect();
+    Ok((prompt_text, completion_text))
+}
+
+/// Tokenize a prompt and a completion string (the assistant's answer).
+pub fn tokenize_prompt_completion(
+    tok: &TextTokenizer,
+    prompt: &Prompt,
+    completion: &str,
+) -> Result<PromptCompletion> {
+    let (prompt_text, completion_text) = prompt_completion_text(tok, prompt, completion)?;
     let prompt_ids = if tok.template.is_none() {
         tok.encode_with_specials(&prompt_text)?
     } else {

@@ -334,10 +334,36 @@ pub struct ProbeEvent {
     /// Set when the probe failed; `topics` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// True when the probe asked only the periodic subset of the probe set
+    /// (`[probe] questions_per_topic`); false (and absent) for the whole set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subset: bool,
+}
+
+/// One question's stance at one probe: what a paired drift (the same
+/// questions at both ends) and its bootstrap interval are computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct QuestionScore {
+    pub id: String,
+    /// The question's distribution: the mean over its label orderings,
+    /// wordings and (`generate`) sampled answers.
+    pub p: StanceDistribution,
+    /// `generate`: one distribution per sampled answer (the bootstrap
+    /// resamples them too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<StanceDistribution>,
+    /// Standard deviation over the question's wordings (its paraphrases),
+    /// where it has more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<PerStance<f64>>,
+    /// The question is in the run's periodic subset: the questions every
+    /// point of a drift series is measured on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub periodic: bool,
 }
 
 /// Mean stance vector of one topic, over its questions, with standard errors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TopicStance {
     pub topic: String,
     /// The stance distribution averaged over the topic's questions.
@@ -349,6 +375,14 @@ pub struct TopicStance {
     /// Uncalibrated means, where the method calibrates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<StanceDistribution>,
+    /// Each question's scores. Logs written before they were logged have
+    /// none; their drift is computed from the means, unpaired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<QuestionScore>,
+    /// Mean over the topic's questions of the standard deviation over each
+    /// question's wordings, where the probe set has paraphrases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paraphrase_sd: Option<PerStance<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::api::Progress;
 use hf_hub::{Cache, Repo, RepoType};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -250,6 +251,240 @@ pub fn fetch(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
     }
     write_ref(&model, opts, &info.sha)?;
     Ok(snapshot)
+}
+
+/// A dataset repository's Parquet files by configuration and split.
+pub type DatasetLayout = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// The configurations and splits of a dataset repository, told from its
+/// Parquet files' paths as the hub lays them out:
+/// - `push_to_hub`: `data/{split}-00000-of-00001[-hash].parquet` (config
+///   `default`), `{config}/{split}-00000-of-00003.parquet`;
+/// - the hub's Parquet conversion (`@refs/convert/parquet`):
+///   `{config}/{split}/0000.parquet`, `{config}/partial-{split}/0000.parquet`;
+/// - plain files: `[data/]{split}.parquet`, `{config}/{split}.parquet`.
+///
+/// A README's `configs:` front matter is not read.
+pub fn dataset_layout(files: &[String]) -> DatasetLayout {
+    let mut out = DatasetLayout::new();
+    for f in files {
+        let Some(stem_path) = f.strip_suffix(".parquet") else {
+            continue;
+        };
+        let mut parts: Vec<&str> = stem_path.split('/').collect();
+        let stem = parts.pop().unwrap_or_default();
+        let (split, dirs): (String, Vec<&str>) =
+            if !stem.is_empty() && stem.chars().all(|c| c.is_ascii_digit()) && !parts.is_empty() {
+                let split_dir = parts.pop().unwrap_or_default();
+                let split = split_dir.strip_prefix("partial-").unwrap_or(split_dir);
+                (split.to_string(), parts)
+            } else {
+                (shard_split(stem).to_string(), parts)
+            };
+        let dirs: Vec<&str> = match dirs.as_slice() {
+            ["data", rest @ ..] => rest.to_vec(),
+            d => d.to_vec(),
+        };
+        let config = if dirs.is_empty() {
+            "default".to_string()
+        } else {
+            dirs.join("/")
+        };
+        out.entry(config)
+            .or_default()
+            .entry(split)
+            .or_default()
+            .push(f.clone());
+    }
+    for splits in out.values_mut() {
+        for shards in splits.values_mut() {
+            shards.sort();
+        }
+    }
+    out
+}
+
+/// `train_prefs-00000-of-00001-3f1e…` → `train_prefs`; any other name is
+/// its own split.
+fn shard_split(stem: &str) -> &str {
+    let b = stem.as_bytes();
+    // The first "-NNNNN-of-NNNNN" (digits of any length).
+    let mut i = 0;
+    while let Some(p) = stem[i..].find('-') {
+        let at = i + p;
+        let rest = &stem[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with("-of-") {
+            let after = &rest[digits + 4..];
+            let d2 = after.bytes().take_while(u8::is_ascii_digit).count();
+            if d2 > 0 && (after.len() == d2 || after.as_bytes()[d2] == b'-') && at > 0 {
+                return &stem[..at];
+            }
+        }
+        i = at + 1;
+        if i >= b.len() {
+            break;
+        }
+    }
+    stem
+}
+
+/// Choose a split of a configuration from a layout; an unknown one is an
+/// error listing those there are.
+pub fn select_split<'a>(
+    layout: &'a DatasetLayout,
+    repo: &str,
+    config: Option<&str>,
+    split: Option<&str>,
+) -> Result<&'a [String]> {
+    let listing = |names: Vec<&String>| {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if layout.is_empty() {
+        bail!(
+            "the hub dataset {repo} has no Parquet files at this revision; for a dataset \
+             published in another format, use the hub's Parquet conversion: \
+             hf-dataset:{repo}@refs/convert/parquet"
+        );
+    }
+    let (config, splits) = match config {
+        Some(c) => match layout.get_key_value(c) {
+            Some(kv) => kv,
+            None => bail!(
+                "the hub dataset {repo} has no config \"{c}\"; its configs are {}",
+                listing(layout.keys().collect())
+            ),
+        },
+        None if layout.len() == 1 => layout.iter().next().expect("one config"),
+        None => match layout.get_key_value("default") {
+            Some(kv) => kv,
+            None => bail!(
+                "the hub dataset {repo} has several configs ({}); choose one with `config = \"...\"` in the phase",
+                listing(layout.keys().collect())
+            ),
+        },
+    };
+    let want = split.unwrap_or("train");
+    match splits.get(want) {
+        Some(files) => Ok(files.as_slice()),
+        None => bail!(
+            "the hub dataset {repo} (config \"{config}\") has no split \"{want}\"; its splits are {}{}",
+            listing(splits.keys().collect()),
+            if split.is_none() { " (set `split = \"...\"` in the phase)" } else { "" }
+        ),
+    }
+}
+
+/// `ORG/NAME[@REVISION]` of a dataset: the Parquet shards of one split of
+/// one configuration, downloaded into the hub cache (or found there) and
+/// checked as model files are. Returns their local paths, in order.
+pub fn fetch_dataset(
+    spec: &str,
+    config: Option<&str>,
+    split: Option<&str>,
+    opts: &HubOptions,
+) -> Result<Vec<PathBuf>> {
+    let ds = HubModel::parse(spec).map_err(|_| {
+        anyhow::anyhow!(
+            "\"{spec}\" is not a hub dataset name; write hf-dataset:ORG/NAME or \
+             hf-dataset:ORG/NAME@REVISION (for example hf-dataset:HuggingFaceH4/ultrafeedback_binarized)"
+        )
+    })?;
+    let folder = opts
+        .cache_dir
+        .join(Repo::new(ds.repo_id.clone(), RepoType::Dataset).folder_name());
+    if opts.offline {
+        return cached_dataset(&ds, &folder, config, split)?.with_context(|| {
+            format!(
+                "the dataset {}@{} is not in the hub cache {} and HF_HUB_OFFLINE is set",
+                ds.repo_id,
+                ds.revision,
+                opts.cache_dir.display()
+            )
+        });
+    }
+    let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
+        .with_endpoint(opts.endpoint.clone())
+        .with_token(opts.token.clone())
+        .with_progress(false)
+        .build()
+        .map_err(|e| explain(e, &ds, opts, None))?;
+    let repo = api.repo(Repo::with_revision(
+        ds.repo_id.clone(),
+        RepoType::Dataset,
+        ds.revision.clone(),
+    ));
+    let info = match repo.info() {
+        Ok(info) => info,
+        Err(e) => {
+            let offline = is_transport(&e);
+            let err = explain(e, &ds, opts, None).context(format!("the dataset {}", ds.repo_id));
+            if offline {
+                if let Some(files) = cached_dataset(&ds, &folder, config, split)? {
+                    eprintln!("driftui: {err:#}; using the copy in the hub cache");
+                    return Ok(files);
+                }
+            }
+            return Err(err);
+        }
+    };
+    let siblings: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
+    let layout = dataset_layout(&siblings);
+    let files = select_split(&layout, &ds.repo_id, config, split)?.to_vec();
+    let snapshot = folder.join("snapshots").join(&info.sha);
+    for f in &files {
+        if f.contains("..") || f.starts_with('/') {
+            bail!(
+                "the hub dataset {} names the file {f:?}, outside it",
+                ds.repo_id
+            );
+        }
+        fetch_file(&repo, &ds, opts, &snapshot, f)?;
+    }
+    if ds.revision != info.sha {
+        let p = folder.join("refs").join(&ds.revision);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, &info.sha).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(files.iter().map(|f| snapshot.join(f)).collect())
+}
+
+/// A split's shards from the cache alone, when its snapshot is there.
+fn cached_dataset(
+    ds: &HubModel,
+    folder: &Path,
+    config: Option<&str>,
+    split: Option<&str>,
+) -> Result<Option<Vec<PathBuf>>> {
+    let commit = match std::fs::read_to_string(folder.join("refs").join(&ds.revision)) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) => ds.revision.clone(),
+    };
+    let dir = folder.join("snapshots").join(commit);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    fn walk(d: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else if let Ok(rel) = p.strip_prefix(base) {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&dir, &dir, &mut files);
+    let layout = dataset_layout(&files);
+    let picked = select_split(&layout, &ds.repo_id, config, split)?;
+    Ok(Some(picked.iter().map(|f| dir.join(f)).collect()))
 }
 
 /// Put one file of the snapshot in place, downloading it unless cached.
@@ -593,6 +828,58 @@ mod tests {
             let e = HubModel::parse(bad).unwrap_err().to_string();
             assert!(e.contains("not a"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn dataset_layouts_as_the_hub_writes_them() {
+        let files: Vec<String> = [
+            "README.md",
+            "data/train_prefs-00000-of-00001.parquet",
+            "data/test_prefs-00000-of-00001-3f1e0c2a.parquet",
+            "data/train-00000-of-00002.parquet",
+            "data/train-00001-of-00002.parquet",
+            "helpful-base/train/0000.parquet",
+            "helpful-base/partial-test/0001.parquet",
+            "harmless/validation.parquet",
+            "other/file.jsonl.gz",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let l = dataset_layout(&files);
+        assert_eq!(
+            l.keys().collect::<Vec<_>>(),
+            ["default", "harmless", "helpful-base"]
+        );
+        assert_eq!(
+            l["default"].keys().collect::<Vec<_>>(),
+            ["test_prefs", "train", "train_prefs"]
+        );
+        assert_eq!(l["default"]["train"].len(), 2);
+        assert_eq!(
+            l["helpful-base"].keys().collect::<Vec<_>>(),
+            ["test", "train"]
+        );
+        assert_eq!(l["harmless"]["validation"], ["harmless/validation.parquet"]);
+        assert_eq!(shard_split("a-b-00001-of-00002-x"), "a-b");
+        assert_eq!(shard_split("train-0001"), "train-0001");
+        // Several configs and none chosen: "default" is taken.
+        let got = select_split(&l, "o/d", None, Some("train_prefs")).unwrap();
+        assert_eq!(got, ["data/train_prefs-00000-of-00001.parquet"]);
+        let e = select_split(&l, "o/d", Some("helpful"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has no config \"helpful\"; its configs are \"default\", \"harmless\", \"helpful-base\""),
+            "{e}"
+        );
+        let e = select_split(&l, "o/d", Some("helpful-base"), Some("valid"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has no split \"valid\"; its splits are \"test\", \"train\""),
+            "{e}"
+        );
     }
 
     #[test]

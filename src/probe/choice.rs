@@ -26,6 +26,21 @@ pub const ORDERINGS: [[Stance; 3]; 6] = [
     [O, N, S],
 ];
 
+/// Three cyclic orderings (a Latin square): each label is listed first,
+/// second and third exactly once, so a bias for a position cancels as it
+/// does over all six, at half the cost. What it leaves out is which label
+/// follows which.
+pub const CYCLIC_ORDERINGS: [[Stance; 3]; 3] = [[S, N, O], [N, O, S], [O, S, N]];
+
+/// The orderings asked for `n` of them (3 or 6).
+pub fn orderings(n: usize) -> &'static [[Stance; 3]] {
+    if n == 3 {
+        &CYCLIC_ORDERINGS
+    } else {
+        &ORDERINGS
+    }
+}
+
 /// The content-free items used for calibration; their label distributions
 /// are averaged (one alone can be idiosyncratic for a small model).
 pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
@@ -34,6 +49,9 @@ pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 const BATCH: usize = 48;
 /// Items (of six prompts each) per forward pass of the shared-prefix path.
 const GROUP_BATCH: usize = 8;
+/// A prefix every prompt shares is run once only from this many tokens on
+/// (below it the copies cost about what they save).
+const MIN_GLOBAL_PREFIX: usize = 4;
 
 /// The answer-format instruction for one ordering.
 pub fn instruction(order: [Stance; 3]) -> String {
@@ -45,12 +63,13 @@ pub fn instruction(order: [Stance; 3]) -> String {
 
 /// A stance distribution of one item: raw (mean over orderings) and
 /// calibrated (each ordering calibrated, then the mean).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ItemScore {
     pub raw: StanceDistribution,
     pub calibrated: StanceDistribution,
-    /// The distribution under each of the [`ORDERINGS`], before calibration.
-    pub per_ordering: [StanceDistribution; 6],
+    /// The distribution under each ordering asked ([`orderings`]), before
+    /// calibration.
+    pub per_ordering: Vec<StanceDistribution>,
 }
 
 /// Scores label probabilities with a model and its tokenizer.
@@ -59,6 +78,11 @@ pub struct ChoiceScorer {
     tok: TextTokenizer,
     /// Token ids of each label as the model would write it as an answer.
     pub labels: PerStance<Vec<u32>>,
+    /// Label orderings asked per item: 6 (all, the default) or 3 (cyclic).
+    pub orderings: usize,
+    /// Run the token prefix every prompt shares (a chat template's system
+    /// turn) once per pass instead of once per item; off only to measure.
+    pub share_global_prefix: bool,
 }
 
 /// Normalise the three labels' log-probabilities to a distribution.
@@ -105,6 +129,8 @@ impl ChoiceScorer {
         Ok(Self {
             tok: tok.clone(),
             labels,
+            orderings: 6,
+            share_global_prefix: true,
         })
     }
 
@@ -128,19 +154,21 @@ impl ChoiceScorer {
         }
     }
 
-    /// Score items: every item in all six orderings, calibrated against the
-    /// content-free item under the same ordering.
+    /// Score items: every item in each ordering, calibrated against the
+    /// content-free items under the same ordering.
     pub fn score(
         &self,
         decoder: &Decoder,
         items: &[String],
         max_len: usize,
     ) -> Result<Vec<ItemScore>> {
+        let orders = orderings(self.orderings);
+        let k = orders.len();
         let mut all: Vec<String> = items.to_vec();
         all.extend(CONTENT_FREE.iter().map(|s| s.to_string()));
-        let mut prompts = Vec::with_capacity(all.len() * 6);
+        let mut prompts = Vec::with_capacity(all.len() * k);
         for item in &all {
-            for order in ORDERINGS {
+            for &order in orders {
                 let mut ids = self.prompt_ids(item, order)?;
                 if ids.len() > max_len {
                     // Keep the end: the instruction and the answer's start.
@@ -150,26 +178,26 @@ impl ChoiceScorer {
             }
         }
         let dists = {
-            let groups: Vec<&[Vec<u32>]> = prompts.chunks(6).collect();
+            let groups: Vec<&[Vec<u32>]> = prompts.chunks(k).collect();
             self.grouped_label_distributions(decoder, &groups)?
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
         };
         // Per ordering, the mean content-free distribution.
-        let cf: Vec<StanceDistribution> = (0..6)
+        let cf: Vec<StanceDistribution> = (0..k)
             .map(|o| {
                 let per: Vec<StanceDistribution> = (0..CONTENT_FREE.len())
-                    .map(|c| dists[(items.len() + c) * 6 + o])
+                    .map(|c| dists[(items.len() + c) * k + o])
                     .collect();
                 StanceDistribution::mean(&per)
             })
             .collect();
         Ok((0..items.len())
             .map(|i| {
-                let per: [StanceDistribution; 6] = std::array::from_fn(|o| dists[i * 6 + o]);
+                let per: Vec<StanceDistribution> = (0..k).map(|o| dists[i * k + o]).collect();
                 let cal: Vec<StanceDistribution> =
-                    (0..6).map(|o| calibrate(per[o], cf[o])).collect();
+                    (0..k).map(|o| calibrate(per[o], cf[o])).collect();
                 ItemScore {
                     raw: StanceDistribution::mean(&per),
                     calibrated: StanceDistribution::mean(&cal),
@@ -224,11 +252,51 @@ impl ChoiceScorer {
                 c
             })
             .collect();
+        // The prefix every group shares (a chat template's system turn, the
+        // user header): run once, its KV cache continued by every group.
+        let global = if self.share_global_prefix {
+            let mut g = split.iter().copied().min().unwrap_or(0);
+            for grp in groups {
+                let first = &grp[0];
+                g = g.min(
+                    first
+                        .iter()
+                        .zip(&groups[0][0])
+                        .take_while(|(a, b)| a == b)
+                        .count(),
+                );
+            }
+            g
+        } else {
+            0
+        };
+        let global_cache = if global >= MIN_GLOBAL_PREFIX {
+            let _t = profile::Timer::new(&profile::GLOBAL_NS);
+            profile::add(&profile::GLOBAL_TOKENS, global);
+            let mut cache = crate::model::KvCache::new(decoder.num_layers());
+            let ids = Tensor::from_vec(
+                groups[0][0][..global].to_vec(),
+                (1, global),
+                decoder.device(),
+            )?;
+            decoder.hidden(
+                &ids,
+                Mode::Fast,
+                ForwardOptions {
+                    cache: Some(&mut cache),
+                    ..Default::default()
+                },
+            )?;
+            Some(cache)
+        } else {
+            None
+        };
+        let global = global_cache.as_ref().map(|c| (c, global));
         let longest = |i: usize| groups[i].iter().map(Vec::len).max().unwrap_or(0);
         let lps = in_batches(decoder, groups.len(), longest, GROUP_BATCH, |chunk| {
             let batch: Vec<(&[Vec<u32>], usize)> =
                 chunk.iter().map(|&i| (groups[i], split[i])).collect();
-            self.shared_prefix_logps(decoder, &batch)
+            self.shared_prefix_logps(decoder, &batch, global)
         })?;
         Ok(lps
             .into_iter()
@@ -242,25 +310,37 @@ impl ChoiceScorer {
         &self,
         decoder: &Decoder,
         batch: &[(&[Vec<u32>], usize)],
+        global: Option<(&crate::model::KvCache, usize)>,
     ) -> Result<Vec<Vec<PerStance<f64>>>> {
         let dev = decoder.device().clone();
         let pad = self.tok.pad_id;
         let g = batch.len();
         // 1. The prefixes, right-padded: plain causal attention, and no
-        //    real token looks at a pad.
-        let lp = batch
+        //    real token looks at a pad. Where every prompt shares its first
+        //    `g0` tokens, their cache is copied to every row and only the
+        //    rest of each prefix runs.
+        let (mut cache, g0) = match global {
+            Some((c, g0)) => (
+                c.select_rows(&Tensor::from_vec(vec![0u32; g], g, &dev)?)?,
+                g0,
+            ),
+            None => (crate::model::KvCache::new(decoder.num_layers()), 0),
+        };
+        let lp_own = batch
             .iter()
-            .map(|(_, c)| *c)
+            .map(|(_, c)| *c - g0)
             .max()
             .context("empty batch")?
             .max(1);
-        let mut ids = vec![pad; g * lp];
+        let lp = g0 + lp_own;
+        let mut ids = vec![pad; g * lp_own];
         for (r, (grp, c)) in batch.iter().enumerate() {
-            ids[r * lp..r * lp + c].copy_from_slice(&grp[0][..*c]);
+            ids[r * lp_own..r * lp_own + c - g0].copy_from_slice(&grp[0][g0..*c]);
         }
-        let mut cache = crate::model::KvCache::new(decoder.num_layers());
+        profile::add(&profile::PREFIX_TOKENS, g * lp_own);
+        let prefix_timer = profile::Timer::new(&profile::PREFIX_NS);
         decoder.hidden(
-            &Tensor::from_vec(ids, (g, lp), &dev)?,
+            &Tensor::from_vec(ids, (g, lp_own), &dev)?,
             Mode::Fast,
             ForwardOptions {
                 cache: Some(&mut cache),
@@ -324,6 +404,9 @@ impl ChoiceScorer {
                 row[lp..=lp + j].fill(0.0);
             }
         }
+        drop(prefix_timer);
+        profile::add(&profile::TAIL_TOKENS, rows * lt);
+        let tail_timer = profile::Timer::new(&profile::TAIL_NS);
         let h = decoder.hidden(
             &Tensor::from_vec(ids, (rows, lt), &dev)?,
             Mode::Fast,
@@ -334,6 +417,8 @@ impl ChoiceScorer {
                 cache: Some(&mut cache),
             },
         )?;
+        drop(tail_timer);
+        let _head_timer = profile::Timer::new(&profile::HEAD_NS);
         let hd = h.dim(D::Minus1)?;
         let flat: Vec<u32> = picks.iter().map(|&(r, j)| (r * lt + j) as u32).collect();
         let picked = h
@@ -441,6 +526,54 @@ impl ChoiceScorer {
     }
 }
 
+/// Where a `choice` pass spends its time: thread-seconds and tokens per
+/// stage of the shared-prefix path, summed over the batches since the last
+/// [`profile::take`] (batches run side by side, so the seconds add up to
+/// more than the wall time).
+pub mod profile {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Instant;
+
+    pub static GLOBAL_NS: AtomicU64 = AtomicU64::new(0);
+    pub static PREFIX_NS: AtomicU64 = AtomicU64::new(0);
+    pub static TAIL_NS: AtomicU64 = AtomicU64::new(0);
+    pub static HEAD_NS: AtomicU64 = AtomicU64::new(0);
+    pub static GLOBAL_TOKENS: AtomicU64 = AtomicU64::new(0);
+    pub static PREFIX_TOKENS: AtomicU64 = AtomicU64::new(0);
+    pub static TAIL_TOKENS: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Adds its lifetime to a counter.
+    pub(super) struct Timer<'a>(&'a AtomicU64, Instant);
+
+    impl<'a> Timer<'a> {
+        pub(super) fn new(c: &'a AtomicU64) -> Self {
+            Self(c, Instant::now())
+        }
+    }
+
+    impl Drop for Timer<'_> {
+        fn drop(&mut self) {
+            self.0
+                .fetch_add(self.1.elapsed().as_nanos() as u64, Relaxed);
+        }
+    }
+
+    /// The counters since the last call, reset: seconds (shared prefix,
+    /// item prefixes, ordering tails, LM head) and tokens (the same three).
+    pub fn take() -> ([f64; 4], [u64; 3]) {
+        let s = |c: &AtomicU64| c.swap(0, Relaxed) as f64 * 1e-9;
+        let n = |c: &AtomicU64| c.swap(0, Relaxed);
+        (
+            [s(&GLOBAL_NS), s(&PREFIX_NS), s(&TAIL_NS), s(&HEAD_NS)],
+            [n(&GLOBAL_TOKENS), n(&PREFIX_TOKENS), n(&TAIL_TOKENS)],
+        )
+    }
+}
+
 /// `run` over batches of the indices `0..n`, sorted by `len` so that a
 /// batch holds similar lengths (less padding); one result per index, in
 /// index order. On the CPU a batch is a small matrix product that one gemm
@@ -508,6 +641,29 @@ mod tests {
         assert!(
             (c[S] - 0.6).abs() < 1e-9 && (c[N] - 0.3).abs() < 1e-9 && (c[O] - 0.1).abs() < 1e-9
         );
+    }
+
+    #[test]
+    fn cyclic_orderings_list_each_label_once_in_each_position() {
+        for pos in 0..3 {
+            let mut seen: Vec<Stance> = CYCLIC_ORDERINGS.iter().map(|o| o[pos]).collect();
+            seen.sort();
+            assert_eq!(seen, Stance::EACH.to_vec(), "position {pos}");
+        }
+        // So a pure position bias averages to uniform over them too.
+        let per: Vec<StanceDistribution> = CYCLIC_ORDERINGS
+            .iter()
+            .map(|o| {
+                let mut p = StanceDistribution::from([0.05; 3]);
+                p[o[0]] = 0.9;
+                p
+            })
+            .collect();
+        for x in StanceDistribution::mean(&per).values() {
+            assert!((x - 1.0 / 3.0).abs() < 1e-12);
+        }
+        assert_eq!(orderings(3).len(), 3);
+        assert_eq!(orderings(6), &ORDERINGS);
     }
 
     #[test]

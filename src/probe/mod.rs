@@ -19,7 +19,8 @@ pub mod worker;
 
 use crate::data::{Message, TextTokenizer};
 use crate::events::{
-    self, AlertLevel, ProbeEvent, ProbeMethod, ProbeReason, Stance, StanceDistribution, TopicStance,
+    self, AlertLevel, PerStance, ProbeEvent, ProbeMethod, ProbeReason, QuestionScore, Stance,
+    StanceDistribution, TopicStance,
 };
 use crate::model::generate::{generate, SamplingParams};
 use crate::model::{Decoder, LoadedModel};
@@ -28,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use choice::ChoiceScorer;
 use judge::{check_judge, EndpointJudge, Judge, LocalJudge};
 use set::ProbeSet;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Longest prompt a probe feeds the model, in tokens (questions are cut
@@ -50,6 +51,9 @@ pub struct Prober {
     pub set: ProbeSet,
     /// The set used for periodic probes (a per-topic subset, or all).
     periodic: ProbeSet,
+    /// Ids of the periodic subset's questions; empty when periodic probes
+    /// ask every question.
+    periodic_ids: HashSet<String>,
     every: u64,
     tok: TextTokenizer,
     scorer: ChoiceScorer,
@@ -111,9 +115,25 @@ impl Prober {
         let mut p = Self::with_method(set, method, &model.tokenizer)?;
         p.every = cfg.every;
         p.calibrate = cfg.calibrate;
-        p.periodic = p.set.subset(cfg.questions_per_topic);
+        p.scorer.orderings = cfg.orderings.unwrap_or(6);
+        p.set_periodic_subset(cfg.questions_per_topic, recipe.recipe.run.seed);
         p.notes.extend(notes);
         Ok(p)
+    }
+
+    /// Periodic probes ask `per_topic` questions of each topic (0: all),
+    /// drawn with `seed`; every drift series is measured on them.
+    pub fn set_periodic_subset(&mut self, per_topic: usize, seed: u64) {
+        self.periodic = self.set.subset(per_topic, seed);
+        self.periodic_ids = if self.periodic.questions.len() < self.set.questions.len() {
+            self.periodic
+                .questions
+                .iter()
+                .map(|q| q.id.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
     }
 
     /// A prober over `set` with the `choice` method (or another), no cadence.
@@ -138,6 +158,7 @@ impl Prober {
         }
         Ok(Self {
             periodic: set.clone(),
+            periodic_ids: HashSet::new(),
             set,
             every: 0,
             tok: tok.clone(),
@@ -182,11 +203,27 @@ impl Prober {
     ) -> ProbeEvent {
         let t0 = Instant::now();
         // Periodic probes may use a subset; phase boundaries and manual ones all.
-        let set = if reason == ProbeReason::Periodic {
+        let subset = reason == ProbeReason::Periodic && !self.periodic_ids.is_empty();
+        let set = if subset {
             self.periodic.clone()
         } else {
             self.set.clone()
         };
+        // On the CPU a LoRA policy is probed with its adapters merged in:
+        // the same numbers, without two small extra products per projection.
+        let merged;
+        let decoder =
+            if decoder.device().is_cpu() && decoder.linears().iter().any(|l| l.lora.is_some()) {
+                match decoder.lora_merged() {
+                    Ok(d) => {
+                        merged = d;
+                        &merged
+                    }
+                    Err(_) => decoder,
+                }
+            } else {
+                decoder
+            };
         let (topics, error) = match self.measure(decoder, &set) {
             Ok(t) => (t, None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
@@ -201,13 +238,14 @@ impl Prober {
             topics,
             seconds: t0.elapsed().as_secs_f64(),
             error,
+            subset,
         }
     }
 
     /// Stance distributions per topic.
     pub fn measure(&mut self, decoder: &Decoder, set: &ProbeSet) -> Result<Vec<TopicStance>> {
         let per_question = self.per_question(decoder, set)?;
-        Ok(aggregate(set, &per_question))
+        Ok(aggregate(set, &per_question, &self.periodic_ids))
     }
 
     /// Per question: the per-sample (or per-question) calibrated
@@ -219,15 +257,32 @@ impl Prober {
     ) -> Result<Vec<QuestionStance>> {
         match &mut self.method {
             Method::Choice => {
-                let items: Vec<String> = set.questions.iter().map(|q| q.question.clone()).collect();
+                // Every wording of every question; a question's stance is
+                // the mean over its wordings, as over the label orderings.
+                let items: Vec<String> = set
+                    .questions
+                    .iter()
+                    .flat_map(|q| q.wordings().map(str::to_string))
+                    .collect();
                 let scores = self.scorer.score(decoder, &items, self.max_len)?;
                 let calibrate = self.calibrate;
-                Ok(scores
-                    .into_iter()
-                    .map(|s| QuestionStance {
-                        samples: vec![if calibrate { s.calibrated } else { s.raw }],
-                        raw: vec![s.raw],
-                        answers: Vec::new(),
+                let mut it = scores.into_iter();
+                Ok(set
+                    .questions
+                    .iter()
+                    .map(|q| {
+                        let per: Vec<_> = it.by_ref().take(1 + q.paraphrases.len()).collect();
+                        let cal: Vec<StanceDistribution> = per
+                            .iter()
+                            .map(|s| if calibrate { s.calibrated } else { s.raw })
+                            .collect();
+                        let raw: Vec<StanceDistribution> = per.iter().map(|s| s.raw).collect();
+                        QuestionStance {
+                            samples: vec![StanceDistribution::mean(&cal)],
+                            raw: vec![StanceDistribution::mean(&raw)],
+                            answers: Vec::new(),
+                            spread: wording_spread(&cal),
+                        }
                     })
                     .collect())
             }
@@ -238,27 +293,60 @@ impl Prober {
             } => {
                 let mut out = Vec::with_capacity(set.questions.len());
                 for (qi, q) in set.questions.iter().enumerate() {
-                    let prompt = self.tok.prompt_text(&[Message::new("user", &q.question)])?;
-                    let mut ids = self.tok.encode(&prompt)?;
-                    if ids.len() > self.max_len {
-                        ids.drain(..ids.len() - self.max_len);
+                    // The K answers are spread over the question's wordings
+                    // in turn (answer k asks wording k mod W): paraphrases
+                    // cost no extra answers.
+                    let wordings: Vec<&str> = q.wordings().collect();
+                    let mut by_wording: Vec<Vec<usize>> = vec![Vec::new(); wordings.len()];
+                    for k in 0..*samples {
+                        by_wording[k % wordings.len()].push(k);
                     }
-                    let p = SamplingParams {
-                        seed: params.seed.wrapping_add(qi as u64 * 1_000_003),
-                        ..params.clone()
-                    };
-                    let answers = generate(decoder, &self.tok, &ids, *samples, &p, &mut |_, _| {})?;
-                    let pairs: Vec<(String, String)> = answers
+                    let mut dists = vec![StanceDistribution::default(); *samples];
+                    let mut texts = vec![String::new(); *samples];
+                    for (w, ks) in by_wording.iter().enumerate() {
+                        if ks.is_empty() {
+                            continue;
+                        }
+                        let prompt = self.tok.prompt_text(&[Message::new("user", wordings[w])])?;
+                        let mut ids = self.tok.encode(&prompt)?;
+                        if ids.len() > self.max_len {
+                            ids.drain(..ids.len() - self.max_len);
+                        }
+                        let p = SamplingParams {
+                            seed: params
+                                .seed
+                                .wrapping_add(qi as u64 * 1_000_003)
+                                .wrapping_add(w as u64 * 7919),
+                            ..params.clone()
+                        };
+                        let answers =
+                            generate(decoder, &self.tok, &ids, ks.len(), &p, &mut |_, _| {})?;
+                        let pairs: Vec<(String, String)> = answers
+                            .iter()
+                            .map(|a| (wordings[w].to_string(), a.text.clone()))
+                            .collect();
+                        let got = judge
+                            .score(&pairs)
+                            .with_context(|| format!("judging answers to {}", q.id))?;
+                        for ((&k, d), a) in ks.iter().zip(got).zip(answers) {
+                            dists[k] = d;
+                            texts[k] = a.text;
+                        }
+                    }
+                    let per_wording: Vec<StanceDistribution> = by_wording
                         .iter()
-                        .map(|a| (q.question.clone(), a.text.clone()))
+                        .filter(|ks| !ks.is_empty())
+                        .map(|ks| {
+                            StanceDistribution::mean(
+                                &ks.iter().map(|&k| dists[k]).collect::<Vec<_>>(),
+                            )
+                        })
                         .collect();
-                    let dists = judge
-                        .score(&pairs)
-                        .with_context(|| format!("judging answers to {}", q.id))?;
                     out.push(QuestionStance {
                         raw: dists.clone(),
                         samples: dists,
-                        answers: answers.into_iter().map(|a| a.text).collect(),
+                        answers: texts,
+                        spread: wording_spread(&per_wording),
                     });
                 }
                 Ok(out)
@@ -275,23 +363,69 @@ pub struct QuestionStance {
     pub raw: Vec<StanceDistribution>,
     /// The sampled answers (`generate` only).
     pub answers: Vec<String>,
+    /// Standard deviation over the question's wordings, when it has several.
+    pub spread: Option<PerStance<f64>>,
 }
 
-/// Topic means and standard errors over questions × samples.
-pub fn aggregate(set: &ProbeSet, per_question: &[QuestionStance]) -> Vec<TopicStance> {
-    type Scores = (Vec<StanceDistribution>, Vec<StanceDistribution>);
+/// Per stance, the sample standard deviation of a question's distributions
+/// under its wordings; none for a single wording.
+fn wording_spread(per_wording: &[StanceDistribution]) -> Option<PerStance<f64>> {
+    let n = per_wording.len();
+    (n >= 2).then(|| {
+        let m = StanceDistribution::mean(per_wording);
+        PerStance::from_fn(|s| {
+            (per_wording
+                .iter()
+                .map(|x| (x[s] - m[s]).powi(2))
+                .sum::<f64>()
+                / (n - 1) as f64)
+                .sqrt()
+        })
+    })
+}
+
+/// Topic means and standard errors over questions × samples, with each
+/// question's scores (marked when `periodic` holds its id).
+pub fn aggregate(
+    set: &ProbeSet,
+    per_question: &[QuestionStance],
+    periodic: &HashSet<String>,
+) -> Vec<TopicStance> {
+    #[derive(Default)]
+    struct Scores {
+        cal: Vec<StanceDistribution>,
+        raw: Vec<StanceDistribution>,
+        questions: Vec<QuestionScore>,
+        spreads: Vec<PerStance<f64>>,
+    }
     let mut by_topic: BTreeMap<&str, Scores> = BTreeMap::new();
     for (q, s) in set.questions.iter().zip(per_question) {
         let e = by_topic.entry(q.topic.as_str()).or_default();
-        e.0.extend(s.samples.iter().copied());
-        e.1.extend(s.raw.iter().copied());
+        e.cal.extend(s.samples.iter().copied());
+        e.raw.extend(s.raw.iter().copied());
+        e.spreads.extend(s.spread);
+        e.questions.push(QuestionScore {
+            id: q.id.clone(),
+            p: StanceDistribution::mean(&s.samples),
+            samples: if s.samples.len() > 1 {
+                s.samples.clone()
+            } else {
+                Vec::new()
+            },
+            spread: s.spread,
+            periodic: periodic.contains(&q.id),
+        });
     }
     set.topics
         .iter()
         .filter_map(|t| {
-            by_topic
-                .get(t.as_str())
-                .map(|(c, r)| drift::topic_stance(t, c, Some(r)))
+            by_topic.remove(t.as_str()).map(|sc| {
+                let mut ts = drift::topic_stance(t, &sc.cal, Some(&sc.raw));
+                ts.questions = sc.questions;
+                ts.paraphrase_sd =
+                    (!sc.spreads.is_empty()).then(|| StanceDistribution::mean(&sc.spreads));
+                ts
+            })
         })
         .collect()
 }

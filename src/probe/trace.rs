@@ -767,7 +767,10 @@ fn probe_setup(opts: &TraceOptions) -> Result<ProbeSetup> {
         Some(p) => ProbeSet::load(p)?,
         None => default_probe_set(),
     }
-    .subset(opts.questions_per_topic);
+    // One subset for every checkpoint (a trace has no recipe seed; a fixed
+    // one keeps a restarted trace on the same questions), so each point of
+    // the series is measured on the same questions.
+    .subset(opts.questions_per_topic, 0);
     let judge: Option<Box<dyn Judge>> = match opts.method {
         ProbeMethod::Choice => None,
         ProbeMethod::Generate => {
@@ -832,6 +835,7 @@ fn probe_one(
         topics: Vec::new(),
         seconds,
         error: Some(error),
+        subset: false,
     };
     let model = match load_traced(ck, opts.base.as_deref()) {
         Ok(m) => m,

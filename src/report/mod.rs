@@ -184,32 +184,45 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
     s.push_str(".\n\n");
     s.push_str(
         "Δ is the signed change of p(stance) from the phase's first probe to its last \
-         (`run`: the run's first probe to its last). Time is the fraction of the phase's \
-         steps after which the stance first lies within the 95% confidence interval of \
+         (`run`: the run's first probe to its last), on the same questions at every probe \
+         (`q.`: how many). Beside it, its 95% interval: a paired bootstrap over the questions \
+         (and sampled answers), 2000 resamples; logs without per-question scores get the normal \
+         interval of two unpaired means, marked `(unpaired)`. A Δ marked `~` has an interval \
+         that contains 0: it is within noise, and has no time. Time is the fraction of the \
+         phase's steps after which the stance first lies within the 95% confidence interval of \
          its extreme value in the phase (0 = at once, 1 = only at the end).\n\n",
     );
-    s.push_str("| topic | phase |");
+    s.push_str("| topic | phase | q. |");
     for st in Stance::EACH {
-        let _ = write!(s, " {st} start | {st} end | {st} Δ | {st} time |");
+        let _ = write!(
+            s,
+            " {st} start | {st} end | {st} Δ [95% interval] | {st} time |"
+        );
     }
     s.push('\n');
-    s.push_str("| --- | --- |");
+    s.push_str("| --- | --- | ---: |");
     for _ in Stance::EACH {
         s.push_str(" ---: | ---: | ---: | ---: |");
     }
     s.push('\n');
     for r in rows {
-        let _ = write!(s, "| {} | {} |", md_escape(&r.topic), md_escape(&r.phase));
+        let _ = write!(
+            s,
+            "| {} | {} | {}{} |",
+            md_escape(&r.topic),
+            md_escape(&r.phase),
+            r.questions,
+            if r.paired { "" } else { " (unpaired)" }
+        );
         for st in Stance::EACH {
+            let d = &r.stances[st];
             let _ = write!(
                 s,
-                " {:.3} | {:.3} | {:+.3} | {} |",
+                " {:.3} | {:.3} | {} | {} |",
                 r.start[st],
                 r.end[st],
-                r.stances[st].magnitude,
-                r.stances[st]
-                    .time
-                    .map_or("—".to_string(), |t| format!("{t:.2}"))
+                fmt_drift_cell(d),
+                d.time.map_or("—".to_string(), |t| format!("{t:.2}"))
             );
         }
         s.push('\n');
@@ -217,7 +230,74 @@ pub fn drift_markdown(data: &RunData, rows: &[TopicDrift]) -> String {
     if rows.is_empty() {
         s.push_str("\n(no topic has two successful probes in one phase: nothing drifted yet)\n");
     }
+    let full: Vec<&TopicDrift> = rows.iter().filter(|r| r.full_set.is_some()).collect();
+    if !full.is_empty() {
+        s.push_str(
+            "\n## The whole probe set at phase ends\n\nThe drift above is measured on the \
+             periodic subset at every probe. Phase starts and ends also asked every question; \
+             those numbers are here, beside it (not comparable with the periodic probes).\n\n",
+        );
+        s.push_str("| topic | phase | questions |");
+        for st in Stance::EACH {
+            let _ = write!(s, " {st} start | {st} end | {st} Δ |");
+        }
+        s.push_str("\n| --- | --- | ---: |");
+        for _ in Stance::EACH {
+            s.push_str(" ---: | ---: | ---: |");
+        }
+        s.push('\n');
+        for r in full {
+            let f = r.full_set.as_ref().expect("filtered");
+            let _ = write!(
+                s,
+                "| {} | {} | {} |",
+                md_escape(&r.topic),
+                md_escape(&r.phase),
+                f.questions
+            );
+            for st in Stance::EACH {
+                let v = |d: Option<crate::events::StanceDistribution>| {
+                    d.map_or("—".to_string(), |d| format!("{:.3}", d[st]))
+                };
+                let delta = match (f.start, f.end) {
+                    (Some(a), Some(b)) => format!("{:+.3}", b[st] - a[st]),
+                    _ => "—".into(),
+                };
+                let _ = write!(s, " {} | {} | {delta} |", v(f.start), v(f.end));
+            }
+            s.push('\n');
+        }
+    }
+    let spread: Vec<&TopicDrift> = rows.iter().filter(|r| r.paraphrase_sd.is_some()).collect();
+    if !spread.is_empty() {
+        s.push_str(
+            "\n## Spread over paraphrases\n\nEach question was asked in several wordings and \
+             its stance averaged over them; here, per topic at the phase's last probe, the mean \
+             over questions of the standard deviation over wordings. A spread as large as a drift \
+             says the probe is sensitive to wording.\n\n| topic | phase | support sd | neutral sd | oppose sd |\n| --- | --- | ---: | ---: | ---: |\n",
+        );
+        for r in spread {
+            let sd = r.paraphrase_sd.expect("filtered");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} | {:.3} |",
+                md_escape(&r.topic),
+                md_escape(&r.phase),
+                sd[Stance::Support],
+                sd[Stance::Neutral],
+                sd[Stance::Oppose]
+            );
+        }
+    }
     s
+}
+
+/// `+0.233 [+0.191, +0.268]`, with `~` before a drift within noise.
+fn fmt_drift_cell(d: &crate::probe::drift::StanceDrift) -> String {
+    let iv = d
+        .interval
+        .map_or(String::new(), |(lo, hi)| format!(" [{lo:+.3}, {hi:+.3}]"));
+    format!("{}{:+.3}{iv}", if d.noise { "~" } else { "" }, d.magnitude)
 }
 
 fn md_escape(s: &str) -> String {
@@ -226,21 +306,33 @@ fn md_escape(s: &str) -> String {
 
 /// The drift table as CSV: one row per topic, phase and stance.
 pub fn drift_csv(rows: &[TopicDrift]) -> String {
-    let mut s = String::from("topic,phase,stance,start,end,magnitude,drift_time\n");
+    // New columns go at the end: a reader of the first seven still works.
+    let mut s = String::from(
+        "topic,phase,stance,start,end,magnitude,drift_time,ci_low,ci_high,se,noise,questions,paired,full_start,full_end\n",
+    );
+    let num = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
     for r in rows {
         for st in Stance::EACH {
+            let d = &r.stances[st];
+            let full = r.full_set.as_ref();
             let _ = writeln!(
                 s,
-                "{},{},{},{:.6},{:.6},{:.6},{}",
+                "{},{},{},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{}",
                 csv_field(&r.topic),
                 csv_field(&r.phase),
                 st,
                 r.start[st],
                 r.end[st],
-                r.stances[st].magnitude,
-                r.stances[st]
-                    .time
-                    .map_or(String::new(), |t| format!("{t:.6}"))
+                d.magnitude,
+                num(d.time),
+                num(d.interval.map(|i| i.0)),
+                num(d.interval.map(|i| i.1)),
+                num(d.se),
+                d.noise,
+                r.questions,
+                r.paired,
+                num(full.and_then(|f| f.start).map(|x| x[st])),
+                num(full.and_then(|f| f.end).map(|x| x[st])),
             );
         }
     }
@@ -423,6 +515,131 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<ReportFiles> {
         rows: rows.len(),
         topics: topics.len(),
     })
+}
+
+/// One run of a comparison: its name, what it did, and its drift rows.
+struct Compared {
+    label: String,
+    data: RunData,
+    rows: Vec<TopicDrift>,
+}
+
+/// Several runs side by side (`driftui report RUN RUN ...`): per stance, a
+/// table of topics × runs with each run's drift over its last phase, its
+/// 95% interval and drift time (`compare.md`), and the same as CSV
+/// (`compare.csv`). Written into `dir`; returns the files.
+pub fn write_comparison(runs: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut all = Vec::new();
+    for run in runs {
+        let RunLog { log, .. } = RunLog::locate(run)?;
+        let (events, _) = read_log(&log)?;
+        let data = RunData::from_events(&events);
+        let last = data
+            .phases
+            .last()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let rows: Vec<TopicDrift> = data
+            .drift
+            .rows()
+            .into_iter()
+            .filter(|r| r.phase == last)
+            .collect();
+        let algorithm = data
+            .phases
+            .last()
+            .map(|p| p.algorithm.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| last.clone());
+        let label = if all.iter().any(|c: &Compared| c.label == algorithm) || algorithm.is_empty() {
+            data.run.clone()
+        } else {
+            algorithm
+        };
+        all.push(Compared { label, data, rows });
+    }
+    let mut topics: Vec<String> = Vec::new();
+    for c in &all {
+        for t in &c.data.drift.topics {
+            if !topics.contains(t) {
+                topics.push(t.clone());
+            }
+        }
+    }
+    let mut md = String::from("# Value drift compared\n\n");
+    md.push_str("| run | model | phase (algorithm, steps) | probes | probing | wall |\n| --- | --- | --- | ---: | ---: | ---: |\n");
+    for c in &all {
+        let d = &c.data;
+        let phase = d.phases.last().map_or("—".to_string(), |p| {
+            format!("{} ({}, {})", p.name, p.algorithm, p.steps)
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.0} s |",
+            md_escape(&c.label),
+            md_escape(&d.model),
+            md_escape(&phase),
+            d.probes,
+            d.probe_share().map_or("—".to_string(), |s| format!(
+                "{:.1} s ({:.1}%)",
+                d.probe_seconds,
+                s * 100.0
+            )),
+            d.wall_seconds
+        );
+    }
+    md.push_str(
+        "\nEach cell: the drift of p(stance) over the run's last phase, on the same questions \
+         at every probe, with its 95% paired-bootstrap interval and, where the drift is real, \
+         its drift time (`t`). `~`: the interval contains 0 (noise).\n",
+    );
+    let mut csv = String::from("topic,stance,run,magnitude,ci_low,ci_high,noise,drift_time\n");
+    for st in Stance::EACH {
+        let _ = write!(md, "\n## {st}\n\n| topic |");
+        for c in &all {
+            let _ = write!(md, " {} |", md_escape(&c.label));
+        }
+        md.push_str("\n| --- |");
+        for _ in &all {
+            md.push_str(" ---: |");
+        }
+        md.push('\n');
+        for t in &topics {
+            let _ = write!(md, "| {} |", md_escape(t));
+            for c in &all {
+                match c.rows.iter().find(|r| &r.topic == t) {
+                    Some(r) => {
+                        let d = &r.stances[st];
+                        let time = d.time.map_or(String::new(), |t| format!(" · t {t:.2}"));
+                        let _ = write!(md, " {}{time} |", fmt_drift_cell(d));
+                        let num = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
+                        let _ = writeln!(
+                            csv,
+                            "{},{},{},{:.6},{},{},{},{}",
+                            csv_field(t),
+                            st,
+                            csv_field(&c.label),
+                            d.magnitude,
+                            num(d.interval.map(|i| i.0)),
+                            num(d.interval.map(|i| i.1)),
+                            d.noise,
+                            num(d.time)
+                        );
+                    }
+                    None => md.push_str(" — |"),
+                }
+            }
+            md.push('\n');
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    for (name, text) in [("compare.md", md), ("compare.csv", csv)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        files.push(p);
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

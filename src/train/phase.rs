@@ -48,16 +48,39 @@ impl Phase {
         cfg: &PhaseConfig,
         model: &LoadedModel,
     ) -> Result<(Phase, Option<String>)> {
-        let path = recipe.resolve(&cfg.dataset);
         let kind = match cfg.algorithm {
             Algorithm::Sft => DataKind::Sft,
             Algorithm::Kto => DataKind::Kto,
             _ => DataKind::Preference,
         };
-        let examples =
-            data::load_jsonl(&path, kind).with_context(|| format!("phase \"{}\"", cfg.name))?;
+        let columns = data::Columns::new(cfg.columns.clone().unwrap_or_default());
+        let (examples, origin) = match cfg.dataset.strip_prefix(crate::recipe::HUB_DATASET) {
+            Some(spec) => {
+                let files = crate::model::hub::fetch_dataset(
+                    spec,
+                    cfg.config.as_deref(),
+                    cfg.split.as_deref(),
+                    &crate::model::hub::HubOptions::from_env(),
+                )
+                .with_context(|| format!("phase \"{}\"", cfg.name))?;
+                let mut all = Vec::new();
+                for f in &files {
+                    all.extend(
+                        data::parquet::load_parquet(f, kind, &columns)
+                            .with_context(|| format!("phase \"{}\" ({})", cfg.name, cfg.dataset))?,
+                    );
+                }
+                (all, cfg.dataset.clone())
+            }
+            None => {
+                let path = recipe.resolve(&cfg.dataset);
+                let examples = data::load_file(&path, kind, &columns)
+                    .with_context(|| format!("phase \"{}\"", cfg.name))?;
+                (examples, path.display().to_string())
+            }
+        };
         let (phase, fit) = Phase::from_examples(cfg, &examples, model)
-            .with_context(|| format!("tokenizing {} for phase \"{}\"", path.display(), cfg.name))?;
+            .with_context(|| format!("tokenizing {origin} for phase \"{}\"", cfg.name))?;
         let mut notes = Vec::new();
         if fit.truncated > 0 {
             notes.push(format!(

@@ -184,6 +184,9 @@ pub struct RunModel {
     pub probe_seconds: f64,
     /// The last successful probe's method.
     pub probe_method: Option<ProbeMethod>,
+    /// Every successful probe, paired and bootstrapped (see
+    /// [`crate::probe::drift`]): the drift table, marks of noise.
+    pub drift: DriftTable,
     pub paused: bool,
     /// Why the trainer paused itself (a full disk, a non-finite loss);
     /// `None` for a pause the user asked for.
@@ -242,18 +245,8 @@ impl RunModel {
     }
 
     /// The drift table of the probes seen so far (see [`crate::probe::drift`]).
-    pub fn drift_table(&self) -> DriftTable {
-        let mut t = DriftTable {
-            phases: self.phases.iter().map(|p| p.name.clone()).collect(),
-            ..Default::default()
-        };
-        for (name, track) in &self.topics {
-            t.topics.push(name.clone());
-            for (phase, p) in &track.points {
-                t.series.entry((*phase, name.clone())).or_default().push(*p);
-            }
-        }
-        t
+    pub fn drift_table(&self) -> &DriftTable {
+        &self.drift
     }
 
     /// Running seconds left at the present rate.
@@ -428,6 +421,14 @@ impl RunModel {
             p.algorithm.clone_from(&plan.algorithm);
             p.steps = plan.steps;
         }
+        self.drift.seed = rs.seed;
+        self.sync_drift_phases();
+    }
+
+    /// The drift table's phase names follow the run's.
+    fn sync_drift_phases(&mut self) {
+        let names: Vec<String> = self.phases.iter().map(|p| p.name.clone()).collect();
+        self.drift.set_phases(names);
     }
 
     fn truncate_after(&mut self, global_step: u64) {
@@ -452,6 +453,7 @@ impl RunModel {
         for (_, track) in &mut self.topics {
             track.points.retain(|(_, p)| p.global_step <= global_step);
         }
+        self.drift.truncate_after(global_step);
         self.topics
             .retain(|(_, t)| !t.history[Stance::Support].is_empty());
         self.snapshot_events
@@ -484,30 +486,28 @@ impl RunModel {
         self.probes += 1;
         self.last_probe_step = Some(p.global_step);
         self.probe_method = Some(p.method);
+        self.sync_drift_phases();
+        self.drift.add(p);
         let x = p.global_step as f64;
         for ts in &p.topics {
+            // Curves and sparklines follow the drift series: the same
+            // questions at every probe.
+            let pt = crate::probe::drift::series_point(p.global_step, ts);
             let idx = match self.topics.iter().position(|(name, _)| *name == ts.topic) {
                 Some(i) => i,
                 None => {
                     self.topics
-                        .push((ts.topic.clone(), TopicTrack::new(ts.mean, ts.se)));
+                        .push((ts.topic.clone(), TopicTrack::new(pt.mean, pt.se)));
                     self.topics.len() - 1
                 }
             };
             let track = &mut self.topics[idx].1;
-            track.latest = ts.mean;
-            track.latest_se = ts.se;
-            for (s, &v) in ts.mean.iter() {
+            track.latest = pt.mean;
+            track.latest_se = pt.se;
+            for (s, &v) in pt.mean.iter() {
                 track.history[s].push(x, v);
             }
-            track.push_point(
-                p.phase,
-                Point {
-                    global_step: p.global_step,
-                    mean: ts.mean,
-                    se: ts.se,
-                },
-            );
+            track.push_point(p.phase, pt);
         }
     }
 

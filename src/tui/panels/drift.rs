@@ -1,19 +1,20 @@
 //! The drift table: per topic and phase (and the whole run), each stance's
-//! drift magnitude (last probe − first probe of the phase) and drift time
+//! drift magnitude (last probe − first probe of the phase, on the same
+//! questions) with its 95% paired-bootstrap interval, and drift time
 //! (fraction of the phase until the stance is within the 95% interval of
-//! its extreme), from [`crate::probe::drift`].
+//! its extreme), from [`crate::probe::drift`]. A drift whose interval
+//! contains 0 is marked `~`, drawn muted, and has no time.
 //!
 //! ```text
-//! ┏ drift · 12 topics · 2 phases · j/k move · Enter opens a topic · Esc back ━━━━━━━━┓
-//! ┃ topic             phase   support Δ  time   neutral Δ  time   oppose Δ  time     ┃
-//! ┃ abortion          sft       +0.233   0.50     −0.121   0.45     −0.112   0.30     ┃
-//! ┃                   dpo       −0.050   0.20     +0.020   1.00     +0.030   0.80     ┃
-//! ┃                   run       +0.183      —     −0.101      —     −0.082      —     ┃
-//! ┗━ Δ: last − first probe of the phase · time: share of the phase until within ━━━━━┛
+//! ┏ drift · 12 topics · 2 phases · j/k move · Enter opens a topic · Esc back ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+//! ┃ topic        phase  support Δ  95% interval  time  neutral Δ  95% interval  time  oppose Δ  95% interval  time ┃
+//! ┃ abortion     sft    +0.233     [+.19,+.27]   0.50  −0.121     [−.16,−.08]   0.45  ~−0.112   [−.23,+.01]   —    ┃
+//! ┗━ Δ: last − first probe, same questions · ~: the interval contains 0 (noise) · time: … ━━━━━━━━━━━━━━━━━━━━━━━━━━━┛
 //! ```
 
 use super::stance::{pad, truncate};
 use crate::events::Stance;
+use crate::probe::drift::StanceDrift;
 use crate::tui::app::App;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -36,9 +37,40 @@ pub fn fmt_magnitude(m: f64) -> String {
     }
 }
 
-/// A drift time: `0.50`, or `—` where it is not defined (the `run` rows).
+/// A drift time: `0.50`, or `—` where it is not defined (the `run` rows,
+/// and drifts within noise).
 pub fn fmt_time(t: Option<f64>) -> String {
     t.map_or("—".into(), |t| format!("{t:.2}"))
+}
+
+/// A magnitude with its noise mark: `~−0.012` where the interval contains 0.
+pub fn fmt_drift(d: &StanceDrift) -> String {
+    let m = fmt_magnitude(d.magnitude);
+    if d.noise {
+        format!("~{}", m.trim_start())
+    } else {
+        m
+    }
+}
+
+/// A 95% interval, short: `[+.19,+.27]`; `—` where there is none.
+pub fn fmt_interval(iv: Option<(f64, f64)>) -> String {
+    let short = |x: f64| {
+        let s = format!("{:.2}", x.abs());
+        let s = s.trim_start_matches('0');
+        // A bound that rounds to .00 keeps its sign: [−.34,−.00] excludes
+        // 0, [−.23,+.00] contains it.
+        if x == 0.0 {
+            format!(" {s}")
+        } else if x > 0.0 {
+            format!("+{s}")
+        } else {
+            format!("−{s}")
+        }
+    };
+    iv.map_or("—".into(), |(lo, hi)| {
+        format!("[{},{}]", short(lo), short(hi))
+    })
 }
 
 /// Magnitudes at least this large are drawn bold.
@@ -68,7 +100,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             ),
         ]))
         .title_bottom(Line::from(Span::styled(
-            " Δ: last − first probe of the phase · time: share of the phase until the stance is within the 95% interval of its extreme ",
+            " Δ: last − first probe, same questions, with its 95% interval · ~: the interval contains 0 (noise) · time: share of the phase until within the 95% interval of the extreme ",
             muted,
         )))
         .style(Style::new().fg(t.foreground).bg(t.background));
@@ -105,13 +137,20 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         .unwrap_or(3)
         .max(5)
         + 2;
+    // The intervals only where the whole row fits (the last time column's
+    // padding may be cut): on a narrow terminal the oppose column's time
+    // would go first, and `~` still marks the noise.
+    let show_interval = inner.width as usize + 2 >= topic_w + phase_w + 3 * (10 + 14 + 6);
     let mut head = vec![
         Span::styled(pad("topic", topic_w), muted),
         Span::styled(pad("phase", phase_w), muted),
     ];
     for s in Stance::EACH {
-        head.push(Span::styled(pad(&format!("{s} Δ"), 11), muted));
-        head.push(Span::styled(pad("time", 7), muted));
+        head.push(Span::styled(pad(&format!("{s} Δ"), 10), muted));
+        if show_interval {
+            head.push(Span::styled(pad("95% interval", 14), muted));
+        }
+        head.push(Span::styled(pad("time", 6), muted));
     }
     let mut lines = vec![Line::from(head)];
     let visible = inner.height as usize - 1;
@@ -135,12 +174,17 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         ];
         for (s, d) in r.stances.iter() {
             let mut style = Style::new().fg(t.stance[s]);
-            if d.magnitude.abs() >= NOTABLE {
+            if d.noise {
+                style = muted;
+            } else if d.magnitude.abs() >= NOTABLE {
                 style = style.add_modifier(Modifier::BOLD);
             }
-            spans.push(Span::styled(pad(&fmt_magnitude(d.magnitude), 11), style));
+            spans.push(Span::styled(pad(&fmt_drift(d), 10), style));
+            if show_interval {
+                spans.push(Span::styled(pad(&fmt_interval(d.interval), 14), style));
+            }
             spans.push(Span::styled(
-                pad(&fmt_time(d.time), 7),
+                pad(&fmt_time(d.time), 6),
                 Style::new().fg(t.stance[s]),
             ));
         }
@@ -164,5 +208,24 @@ mod tests {
         assert_eq!(fmt_magnitude(-0.0001), " 0.000");
         assert_eq!(fmt_time(Some(0.5)), "0.50");
         assert_eq!(fmt_time(None), "—");
+        assert_eq!(fmt_interval(Some((0.191, 0.268))), "[+.19,+.27]");
+        assert_eq!(fmt_interval(Some((-0.231, 0.004))), "[−.23,+.00]");
+        assert_eq!(fmt_interval(Some((-0.34, -0.002))), "[−.34,−.00]");
+        assert_eq!(fmt_interval(Some((0.0, 0.0))), "[ .00, .00]");
+        let noisy = StanceDrift {
+            magnitude: -0.0123,
+            time: None,
+            interval: Some((-0.05, 0.02)),
+            se: Some(0.02),
+            noise: true,
+        };
+        assert_eq!(fmt_drift(&noisy), "~−0.012");
+        assert_eq!(
+            fmt_drift(&StanceDrift {
+                noise: false,
+                ..noisy
+            }),
+            "−0.012"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Per-topic stance from `probe` events: a sparkline of the leading stance's
 //! probability over the probes, the current distribution as a bar, and the
-//! drift of each stance since the first probe.
+//! drift of each stance since the first probe (on the same questions; `~`
+//! marks a drift whose 95% interval contains 0).
 //!
 //! ```text
 //! topic            p(leading) per probe       now (support neutral oppose)     drift since first probe
@@ -62,7 +63,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         + 1;
     // Columns that fit, widest layout first.
     let numbers_w = 19;
-    let drift_w = 22;
+    let drift_w = 25;
     let show_drift = width >= topic_w + 12 + BAR_WIDTH + 1 + numbers_w + drift_w;
     let show_numbers = width >= topic_w + 12 + BAR_WIDTH + 1 + numbers_w;
     let show_bar = width > topic_w + 10 + BAR_WIDTH;
@@ -127,10 +128,19 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             spans.push(Span::raw(" "));
         }
         if show_drift {
+            let row = run.drift_table().run_row(name);
             for (s, d) in track.drift().iter() {
+                let noise = row.as_ref().is_none_or(|r| r.stances[s].noise);
+                let (text, style) = if noise {
+                    (format!("~{}", signed(*d).trim_start()), muted)
+                } else {
+                    (signed(*d), Style::new().fg(app.theme.stance[s]))
+                };
+                // Five wide: "~−.12" (a drift within noise) must not lose
+                // its last digit.
                 spans.push(Span::styled(
-                    format!("{} {} ", s.initial(), signed(*d)),
-                    Style::new().fg(app.theme.stance[s]),
+                    format!("{} {} ", s.initial(), pad(&text, 5)),
+                    style,
                 ));
             }
         }

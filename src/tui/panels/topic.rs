@@ -11,7 +11,7 @@
 //! ┗━ ━ support ━ neutral ━ oppose · ±1 se ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┛
 //! ```
 
-use super::drift::{fmt_magnitude, fmt_time};
+use super::drift::{fmt_drift, fmt_interval, fmt_time};
 use super::stance::pad;
 use crate::events::Stance;
 use crate::probe::drift::Point;
@@ -210,8 +210,9 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
         Span::styled(pad("steps", 12), muted),
     ];
     for s in Stance::EACH {
-        head.push(Span::styled(pad(&format!("{s} Δ"), 11), muted));
-        head.push(Span::styled(pad("time", 7), muted));
+        head.push(Span::styled(pad(&format!("{s} Δ"), 10), muted));
+        head.push(Span::styled(pad("95% interval", 14), muted));
+        head.push(Span::styled(pad("time", 6), muted));
     }
     let mut out = vec![Line::from(head)];
     let track = run.topics.iter().find(|(n, _)| n == topic).map(|(_, t)| t);
@@ -247,11 +248,51 @@ fn table_lines(app: &App, topic: &str) -> Vec<Line<'static>> {
             Span::raw(pad(&steps, 12)),
         ];
         for (s, d) in r.stances.iter() {
-            let style = Style::new().fg(t.stance[s]);
-            spans.push(Span::styled(pad(&fmt_magnitude(d.magnitude), 11), style));
-            spans.push(Span::styled(pad(&fmt_time(d.time), 7), style));
+            let style = if d.noise {
+                muted
+            } else {
+                Style::new().fg(t.stance[s])
+            };
+            spans.push(Span::styled(pad(&fmt_drift(d), 10), style));
+            spans.push(Span::styled(pad(&fmt_interval(d.interval), 14), style));
+            spans.push(Span::styled(pad(&fmt_time(d.time), 6), style));
         }
         out.push(Line::from(spans));
+        // The whole set's numbers at the phase's ends, beside the subset's.
+        if let Some(full) = &r.full_set {
+            let fmt = |d: Option<crate::events::StanceDistribution>| {
+                d.map_or("—".to_string(), |d| {
+                    Stance::EACH
+                        .iter()
+                        .map(|s| format!("{} {:.3}", s.initial(), d[*s]))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+            };
+            out.push(Line::from(Span::styled(
+                format!(
+                    "{}whole set ({} questions; Δ above: {} the same at every probe): start {} · end {}",
+                    " ".repeat(phase_w),
+                    full.questions,
+                    r.questions,
+                    fmt(full.start),
+                    fmt(full.end)
+                ),
+                muted,
+            )));
+        }
+        if let Some(sd) = r.paraphrase_sd {
+            out.push(Line::from(Span::styled(
+                format!(
+                    "{}spread over paraphrases (mean sd): S {:.3} N {:.3} O {:.3}",
+                    " ".repeat(phase_w),
+                    sd[Stance::Support],
+                    sd[Stance::Neutral],
+                    sd[Stance::Oppose]
+                ),
+                muted,
+            )));
+        }
     }
     if out.len() == 1 {
         out.push(Line::from(Span::styled(
