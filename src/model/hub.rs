@@ -9,7 +9,7 @@
 //! With no network, a complete cached copy is used.
 
 use anyhow::{bail, Context, Result};
-use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::api::Progress;
 use hf_hub::{Cache, Repo, RepoType};
 use std::collections::BTreeMap;
@@ -200,17 +200,15 @@ pub fn fetch(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
             )
         });
     }
-    let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
-        .with_endpoint(opts.endpoint.clone())
-        .with_token(opts.token.clone())
-        .with_progress(false)
-        .build()
-        .map_err(|e| explain(e, &model, opts, None))?;
-    let repo = api.repo(Repo::with_revision(
-        model.repo_id.clone(),
-        RepoType::Model,
-        model.revision.clone(),
-    ));
+    let repo = open_repo(
+        opts,
+        Repo::with_revision(
+            model.repo_id.clone(),
+            RepoType::Model,
+            model.revision.clone(),
+        ),
+    )
+    .map_err(|e| explain(e, &model, opts, None))?;
     let info = match repo.info() {
         Ok(info) => info,
         Err(e) => {
@@ -407,17 +405,11 @@ pub fn fetch_dataset(
             )
         });
     }
-    let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
-        .with_endpoint(opts.endpoint.clone())
-        .with_token(opts.token.clone())
-        .with_progress(false)
-        .build()
-        .map_err(|e| explain(e, &ds, opts, None))?;
-    let repo = api.repo(Repo::with_revision(
-        ds.repo_id.clone(),
-        RepoType::Dataset,
-        ds.revision.clone(),
-    ));
+    let repo = open_repo(
+        opts,
+        Repo::with_revision(ds.repo_id.clone(), RepoType::Dataset, ds.revision.clone()),
+    )
+    .map_err(|e| explain(e, &ds, opts, None))?;
     let info = match repo.info() {
         Ok(info) => info,
         Err(e) => {
@@ -605,6 +597,17 @@ fn is_transport(e: &ApiError) -> bool {
 }
 
 /// Turn a client error into what the user must do about it.
+/// The hub client for one repository (a model or a dataset), with the
+/// user's cache, endpoint and token.
+fn open_repo(opts: &HubOptions, repo: Repo) -> std::result::Result<ApiRepo, ApiError> {
+    let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
+        .with_endpoint(opts.endpoint.clone())
+        .with_token(opts.token.clone())
+        .with_progress(false)
+        .build()?;
+    Ok(api.repo(repo))
+}
+
 fn explain(e: ApiError, model: &HubModel, opts: &HubOptions, file: Option<&str>) -> anyhow::Error {
     let repo = &model.repo_id;
     let what = match file {
