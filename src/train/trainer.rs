@@ -452,17 +452,7 @@ impl Trainer {
                 self.probe(pi, step, ProbeReason::Periodic)?;
             }
         }
-        let reason = if stopped {
-            SnapshotReason::Stop
-        } else {
-            SnapshotReason::PhaseEnd
-        };
-        // After a snapshot that could not be written, no other is tried.
-        let written = match self.end_message {
-            Some(_) => None,
-            None => self.snapshot(pi, step, reason)?,
-        };
-        if written.is_none() {
+        if !self.phase_end_snapshot(pi, step, stopped)? {
             return Ok(PhaseDone { stopped: true });
         }
         if !stopped {

@@ -10,7 +10,7 @@
 
 use super::{PhaseDone, Trainer};
 use crate::data::Batcher;
-use crate::events::{self, Event, ProbeReason, SnapshotReason};
+use crate::events::{self, Event, ProbeReason};
 use crate::model::reward::{self, init_score, RewardModel, SCORE_WEIGHT};
 use crate::model::weights::TensorMap;
 use crate::model::{Decoder, Mode};
@@ -99,18 +99,7 @@ impl Trainer {
             )?;
             step += 1;
         }
-        let reason = if stopped {
-            SnapshotReason::Stop
-        } else {
-            SnapshotReason::PhaseEnd
-        };
-        // After a snapshot that could not be written, no other is tried
-        // (as run_phase does).
-        let written = match self.end_message {
-            Some(_) => None,
-            None => self.snapshot(pi, step, reason)?,
-        };
-        if written.is_none() {
+        if !self.phase_end_snapshot(pi, step, stopped)? {
             return Ok(PhaseDone { stopped: true });
         }
         if !stopped {

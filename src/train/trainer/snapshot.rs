@@ -50,6 +50,26 @@ struct NoSnapshot {
 }
 
 impl Trainer {
+    /// The snapshot at a phase's end (or at a stop within it): false when
+    /// the run stopped without it. After a snapshot that could not be
+    /// written, no other is tried.
+    pub(super) fn phase_end_snapshot(
+        &mut self,
+        pi: usize,
+        step: u64,
+        stopped: bool,
+    ) -> Result<bool> {
+        if self.end_message.is_some() {
+            return Ok(false);
+        }
+        let reason = if stopped {
+            SnapshotReason::Stop
+        } else {
+            SnapshotReason::PhaseEnd
+        };
+        Ok(self.snapshot(pi, step, reason)?.is_some())
+    }
+
     /// Write a snapshot of the policy after `step` completed steps of phase
     /// `pi`, then apply the run's retention. When it cannot be written the
     /// run stays intact: an alert says why and, live, training pauses until
