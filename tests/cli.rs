@@ -1,7 +1,7 @@
 //! The `driftui` binary on bad input: a clear error naming the file (and line),
 //! a non-zero exit, and nothing half-written left looking valid.
 
-mod common;
+use crate::common;
 
 use common::{assets, driftui, micro_sft_recipe, stderr, write_probes};
 use std::path::{Path, PathBuf};

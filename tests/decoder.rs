@@ -1,7 +1,7 @@
 //! Our decoder against candle-transformers' Llama and Qwen3 (an independent
 //! implementation of the same architectures), and its gradients.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 use common::max_diff;

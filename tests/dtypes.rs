@@ -2,8 +2,8 @@
 //! plain-op path), and a device the build lacks stops before training with
 //! the cargo feature to build with.
 
+use crate::common;
 use driftui::events::{read_log, Event, RunStatus};
-mod common;
 
 use driftui::train;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! writes them (its tensor names, Q/K rows permuted for its RoPE, tokenizer
 //! in metadata), and the errors for files driftui cannot use.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};

@@ -7,7 +7,7 @@
 //! driftui's gradient used to double). `tests/trl_parity.rs` does the same
 //! on the real SmolLM2 against TRL.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Tensor};
 use driftui::data::{self, DataKind};

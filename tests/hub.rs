@@ -2,7 +2,7 @@
 //! (`/api/models/{repo}/revision/{rev}`, `/{repo}/resolve/{rev}/{file}` with
 //! the headers the hub sends), driven by the real hf-hub client.
 
-mod common;
+use crate::common;
 
 use candle_core::Tensor;
 use common::{logits, max_diff};

@@ -2,7 +2,7 @@
 //! snapshot, its merged export and the live adapted decoder give the same
 //! logits; the export keeps the original model's config.json and names.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::{logits, max_diff, micro, train_options};

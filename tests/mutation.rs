@@ -9,7 +9,7 @@
 //! (default below, about a minute on two cores). A longer run:
 //!
 //! ```text
-//! DRIFTUI_MUTATIONS=100000 cargo test --test mutation -- --nocapture
+//! DRIFTUI_MUTATIONS=100000 cargo test --test suite mutation:: -- --nocapture
 //! ```
 //!
 //! Every panic found here has a regression test of its own, in the module

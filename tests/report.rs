@@ -3,7 +3,7 @@
 //! size and drawn text), and a headless probe of a snapshot that a tiny
 //! training run writes in the test.
 
-mod common;
+use crate::common;
 
 use common::{assets, driftui, micro_sft_recipe, stderr, stdout, write_probes};
 use driftui::probe::set::ProbeSet;

@@ -14,7 +14,7 @@
 //!
 //! Not yet here: a recipe phase (`algorithm = "reward"` is refused).
 
-mod common;
+use crate::common;
 
 use candle_core::{Tensor, Var};
 use driftui::data::{self, DataKind, Example};

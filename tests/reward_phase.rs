@@ -6,7 +6,7 @@
 //! that loads with scores that rank the demo's pairs, and a resume from the
 //! snapshot before it redoes it bit for bit.
 
-mod common;
+use crate::common;
 
 use common::{assets, train_options, train_to_end};
 use driftui::data::{self, DataKind, Example};

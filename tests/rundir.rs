@@ -3,7 +3,7 @@
 //! paused live, resumable from the last good snapshot, nothing half-written
 //! left looking complete), retention, and resuming into a new directory.
 
-mod common;
+use crate::common;
 
 use common::{assets, train_options, train_to_end};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};

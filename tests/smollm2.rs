@@ -5,7 +5,7 @@
 //! The file is fetched by `scripts/fetch-smollm2.sh` (CI runs it first); when
 //! it is absent these tests print why and pass without checking anything.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use driftui::data::Message;

@@ -2,10 +2,10 @@
 //! phase, resumes are exact, non-finite losses pause instead of corrupting
 //! the weights, and a run directory has what it promises.
 
+use crate::common;
 use driftui::events::{
     read_log, AlertLevel, Event, ProbeEvent, ProbeMethod, ProbeReason, RunStatus, SnapshotReason,
 };
-mod common;
 
 use common::{assets, train_options, train_to_end, write_probes};
 use driftui::train::{self, Control, RunOutcome, TrainOptions};

@@ -15,7 +15,7 @@
 //! The GGUF file is fetched by `scripts/fetch-smollm2.sh` (CI runs it); when
 //! it is absent these tests say so and check nothing.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Tensor};
 use driftui::data::{PromptCompletion, TokenSeq};
