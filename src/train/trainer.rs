@@ -174,6 +174,11 @@ impl Trainer {
         for w in std::mem::take(&mut self.prep.warnings) {
             self.alert(AlertLevel::Warning, w)?;
         }
+        if self.policy.decoder.device().is_cpu() {
+            if let Some(w) = crate::model::fused::cpu_kernel_warning() {
+                self.alert(AlertLevel::Warning, w)?;
+            }
+        }
         let notes = self
             .prep
             .prober
