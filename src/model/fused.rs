@@ -85,7 +85,8 @@ pub fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 slice a contiguous CPU layout covers.
+pub(crate) fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let all = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&all[a..b]),
@@ -937,8 +938,6 @@ pub fn token_logprobs_with(
 mod tests {
     use super::*;
 
-    /// The vectorisable exp against f64's over the whole range it serves,
-    /// and at its edges.
     #[test]
     fn a_cpu_without_avx2_or_fma_is_named_once() {
         assert_eq!(kernel_warning(true, true), None);
@@ -949,6 +948,8 @@ mod tests {
         assert!(kernel_warning(true, false).unwrap().contains("no FMA"));
     }
 
+    /// The vectorisable exp against f64's over the whole range it serves,
+    /// and at its edges.
     #[test]
     fn exp_nonpositive_is_within_two_ulp_of_exact() {
         let mut worst = 0f64;

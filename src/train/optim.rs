@@ -1,6 +1,7 @@
 //! AdamW with parameter groups (no weight decay on norms and biases), global
 //! gradient-norm clipping, and a one-pass fused update on CPU f32 tensors.
 
+use crate::model::fused;
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, CpuStorage, DType, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
@@ -62,7 +63,7 @@ impl AdamW {
         let slots = vars
             .iter()
             .map(|(name, var)| {
-                let fast = var.device().is_cpu() && var.dtype() == DType::F32;
+                let fast = fused::applies(var.as_tensor());
                 let n = var.elem_count();
                 Ok(Slot {
                     name: name.clone(),
@@ -304,7 +305,7 @@ const NORM_BLOCK: usize = 1 << 12;
 /// blocks added in order. `None` for other
 /// devices and dtypes.
 fn sum_sq_in_place(t: &Tensor) -> Result<Option<f64>> {
-    if !(t.device().is_cpu() && t.dtype() == DType::F32) {
+    if !fused::applies(t) {
         return Ok(None);
     }
     let t = t.contiguous()?;
@@ -312,10 +313,7 @@ fn sum_sq_in_place(t: &Tensor) -> Result<Option<f64>> {
     let Storage::Cpu(c) = &*storage else {
         return Ok(None);
     };
-    let Some((a, b)) = layout.contiguous_offsets() else {
-        return Ok(None);
-    };
-    let x = &c.as_slice::<f32>()?[a..b];
+    let x = fused::data(c, layout, "grad norm")?;
     let block = |x: &[f32]| -> f64 {
         let mut lanes = [0f64; 8];
         let mut chunks = x.chunks_exact(8);
