@@ -54,6 +54,7 @@ fn demo_phase(model: &LoadedModel, algorithm: &str, rows: usize, extra: &str) ->
         PhaseData::Sft(v) => PhaseData::Sft(v.into_iter().take(n).collect()),
         PhaseData::Pairs(v) => PhaseData::Pairs(v.into_iter().take(n).collect()),
         PhaseData::Kto(v) => PhaseData::Kto(v.into_iter().take(n).collect()),
+        PhaseData::Prompts(v) => PhaseData::Prompts(v.into_iter().take(n).collect()),
     };
     Phase::new(&cfg, data)
 }

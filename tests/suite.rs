@@ -15,6 +15,7 @@ mod foreign_screens;
 mod fused;
 mod gguf;
 mod gradients;
+mod grpo;
 mod hub;
 mod judge_endpoint;
 mod layering;

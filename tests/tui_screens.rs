@@ -156,6 +156,7 @@ fn help_overlay_lists_every_binding() {
             Screen::Topic,
             Screen::Drift,
             Screen::Probe,
+            Screen::Rollouts,
         ] {
             let mut app = app_after(mode, Some(after_step(20)), "dark");
             app.screen = screen;
@@ -727,4 +728,69 @@ fn each_chart_writes_its_numbers_one_way_and_a_loss_never_goes_below_zero() {
         "{screen}"
     );
     insta::assert_snapshot!("number_formats_120x40", draw(&app, 120, 40).backend());
+}
+
+#[test]
+fn the_rollouts_view_shows_the_newest_samples_and_the_reward_panel_the_rl_metrics() {
+    use driftui::events::{Rollout, RolloutsEvent};
+    let mut run = HandRun::new("grpo", 20);
+    // Before any rollout: the view says why it is empty.
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/hand");
+    app.apply(&run.events);
+    press(&mut app, &[key('o')]);
+    assert_eq!(app.screen, Screen::Rollouts);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    assert!(screen.contains("no rollouts yet"), "{screen}");
+    for g in 1..=3 {
+        run.step(
+            100.0 + g as f64,
+            g,
+            0.1,
+            &[
+                ("reward", 0.2 * g as f64),
+                ("kl", 0.01),
+                ("entropy", 2.5),
+                ("clip_ratio/region_mean", 0.05),
+            ],
+        );
+        let sample = |c: &str, reward: f64, advantage: f64, finished: bool| Rollout {
+            prompt: format!("Question at step {g}?"),
+            completion: c.into(),
+            reward,
+            advantage,
+            tokens: 7,
+            finished,
+        };
+        run.events.push(Event::Rollouts(RolloutsEvent {
+            t: 100.5 + g as f64,
+            phase: 0,
+            step: g,
+            global_step: g,
+            samples: vec![
+                sample(&format!("I support it, step {g}."), 0.912, 1.21, true),
+                sample("I oppose it", -0.4, -0.87, false),
+            ],
+        }));
+    }
+    let mut app = App::new(Mode::Live, Theme::default(), "runs/hand");
+    app.apply(&run.events);
+    press(&mut app, &[key('o')]);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    // The newest step's samples only.
+    assert!(screen.contains("rollouts · step 3 (grpo) · 2 completions"), "{screen}");
+    assert!(screen.contains("prompt  Question at step 3?"), "{screen}");
+    assert!(!screen.contains("step 2?"), "{screen}");
+    assert!(screen.contains("I support it, step 3."), "{screen}");
+    assert!(screen.contains("reward 0.912  advantage +1.21  7 tokens"), "{screen}");
+    assert!(
+        screen.contains("reward -0.400  advantage −0.87  7 tokens, cut at the length"),
+        "{screen}"
+    );
+    // Esc goes back; the reward panel draws GRPO's metrics by TRL's names.
+    press(&mut app, &[KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)]);
+    assert_eq!(app.screen, Screen::Dashboard);
+    let screen = text(draw(&app, 120, 40).backend().buffer());
+    for label in ["reward 0.6", "kl 0.01", "entropy 2.5", "clip 0.05"] {
+        assert!(screen.contains(label), "{label}: {screen}");
+    }
 }

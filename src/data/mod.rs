@@ -108,6 +108,8 @@ pub enum Example {
     Text(String),
     Preference(PreferencePair),
     Kto(KtoExample),
+    /// A prompt alone, for on-policy RL (the policy writes the completions).
+    Prompt(Prompt),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +133,8 @@ pub enum DataKind {
     Sft,
     Preference,
     Kto,
+    /// Prompts for on-policy RL (GRPO, PPO).
+    Prompt,
 }
 
 impl DataKind {
@@ -139,6 +143,7 @@ impl DataKind {
             DataKind::Sft => "SFT rows ({prompt, completion}, {messages}, {instruction, input, output} or {text})",
             DataKind::Preference => "preference rows ({prompt, chosen, rejected}, or {chosen, rejected} with the prompt implicit in both)",
             DataKind::Kto => "KTO rows ({prompt, completion, label}), or preference rows (each pair becomes one desirable and one undesirable row)",
+            DataKind::Prompt => "rows with a prompt ({prompt}, as TRL's GRPOTrainer takes; the prompt of preference, KTO or {prompt, completion} rows)",
         }
     }
 }
@@ -211,6 +216,9 @@ fn type_name(v: &Value) -> &'static str {
 /// One row (under TRL's field names) as the examples it trains on.
 pub(crate) fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<Example>> {
     let has = |k: &str| row.contains_key(k);
+    if kind == DataKind::Prompt {
+        return prompt_row(row).map(|p| vec![Example::Prompt(p)]);
+    }
     let found = if has("chosen") || has("rejected") {
         let extracted;
         let row = if has("prompt") || !(has("chosen") && has("rejected")) {
@@ -250,6 +258,7 @@ pub(crate) fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<
                 ])
             }
             DataKind::Sft => "a preference row ({prompt, chosen, rejected})",
+            DataKind::Prompt => unreachable!("prompt rows are read above"),
         }
     } else if has("label") {
         let prompt = prompt_field(row)?;
@@ -327,6 +336,34 @@ pub(crate) fn parse_row(row: &Map<String, Value>, kind: DataKind) -> Result<Vec<
         );
     };
     bail!("{found} in a dataset that needs {}", kind.describe())
+}
+
+/// The prompt of a row for on-policy RL: its `prompt` (a string or a list
+/// of messages ending on a user turn), or the shared beginning of an
+/// implicit-prompt preference row.
+fn prompt_row(row: &Map<String, Value>) -> Result<Prompt> {
+    let extracted;
+    let row = if !row.contains_key("prompt")
+        && row.contains_key("chosen")
+        && row.contains_key("rejected")
+    {
+        extracted = extract_prompt(row)?;
+        &extracted
+    } else {
+        row
+    };
+    if !row.contains_key("prompt") {
+        let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        bail!(
+            "no \"prompt\" in the row's fields {keys:?}; expected {}",
+            DataKind::Prompt.describe()
+        );
+    }
+    let prompt = prompt_field(row)?;
+    let mut conv = prompt.0.clone();
+    conv.push(Message::new("assistant", "."));
+    check_turn_order(&conv, "prompt")?;
+    Ok(prompt)
 }
 
 /// TRL's `extract_prompt` (1.16, `trl/data_utils.py`): the longest shared

@@ -148,6 +148,8 @@ pub enum Event {
     Alert(Alert),
     PhaseEnd(PhaseEnd),
     RunEnd(RunEnd),
+    /// A sample of an RL step's rollouts: what the policy now writes.
+    Rollouts(RolloutsEvent),
 }
 
 impl Event {
@@ -163,6 +165,7 @@ impl Event {
             Event::Alert(e) => e.t,
             Event::PhaseEnd(e) => e.t,
             Event::RunEnd(e) => e.t,
+            Event::Rollouts(e) => e.t,
         }
     }
 
@@ -179,6 +182,7 @@ impl Event {
             Event::Alert(_) => "alert",
             Event::PhaseEnd(_) => "phase_end",
             Event::RunEnd(_) => "run_end",
+            Event::Rollouts(_) => "rollouts",
         }
     }
 }
@@ -317,6 +321,34 @@ pub struct StepEvent {
     /// The algorithm's metrics under TRL's names.
     #[serde(flatten)]
     pub metrics: BTreeMap<String, f64>,
+}
+
+/// A bounded sample of one RL step's rollouts (one prompt's group), logged
+/// so the dashboard and a replay show what the policy now writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutsEvent {
+    pub t: f64,
+    pub phase: usize,
+    /// 1-based step within the phase.
+    pub step: u64,
+    pub global_step: u64,
+    pub samples: Vec<Rollout>,
+}
+
+/// One sampled completion and what it earned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub prompt: String,
+    pub completion: String,
+    /// The reward source's score (NaN written as null).
+    #[serde(with = "finite")]
+    pub reward: f64,
+    #[serde(with = "finite")]
+    pub advantage: f64,
+    /// Completion tokens (the end-of-turn token included when it ended).
+    pub tokens: usize,
+    /// Whether it ended with an end-of-turn token (not cut at the length).
+    pub finished: bool,
 }
 
 /// Stance distributions over the probe set at one checkpoint.

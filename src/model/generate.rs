@@ -46,6 +46,8 @@ pub struct Answer {
     pub ids: Vec<u32>,
     pub text: String,
     pub finish: Finish,
+    /// The end-of-answer token that stopped it (`Finish::Stop`).
+    pub stop: Option<u32>,
 }
 
 /// Generate `samples` answers to `prompt` (token ids, template already
@@ -82,6 +84,7 @@ pub fn generate(
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); samples];
     let mut shown: Vec<String> = vec![String::new(); samples];
     let mut done: Vec<Option<Finish>> = vec![None; samples];
+    let mut stops: Vec<Option<u32>> = vec![None; samples];
     let input: Vec<u32> = (0..samples).flat_map(|_| prompt.iter().copied()).collect();
     let mut input = Tensor::from_vec(input, (samples, prompt.len()), &dev)?;
     for _ in 0..params.max_tokens {
@@ -105,6 +108,7 @@ pub fn generate(
             next.push(t);
             if tok.eos_ids.contains(&t) {
                 done[r] = Some(Finish::Stop);
+                stops[r] = Some(t);
                 continue;
             }
             ids[r].push(t);
@@ -133,6 +137,7 @@ pub fn generate(
             ids: std::mem::take(&mut ids[r]),
             text,
             finish: done[r].unwrap_or(Finish::Length),
+            stop: stops[r],
         });
     }
     Ok(out)

@@ -14,6 +14,18 @@ pub enum PhaseData {
     Pairs(Vec<(PromptCompletion, PromptCompletion)>),
     /// (prompt and completion, desirable).
     Kto(Vec<(PromptCompletion, bool)>),
+    /// Prompts for on-policy RL: the policy writes the completions.
+    Prompts(Vec<RlPrompt>),
+}
+
+/// One prompt of an RL phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlPrompt {
+    /// Token ids with the chat template's generation prompt (what the
+    /// policy continues), cut from the left to the phase's `max_len`.
+    pub ids: Vec<u32>,
+    /// The last user turn's text: the question a stance judge is shown.
+    pub question: String,
 }
 
 impl PhaseData {
@@ -22,6 +34,7 @@ impl PhaseData {
             PhaseData::Sft(v) => v.len(),
             PhaseData::Pairs(v) => v.len(),
             PhaseData::Kto(v) => v.len(),
+            PhaseData::Prompts(v) => v.len(),
         }
     }
 
@@ -51,6 +64,7 @@ impl Phase {
         let kind = match cfg.algorithm {
             Algorithm::Sft => DataKind::Sft,
             Algorithm::Kto => DataKind::Kto,
+            Algorithm::Ppo | Algorithm::Grpo => DataKind::Prompt,
             _ => DataKind::Preference,
         };
         let columns = data::Columns::new(cfg.columns.clone().unwrap_or_default());
@@ -82,7 +96,15 @@ impl Phase {
         let (phase, fit) = Phase::from_examples(cfg, &examples, model)
             .with_context(|| format!("tokenizing {origin} for phase \"{}\"", cfg.name))?;
         let mut notes = Vec::new();
-        if fit.truncated > 0 {
+        if fit.truncated > 0 && cfg.algorithm.is_rl() {
+            notes.push(format!(
+                "{} of {} prompts are longer than max_len = {} tokens and were cut from the left \
+                 (their ends, where the question is asked, kept)",
+                fit.truncated,
+                examples.len(),
+                cfg.max_len
+            ));
+        } else if fit.truncated > 0 {
             notes.push(format!(
                 "{} of {} rows are longer than max_len = {} tokens and were truncated",
                 fit.truncated,
@@ -170,6 +192,29 @@ fn tokenize(
                 }
             }
             PhaseData::Sft(seqs)
+        }
+        Algorithm::Ppo | Algorithm::Grpo => {
+            let mut rows = Vec::with_capacity(examples.len());
+            for ex in examples {
+                let Example::Prompt(prompt) = ex else {
+                    bail!("not a prompt row")
+                };
+                // The prompt's tokens exactly as a preference phase has them.
+                let mut ids = data::tokenize_prompt_completion(tok, prompt, ".")?.prompt;
+                if ids.len() > p.max_len {
+                    ids.drain(..ids.len() - p.max_len);
+                    fit.truncated += 1;
+                }
+                let question = prompt
+                    .0
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                rows.push(RlPrompt { ids, question });
+            }
+            PhaseData::Prompts(rows)
         }
         Algorithm::Kto => {
             let mut rows = Vec::with_capacity(examples.len());

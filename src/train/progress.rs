@@ -158,6 +158,23 @@ impl Progress {
             Event::Pause(m) => Some(format!("paused at step {} ({})", m.global_step, m.reason)),
             Event::Resume(m) => Some(format!("resumed at step {}", m.global_step)),
             Event::Alert(a) => Some(format!("{}: {}", a.level, a.message)),
+            // A sample of what the policy writes every tenth step: one
+            // line, the best of it.
+            Event::Rollouts(r) if !r.global_step.is_multiple_of(10) => None,
+            Event::Rollouts(r) => r
+                .samples
+                .iter()
+                .filter(|x| x.reward.is_finite())
+                .max_by(|a, b| a.reward.total_cmp(&b.reward))
+                .map(|x| {
+                    let text: String = x.completion.chars().take(100).collect();
+                    format!(
+                        "rollout at step {} (reward {:.3}): {}",
+                        r.global_step,
+                        x.reward,
+                        text.replace('\n', " ")
+                    )
+                }),
             Event::PhaseEnd(p) => {
                 let name = self
                     .phases

@@ -35,7 +35,9 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Instant;
 
+mod grpo_phase;
 mod reward_phase;
+pub use grpo_phase::completion_logps;
 pub use reward_phase::reward_model_dir;
 
 /// The running trainer.
@@ -434,6 +436,15 @@ impl Trainer {
         reference: Option<&Decoder>,
     ) -> Result<PhaseDone> {
         let phase_started = Instant::now();
+        // An RL phase's reward source, loaded (and checked) before it starts.
+        let mut rewards = match phase.cfg.algorithm {
+            Algorithm::Grpo => Some(self.reward_source(pi, phase)?),
+            Algorithm::Ppo => anyhow::bail!(
+                "phase \"{}\": PPO is not implemented yet (GRPO is)",
+                phase.cfg.name
+            ),
+            _ => None,
+        };
         self.begin_phase(pi, phase, first_step)?;
         let seed = self.prep.recipe.recipe.run.seed;
         let mut batcher = Batcher::new(phase.data.len(), seed, pi, phase.cfg.shuffle);
@@ -447,7 +458,12 @@ impl Trainer {
                 stopped = true;
                 break;
             }
-            self.optimizer_step(pi, phase, step, reference, &mut batcher)?;
+            match rewards.as_mut() {
+                Some(source) => {
+                    self.grpo_step(pi, phase, step, reference, &mut batcher, source)?
+                }
+                None => self.optimizer_step(pi, phase, step, reference, &mut batcher)?,
+            }
             step += 1;
             if snap_every > 0 && step.is_multiple_of(snap_every) && step < phase.steps {
                 self.snapshot(pi, step, SnapshotReason::Cadence)?;

@@ -45,6 +45,8 @@ pub enum Action {
     ToggleDrift,
     /// Open the checkpoint probe screen.
     OpenProbe,
+    /// Open or close the rollouts view (an RL phase's sampled answers).
+    ToggleRollouts,
     /// Back to the dashboard (or out of typing).
     Back,
     Down,
@@ -113,6 +115,8 @@ pub enum Context {
     Drift,
     /// The checkpoint probe screen.
     Probe,
+    /// The rollouts view.
+    Rollouts,
     /// Typing a question on the probe screen.
     ProbeInput,
 }
@@ -120,7 +124,10 @@ pub enum Context {
 impl Context {
     /// A screen of its own: keys it does not bind fall through to the main ones.
     pub fn falls_through(self) -> bool {
-        matches!(self, Context::Topic | Context::Drift | Context::Probe)
+        matches!(
+            self,
+            Context::Topic | Context::Drift | Context::Probe | Context::Rollouts
+        )
     }
 }
 

@@ -74,6 +74,8 @@ pub enum Screen {
     Drift,
     /// Probing checkpoints: answers and their stances.
     Probe,
+    /// The newest RL step's sampled completions and their rewards.
+    Rollouts,
 }
 
 /// A dialog drawn over the dashboard.
@@ -151,6 +153,8 @@ pub struct App {
     pub selected_topic: usize,
     /// Row under the drift table's cursor.
     pub drift_row: usize,
+    /// Lines scrolled down in the rollouts view.
+    pub rollouts_scroll: u16,
     pub probe: ProbeScreen,
     /// The run's directory, where its snapshots are (none for foreign logs).
     pub run_dir: Option<PathBuf>,
@@ -175,6 +179,7 @@ impl App {
             screen: Screen::Dashboard,
             selected_topic: 0,
             drift_row: 0,
+            rollouts_scroll: 0,
             probe: ProbeScreen::default(),
             run_dir: None,
             keymap: Keymap::built_in(),
@@ -238,6 +243,7 @@ impl App {
                 Screen::Drift => Context::Drift,
                 Screen::Probe if self.probe.editing => Context::ProbeInput,
                 Screen::Probe => Context::Probe,
+                Screen::Rollouts => Context::Rollouts,
             },
         }
     }
@@ -382,6 +388,14 @@ impl App {
                 self.open(to);
             }
             Action::OpenProbe => self.open(Screen::Probe),
+            Action::ToggleRollouts => {
+                let to = if self.screen == Screen::Rollouts {
+                    Screen::Dashboard
+                } else {
+                    Screen::Rollouts
+                };
+                self.open(to);
+            }
             Action::Back => self.open(Screen::Dashboard),
             Action::Down | Action::Up | Action::PageDown | Action::PageUp => {
                 let by: isize = match action {
@@ -390,7 +404,10 @@ impl App {
                     Action::PageDown => 10,
                     _ => -10,
                 };
-                if self.screen == Screen::Probe && by.abs() > 1 {
+                if self.screen == Screen::Rollouts {
+                    self.rollouts_scroll =
+                        (self.rollouts_scroll as isize + by).clamp(0, 10_000) as u16;
+                } else if self.screen == Screen::Probe && by.abs() > 1 {
                     let lines = if by > 0 { 5 } else { -5 };
                     self.probe.scroll =
                         (self.probe.scroll as isize + lines).clamp(0, 10_000) as u16;

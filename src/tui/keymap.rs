@@ -34,10 +34,11 @@ pub enum Section {
     DriftTable,
     Probe,
     ProbeTyping,
+    Rollouts,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::View,
         Section::Training,
         Section::Replay,
@@ -47,6 +48,7 @@ impl Section {
         Section::DriftTable,
         Section::Probe,
         Section::ProbeTyping,
+        Section::Rollouts,
     ];
 
     pub fn context(self) -> Context {
@@ -58,6 +60,7 @@ impl Section {
             Section::DriftTable => Context::Drift,
             Section::Probe => Context::Probe,
             Section::ProbeTyping => Context::ProbeInput,
+            Section::Rollouts => Context::Rollouts,
         }
     }
 
@@ -82,6 +85,7 @@ impl Section {
             Section::DriftTable => "drift_table",
             Section::Probe => "probe",
             Section::ProbeTyping => "probe_typing",
+            Section::Rollouts => "rollouts",
         }
     }
 
@@ -97,6 +101,7 @@ impl Section {
             Section::DriftTable => "drift table",
             Section::Probe => "checkpoint probe",
             Section::ProbeTyping => "typing a question",
+            Section::Rollouts => "rollouts",
         }
     }
 }
@@ -110,7 +115,7 @@ fn sections_of(action: Action) -> &'static [Section] {
         | JumpStart | JumpEnd => &[Section::Replay],
         // The main screen's own keys; a mode's section may hold its variant.
         FocusNext | FocusPrev | ToggleEnlarge | ToggleLogScale | ToggleSmoothing | ToggleZoom
-        | ToggleDrift | OpenProbe | ToggleHelp | Quit => {
+        | ToggleDrift | OpenProbe | ToggleRollouts | ToggleHelp | Quit => {
             &[Section::View, Section::Training, Section::Replay]
         }
         Interrupt => &[
@@ -129,8 +134,15 @@ fn sections_of(action: Action) -> &'static [Section] {
         ],
         CloseOverlay => &[Section::Help],
         ConfirmYes | ConfirmNo => &[Section::QuitDialog],
-        Back => &[Section::Topic, Section::DriftTable, Section::Probe],
-        Down | Up | PageDown | PageUp => &[Section::DriftTable, Section::Probe],
+        Back => &[
+            Section::Topic,
+            Section::DriftTable,
+            Section::Probe,
+            Section::Rollouts,
+        ],
+        Down | Up | PageDown | PageUp => {
+            &[Section::DriftTable, Section::Probe, Section::Rollouts]
+        }
         OpenTopic => &[Section::DriftTable],
         PickSnapshot | EditQuestion | NextQuestion | PrevQuestion | ToggleJudge | CancelProbe
         | Rescan => &[Section::Probe],
@@ -506,10 +518,12 @@ struct KeymapFile {
     probe: Vec<Entry>,
     #[serde(default)]
     probe_typing: Vec<Entry>,
+    #[serde(default)]
+    rollouts: Vec<Entry>,
 }
 
 impl KeymapFile {
-    fn sections(self) -> [(Section, Vec<Entry>); 9] {
+    fn sections(self) -> [(Section, Vec<Entry>); 10] {
         [
             (Section::Training, self.training),
             (Section::Replay, self.replay),
@@ -520,6 +534,7 @@ impl KeymapFile {
             (Section::DriftTable, self.drift_table),
             (Section::Probe, self.probe),
             (Section::ProbeTyping, self.probe_typing),
+            (Section::Rollouts, self.rollouts),
         ]
     }
 }

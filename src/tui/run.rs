@@ -15,13 +15,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Metric names the reward panel shows, in TRL's spelling.
-pub const REWARD_METRICS: [&str; 5] = [
+pub const REWARD_METRICS: [&str; 8] = [
     "rewards/margins",
     "rewards/chosen",
     "rewards/rejected",
     "rewards/accuracies",
     "kl",
+    // RL phases (TRL's GRPOTrainer names).
+    "reward",
+    "entropy",
+    "clip_ratio/region_mean",
 ];
+
+/// Reward-panel metrics drawn only in a run with an RL phase (SFT logs
+/// `entropy` too, which is not a reward).
+pub const RL_ONLY_METRICS: [&str; 1] = ["entropy"];
 
 /// One phase as planned, and where it actually started and ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +46,11 @@ impl Phase {
     /// Preference phases have rewards to show.
     pub fn is_preference(&self) -> bool {
         !matches!(self.algorithm.as_str(), "sft" | "")
+    }
+
+    /// Whether the phase samples from the policy (GRPO, PPO).
+    pub fn is_rl(&self) -> bool {
+        matches!(self.algorithm.as_str(), "grpo" | "ppo")
     }
 }
 
@@ -203,6 +216,8 @@ pub struct RunModel {
     /// How the run ended, once it has.
     pub ended: Option<RunStatus>,
     pub events: u64,
+    /// The newest RL step's sampled rollouts (the rollouts view).
+    pub rollouts: Option<crate::events::RolloutsEvent>,
 }
 
 impl RunModel {
@@ -231,7 +246,9 @@ impl RunModel {
     pub fn has_preference_steps(&self) -> bool {
         REWARD_METRICS
             .iter()
+            .filter(|m| !RL_ONLY_METRICS.contains(m))
             .any(|m| self.series.get(*m).is_some_and(|s| !s.is_empty()))
+            || self.series.get("reward").is_some_and(|s| !s.is_empty())
     }
 
     /// Share of the running time up to the latest event spent in probes;
@@ -324,6 +341,9 @@ impl RunModel {
                     AlertLevel::Info => Level::Info,
                 };
                 self.say(level, a.message.clone(), a.global_step);
+            }
+            Event::Rollouts(r) => {
+                self.rollouts = Some(r.clone());
             }
             Event::PhaseEnd(pe) => {
                 let i = self.ensure_phase(pe.phase);

@@ -23,7 +23,7 @@
 use super::action::Mode;
 use super::app::{App, Overlay, Panel, Screen};
 use super::panels::{
-    confirm, drift, header, help, loss, probe, reward, stance, status, timeline, topic,
+    confirm, drift, header, help, loss, probe, reward, rollouts, stance, status, timeline, topic,
 };
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -62,6 +62,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Topic => topic::render(frame, app, body),
         Screen::Drift => drift::render(frame, app, body),
         Screen::Probe => probe::render(frame, app, body),
+        Screen::Rollouts => rollouts::render(frame, app, body),
         Screen::Dashboard => dashboard(frame, app, body),
     }
     if timeline_h > 0 {

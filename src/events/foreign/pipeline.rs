@@ -385,6 +385,12 @@ fn place(e: Event, i: usize, offset: u64, base: &Path) -> Option<Event> {
             m.global_step += offset;
             Event::Resume(m)
         }
+        Event::Rollouts(mut r) => {
+            r.step = r.global_step;
+            r.phase = i;
+            r.global_step += offset;
+            Event::Rollouts(r)
+        }
         Event::RunStart(_) | Event::PhaseStart(_) | Event::PhaseEnd(_) | Event::RunEnd(_) => {
             return None
         }

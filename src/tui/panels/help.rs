@@ -19,6 +19,7 @@ fn groups(screen: Screen) -> [&'static [Section]; 2] {
         Screen::Topic => [&[Topic, View, Help], &[Training, Replay, QuitDialog]],
         Screen::Drift => [&[DriftTable, View, Help], &[Training, Replay, QuitDialog]],
         Screen::Probe => [&[Probe, ProbeTyping, Help], &[Training, QuitDialog, View]],
+        Screen::Rollouts => [&[Rollouts, View, Help], &[Training, Replay, QuitDialog]],
     }
 }
 

@@ -9,6 +9,7 @@ pub mod help;
 pub mod loss;
 pub mod probe;
 pub mod reward;
+pub mod rollouts;
 pub mod stance;
 pub mod status;
 pub mod timeline;

@@ -4,22 +4,27 @@
 use super::chart::{self, ChartSpec, Trace};
 use super::panel_block;
 use crate::tui::app::{App, Panel};
-use crate::tui::run::REWARD_METRICS;
+use crate::tui::run::{REWARD_METRICS, RL_ONLY_METRICS};
 use ratatui::layout::Rect;
 use ratatui::text::Line;
 use ratatui::Frame;
 
 /// Short legend names for the metrics.
 fn short(metric: &str) -> &str {
-    metric.strip_prefix("rewards/").unwrap_or(metric)
+    match metric {
+        "clip_ratio/region_mean" => "clip",
+        m => m.strip_prefix("rewards/").unwrap_or(m),
+    }
 }
 
 pub fn render(frame: &mut Frame, app: &App, area: Rect) {
     let run = &app.run;
     let title = format!(" rewards {}", chart::view_tags(app));
+    let rl = run.phases.iter().any(|p| p.is_rl());
     let present: Vec<(usize, &str)> = REWARD_METRICS
         .iter()
         .enumerate()
+        .filter(|(_, m)| rl || !RL_ONLY_METRICS.contains(m))
         .filter(|(_, m)| run.series.get(**m).is_some_and(|s| !s.is_empty()))
         .map(|(i, m)| (i, *m))
         .collect();
@@ -56,6 +61,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             let label = match *m {
                 "rewards/margins" => "margin",
                 "rewards/accuracies" => "acc",
+                "clip_ratio/region_mean" => "clip",
                 other => short(other),
             };
             Some((label, v, app.theme.series_color(i + 1)))
