@@ -11,7 +11,7 @@
 //!
 //! [[phase]]
 //! name = "sft"
-//! algorithm = "sft"             # sft, dpo, kto, simpo, cpo, orpo, reward, grpo (ppo: not yet)
+//! algorithm = "sft"             # sft, dpo, kto, simpo, cpo, orpo, reward, ppo, grpo
 //! dataset = "../assets/demo/sft.jsonl"
 //! epochs = 2                    # or steps = N
 //! lr = 1e-3
@@ -175,18 +175,6 @@ impl Algorithm {
             Algorithm::Reward => "reward",
             Algorithm::Ppo => "ppo",
             Algorithm::Grpo => "grpo",
-        }
-    }
-
-    /// Why a phase of this algorithm cannot train yet (issue 12): the recipe
-    /// refuses it rather than accept a value that does not really train.
-    pub fn not_trainable_yet(self) -> Option<&'static str> {
-        match self {
-            Algorithm::Ppo => Some(
-                "its rewards, GAE, whitening and clipped losses are checked against TRL's \
-                 PPOTrainer (src/train/rl.rs), but there are no rollouts, value model or reward model",
-            ),
-            _ => None,
         }
     }
 
@@ -929,18 +917,6 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 );
             }
         }
-        // Last, so that a phase's other settings are checked first: the
-        // recipe is right but for this.
-        if let Some(what) = p.algorithm.not_trainable_yet() {
-            return bad(
-                vec![Key("phase"), Index(i), Key("algorithm")],
-                format!(
-                    "algorithm \"{}\" is not implemented yet: {what}; driftui trains sft, dpo, \
-                     kto, simpo, cpo, orpo, reward and grpo",
-                    p.algorithm.name()
-                ),
-            );
-        }
     }
     if let Some(pr) = &r.probe {
         if !["choice", "generate"].contains(&pr.method.as_str()) {
@@ -1078,16 +1054,8 @@ fn check_rl(p: &PhaseConfig) -> std::result::Result<(), (&'static str, String)> 
     if p.num_ppo_epochs.is_some_and(|n| n == 0 || n > 1000) {
         return err("num_ppo_epochs", "must be in 1..=1000");
     }
-    if let Some(n) = p.num_mini_batches {
-        if n == 0 || !p.grad_accum.is_multiple_of(n) {
-            return err(
-                "num_mini_batches",
-                &format!(
-                    "must divide grad_accum = {} (a mini-batch is a whole number of micro-batches of batch_size rollouts)",
-                    p.grad_accum
-                ),
-            );
-        }
+    if p.num_mini_batches.is_some_and(|n| n == 0 || n > 65536) {
+        return err("num_mini_batches", "must be in 1..=65536");
     }
     for (k, v) in [("kl_coef", p.kl_coef), ("vf_coef", p.vf_coef)] {
         if bad_f(v, &|x| (0.0..=1e6).contains(&x)) {
@@ -1123,7 +1091,8 @@ fn check_rl(p: &PhaseConfig) -> std::result::Result<(), (&'static str, String)> 
     }
     let rollouts = p.batch_size * p.grad_accum;
     if p.algorithm == Algorithm::Ppo && p.whiten_rewards == Some(true) {
-        let mini = rollouts / p.num_mini_batches.unwrap_or(1).max(1);
+        // TRL: a mini-batch is grad_accum micro-batches of batch_size.
+        let mini = rollouts;
         if mini < 8 {
             return err(
                 "whiten_rewards",

@@ -19,9 +19,9 @@ use driftui::model::{load_model, LoadOptions, LoadedModel};
 use driftui::train::TrainOptions;
 use std::path::{Path, PathBuf};
 
-const MODEL_SEED: u64 = 11;
+pub const MODEL_SEED: u64 = 11;
 
-fn tiny() -> LoadedModel {
+pub fn tiny() -> LoadedModel {
     load_model(
         "builtin:tiny",
         &LoadOptions {
@@ -34,7 +34,7 @@ fn tiny() -> LoadedModel {
 
 /// A reward model directory: the tiny model's weights, a random score head
 /// (`score_scale` times a std-1 draw: NaN makes every score NaN).
-fn reward_dir(dir: &Path, score_scale: f32) -> PathBuf {
+pub fn reward_dir(dir: &Path, score_scale: f32) -> PathBuf {
     let model = tiny();
     let out = dir.join("rm");
     let score = (init_score(model.cfg.hidden_size, 1.0, 99, &candle_core::Device::Cpu).unwrap()
@@ -103,7 +103,7 @@ max_len = 64
     p
 }
 
-fn steps_of(run_dir: &Path) -> Vec<StepEvent> {
+pub fn steps_of(run_dir: &Path) -> Vec<StepEvent> {
     let (events, _) = read_log(&run_dir.join("events.jsonl")).unwrap();
     events
         .into_iter()
@@ -114,7 +114,7 @@ fn steps_of(run_dir: &Path) -> Vec<StepEvent> {
         .collect()
 }
 
-fn weights(p: &Path) -> Vec<(String, Vec<f32>)> {
+pub fn weights(p: &Path) -> Vec<(String, Vec<f32>)> {
     let map = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = map
         .into_iter()

@@ -223,8 +223,16 @@ fn shared_prefix_scoring_equals_whole_prompts() {
     .unwrap();
     let tok = &model.tokenizer;
     let dec = model.decoder().unwrap();
-    // Single-token labels (one row per prompt), then labels of several
-    // tokens (a row per prompt and label, every label token read).
+    // Single-token labels (one row per prompt), labels of several tokens
+    // (a row per prompt and label, every label token read), and a mix (as
+    // SmolLM2's "oppose": the one-token labels read off the row of the
+    // first long one).
+    let mixed = ChoiceScorer::with_labels(tok, PerStance::new("a", "b", "firmly oppose")).unwrap();
+    let lens: Vec<usize> = mixed.labels.values().map(Vec::len).collect();
+    assert!(
+        lens.iter().any(|&n| n == 1) && lens.iter().any(|&n| n > 1),
+        "not a mix: {lens:?}"
+    );
     for scorer in [
         ChoiceScorer::new(tok).unwrap(),
         ChoiceScorer::with_labels(
@@ -236,6 +244,7 @@ fn shared_prefix_scoring_equals_whole_prompts() {
             ),
         )
         .unwrap(),
+        mixed,
     ] {
         shared_prefix_case(&dec, &scorer);
     }

@@ -23,6 +23,7 @@ mod lora;
 mod model_dir;
 mod mutation;
 mod objectives;
+mod ppo;
 mod probe;
 mod probe_screens;
 mod recipes;

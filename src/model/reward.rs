@@ -115,6 +115,16 @@ pub fn save(
 /// reward model, its config and the pad id it pools with (its config's
 /// `pad_token_id`).
 pub fn load(dir: &Path, device: &Device) -> Result<(RewardModel, ModelConfig, u32)> {
+    let (cfg, mut w, score, pad) = load_parts(dir, device)?;
+    let decoder = Decoder::from_weights(&cfg, &mut w)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    Ok((RewardModel { decoder, score }, cfg, pad))
+}
+
+/// A reward model directory's parts: its config, the decoder's tensors, the
+/// score head and the pad id it pools with (PPO builds its trained value
+/// model from them).
+pub fn load_parts(dir: &Path, device: &Device) -> Result<(ModelConfig, TensorMap, Tensor, u32)> {
     let path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -154,7 +164,5 @@ pub fn load(dir: &Path, device: &Device) -> Result<(RewardModel, ModelConfig, u3
             cfg.hidden_size
         );
     }
-    let decoder = Decoder::from_weights(&cfg, &mut w)
-        .with_context(|| format!("loading {}", dir.display()))?;
-    Ok((RewardModel { decoder, score }, cfg, pad))
+    Ok((cfg, w, score, pad))
 }

@@ -371,15 +371,27 @@ impl ChoiceScorer {
                     owner.push(r as u32);
                     rows_ids.push((tail.to_vec(), *c));
                 } else {
-                    for (l, lab) in self.labels.iter() {
+                    // One row per label of several tokens, its tokens but
+                    // the last fed in and each read where it is predicted;
+                    // the one-token labels are read off the first such row
+                    // at the tail's end (what precedes it is the prompt
+                    // alone). SmolLM2's "oppose" is two tokens and the
+                    // others one: one row per prompt, not three.
+                    let mut first_row = None;
+                    for (l, lab) in self.labels.iter().filter(|(_, lab)| lab.len() > 1) {
                         let mut ids = tail.to_vec();
                         ids.extend_from_slice(&lab[..lab.len() - 1]);
                         for (k, &t) in lab.iter().enumerate() {
                             reads.push((picks.len(), t, prompt_no, l));
                             picks.push((rows_ids.len(), tail.len() - 1 + k));
                         }
+                        first_row.get_or_insert(picks.len() - lab.len());
                         owner.push(r as u32);
                         rows_ids.push((ids, *c));
+                    }
+                    let at_tail_end = first_row.expect("some label has several tokens");
+                    for (l, lab) in self.labels.iter().filter(|(_, lab)| lab.len() == 1) {
+                        reads.push((at_tail_end, lab[0], prompt_no, l));
                     }
                 }
                 prompt_no += 1;

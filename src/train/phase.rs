@@ -142,7 +142,15 @@ impl Phase {
 
     /// A phase over rows already tokenized.
     pub fn new(cfg: &PhaseConfig, data: PhaseData) -> Phase {
-        let per_step = (cfg.batch_size * cfg.grad_accum) as f64;
+        // Rows a step consumes: prompts for RL (GRPO samples
+        // num_generations completions of each; PPO's rollout batch is
+        // num_mini_batches mini-batches).
+        let rows = cfg.batch_size * cfg.grad_accum;
+        let per_step = match cfg.algorithm {
+            Algorithm::Grpo => (rows / cfg.grpo().num_generations.max(1)).max(1),
+            Algorithm::Ppo => rows * cfg.ppo().num_mini_batches.max(1),
+            _ => rows,
+        } as f64;
         let steps = match (cfg.steps, cfg.epochs) {
             (Some(s), _) => s,
             (_, e) => ((e.unwrap_or(1.0) * data.len() as f64) / per_step)

@@ -36,6 +36,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 mod grpo_phase;
+mod ppo_phase;
 mod reward_phase;
 pub use grpo_phase::completion_logps;
 pub use reward_phase::reward_model_dir;
@@ -71,6 +72,8 @@ struct Trainer {
     /// Why the run stopped early, for its `run_end` (a snapshot that could
     /// not be written).
     end_message: Option<String>,
+    /// A PPO phase's value model (trained; written into its snapshots).
+    value: Option<ppo_phase::ValueModel>,
 }
 
 /// Start the trainer on its own thread.
@@ -123,6 +126,7 @@ pub fn run(
         last_probe: None,
         newest_snapshot: None,
         end_message: None,
+        value: None,
     };
     match t.train() {
         Ok(outcome) => Ok(outcome),
@@ -438,13 +442,12 @@ impl Trainer {
         let phase_started = Instant::now();
         // An RL phase's reward source, loaded (and checked) before it starts.
         let mut rewards = match phase.cfg.algorithm {
-            Algorithm::Grpo => Some(self.reward_source(pi, phase)?),
-            Algorithm::Ppo => anyhow::bail!(
-                "phase \"{}\": PPO is not implemented yet (GRPO is)",
-                phase.cfg.name
-            ),
+            Algorithm::Grpo | Algorithm::Ppo => Some(self.reward_source(pi, phase)?),
             _ => None,
         };
+        if let (Algorithm::Ppo, Some(source)) = (phase.cfg.algorithm, rewards.as_ref()) {
+            self.value = Some(self.value_model(pi, phase, first_step, source)?);
+        }
         self.begin_phase(pi, phase, first_step)?;
         let seed = self.prep.recipe.recipe.run.seed;
         let mut batcher = Batcher::new(phase.data.len(), seed, pi, phase.cfg.shuffle);
@@ -459,6 +462,9 @@ impl Trainer {
                 break;
             }
             match rewards.as_mut() {
+                Some(source) if phase.cfg.algorithm == Algorithm::Ppo => {
+                    self.ppo_step(pi, phase, step, reference, &mut batcher, source)?
+                }
                 Some(source) => {
                     self.grpo_step(pi, phase, step, reference, &mut batcher, source)?
                 }
@@ -473,7 +479,9 @@ impl Trainer {
                 self.probe(pi, step, ProbeReason::Periodic)?;
             }
         }
-        if !self.phase_end_snapshot(pi, step, stopped)? {
+        let ended = self.phase_end_snapshot(pi, step, stopped);
+        self.value = None;
+        if !ended? {
             return Ok(PhaseDone { stopped: true });
         }
         if !stopped {

@@ -15,16 +15,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Metric names the reward panel shows, in TRL's spelling.
-pub const REWARD_METRICS: [&str; 8] = [
+pub const REWARD_METRICS: [&str; 11] = [
     "rewards/margins",
     "rewards/chosen",
     "rewards/rejected",
     "rewards/accuracies",
     "kl",
-    // RL phases (TRL's GRPOTrainer names).
+    // RL phases: TRL's GRPOTrainer names,
     "reward",
     "entropy",
     "clip_ratio/region_mean",
+    // and its PPOTrainer's.
+    "objective/scores",
+    "objective/kl",
+    "policy/clipfrac_avg",
 ];
 
 /// Reward-panel metrics drawn only in a run with an RL phase (SFT logs
@@ -248,7 +252,6 @@ impl RunModel {
             .iter()
             .filter(|m| !RL_ONLY_METRICS.contains(m))
             .any(|m| self.series.get(*m).is_some_and(|s| !s.is_empty()))
-            || self.series.get("reward").is_some_and(|s| !s.is_empty())
     }
 
     /// Share of the running time up to the latest event spent in probes;

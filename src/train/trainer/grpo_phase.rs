@@ -45,6 +45,8 @@ pub(super) enum RewardSource {
         /// The pad id it pools with.
         pad: u32,
         name: String,
+        /// Its directory (PPO's value model starts from it).
+        dir: std::path::PathBuf,
         /// Its own tokenizer, when it differs from the policy's and the
         /// recipe said to re-tokenise (`reward_retokenize = true`): rollouts
         /// are decoded and tokenized again.
@@ -68,7 +70,11 @@ impl RewardSource {
 
     /// A reward per (prompt, completion): `rows` the token sequences (prompt
     /// and completion), `pairs` the question and completion texts.
-    fn rewards(&mut self, rows: &[Vec<u32>], pairs: &[(String, String)]) -> Result<Vec<f64>> {
+    pub(super) fn rewards(
+        &mut self,
+        rows: &[Vec<u32>],
+        pairs: &[(String, String)],
+    ) -> Result<Vec<f64>> {
         match self {
             RewardSource::Model {
                 model,
@@ -198,6 +204,7 @@ impl Trainer {
             model,
             pad,
             name,
+            dir,
             retokenize,
         })
     }

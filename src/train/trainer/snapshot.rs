@@ -263,6 +263,12 @@ impl Trainer {
             "tokenizer_config.json",
             &serde_json::to_vec_pretty(&model.tokenizer_files.tokenizer_config)?,
         )?;
+        if let Some(v) = &self.value {
+            let opt = plan
+                .optimizer
+                .then(|| w.path(super::ppo_phase::VALUE_OPTIMIZER_FILE));
+            v.save(&w.path(super::ppo_phase::VALUE_FILE), opt.as_deref())?;
+        }
         // The step a resume starts from is the one after this snapshot.
         let opt_step = match &self.opt {
             Some(o) => {

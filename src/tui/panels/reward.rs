@@ -12,7 +12,9 @@ use ratatui::Frame;
 /// Short legend names for the metrics.
 fn short(metric: &str) -> &str {
     match metric {
-        "clip_ratio/region_mean" => "clip",
+        "clip_ratio/region_mean" | "policy/clipfrac_avg" => "clip",
+        "objective/scores" => "score",
+        "objective/kl" => "kl",
         m => m.strip_prefix("rewards/").unwrap_or(m),
     }
 }
@@ -61,7 +63,9 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
             let label = match *m {
                 "rewards/margins" => "margin",
                 "rewards/accuracies" => "acc",
-                "clip_ratio/region_mean" => "clip",
+                "clip_ratio/region_mean" | "policy/clipfrac_avg" => "clip",
+                "objective/scores" => "score",
+                "objective/kl" => "kl",
                 other => short(other),
             };
             Some((label, v, app.theme.series_color(i + 1)))
