@@ -899,23 +899,13 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
                 "loss_type \"cdpo\" (conservative DPO) needs label_smoothing > 0".into(),
             );
         }
-        if p.algorithm == Algorithm::Reward {
-            if p.snapshot_every > 0 {
-                return bad(
-                    at("snapshot_every"),
-                    "snapshots inside a reward phase are not implemented yet \
-                     (its model is written at the phase's end): leave snapshot_every out"
-                        .into(),
-                );
-            }
-            if r.model.lora.is_some() {
-                return bad(
-                    vec![Key("phase"), Index(i), Key("algorithm")],
-                    "a reward phase with [model.lora] is not implemented yet \
-                     (the reward model trains every weight)"
-                        .into(),
-                );
-            }
+        if p.algorithm == Algorithm::Reward && p.snapshot_every > 0 {
+            return bad(
+                at("snapshot_every"),
+                "snapshots inside a reward phase are not implemented yet \
+                 (its model is written at the phase's end): leave snapshot_every out"
+                    .into(),
+            );
         }
     }
     if let Some(pr) = &r.probe {
@@ -1580,7 +1570,7 @@ beta = 0.2
     /// every other check, and says so. reward trains, but not with LoRA or
     /// snapshots inside the phase.
     #[test]
-    fn ppo_and_reward_parts_are_refused_as_not_implemented_yet() {
+    fn reward_ppo_and_grpo_settings_are_checked() {
         let reward = GOOD
             .replace("algorithm = \"dpo\"", "algorithm = \"reward\"")
             .replace("beta = 0.2", "center_rewards_coefficient = 0.01");
@@ -1595,31 +1585,25 @@ beta = 0.2
             err.starts_with("21:18: snapshots inside a reward phase are not implemented yet"),
             "{err}"
         );
-        let err = parse(&reward.replace(
+        // A LoRA recipe's reward phase trains a full reward model.
+        parse(&reward.replace(
             "source = \"builtin:tiny\"",
             "source = \"builtin:tiny\"\nlora = { rank = 4 }",
         ))
-        .unwrap_err();
-        assert!(
-            err.starts_with("19:13: a reward phase with [model.lora] is not implemented yet"),
-            "{err}"
-        );
-        let text = GOOD.replace("algorithm = \"dpo\"", "algorithm = \"ppo\"").replace(
-            "beta = 0.2",
-            "reward_model = \"builtin:tiny\"\nkl_coef = 0.05\ngamma = 1.0",
-        );
-        let err = parse(&text).unwrap_err();
-        assert!(
-            err.starts_with("18:13: algorithm \"ppo\" is not implemented yet: "),
-            "{err}"
-        );
-        assert!(err.contains("src/train/rl.rs"), "{err}");
-        // GRPO trains.
+        .unwrap();
+        // PPO and GRPO train.
         let text = GOOD
             .replace("algorithm = \"dpo\"", "algorithm = \"grpo\"")
             .replace(
                 "beta = 0.2",
                 "reward_model = \"rm\"\nnum_generations = 2\nloss_type = \"grpo\"",
+            );
+        parse(&text).unwrap();
+        let text = GOOD
+            .replace("algorithm = \"dpo\"", "algorithm = \"ppo\"")
+            .replace(
+                "beta = 0.2",
+                "reward_model = \"rm\"\nkl_coef = 0.05\ngamma = 1.0",
             );
         parse(&text).unwrap();
         // Their settings are still checked first, at the key.

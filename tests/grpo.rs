@@ -170,9 +170,14 @@ fn grpo_raises_the_reward_of_fresh_rollouts_with_trl_metrics() {
         let len = x.metrics["completions/mean_length"];
         assert!((1.0..=12.0).contains(&len), "{len}");
     }
-    let mean = |xs: &[StepEvent]| xs.iter().map(|x| x.metrics["reward"]).sum::<f64>() / xs.len() as f64;
+    let mean =
+        |xs: &[StepEvent]| xs.iter().map(|x| x.metrics["reward"]).sum::<f64>() / xs.len() as f64;
     let (first, last) = (mean(&s[..6]), mean(&s[s.len() - 6..]));
-    let kl_last = s[s.len() - 6..].iter().map(|x| x.metrics["kl"]).sum::<f64>() / 6.0;
+    let kl_last = s[s.len() - 6..]
+        .iter()
+        .map(|x| x.metrics["kl"])
+        .sum::<f64>()
+        / 6.0;
     eprintln!("GRPO reward {first:.3} → {last:.3}, KL (last 6 steps) {kl_last:.4}");
     assert!(last > first + 0.5, "reward {first:.3} → {last:.3}");
     assert!(kl_last.is_finite() && kl_last < 5.0, "KL {kl_last}");
@@ -189,7 +194,10 @@ fn grpo_raises_the_reward_of_fresh_rollouts_with_trl_metrics() {
     assert_eq!(rollouts.len(), steps as usize);
     for r in &rollouts {
         assert_eq!(r.samples.len(), 4, "one prompt's group");
-        assert!(r.samples.iter().all(|x| x.reward.is_finite() && !x.prompt.is_empty()));
+        assert!(r
+            .samples
+            .iter()
+            .all(|x| x.reward.is_finite() && !x.prompt.is_empty()));
         // Advantages are centred on the group.
         let sum: f64 = r.samples.iter().map(|x| x.advantage).sum();
         assert!(sum.abs() < 1e-6, "{sum}");
@@ -269,7 +277,11 @@ fn nan_rewards_skip_the_update_with_an_alert() {
     );
     let run_dir = dir.path().join("run");
     let outcome = train_to_end(&train_options(&recipe_path, Some(run_dir.clone())));
-    assert_eq!(outcome.status, RunStatus::Completed, "NaN rewards do not stop a run");
+    assert_eq!(
+        outcome.status,
+        RunStatus::Completed,
+        "NaN rewards do not stop a run"
+    );
     let (events, _) = read_log(&run_dir.join("events.jsonl")).unwrap();
     let alerts: Vec<&str> = events
         .iter()
@@ -302,14 +314,18 @@ fn a_reward_model_with_another_tokenizer_is_refused_naming_both() {
     let mut tj: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
-    let (k, v) = vocab.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let (k, v) = vocab
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
     vocab.remove(&k);
     vocab.insert(format!("{k}_other"), v);
     std::fs::write(&path, serde_json::to_vec(&tj).unwrap()).unwrap();
     let reward = format!("reward_model = {:?}", rm.display().to_string());
     let recipe_path = recipe(dir.path(), 1, &reward, "");
-    let prep = driftui::train::prepare(&train_options(&recipe_path, Some(dir.path().join("a"))))
-        .unwrap();
+    let prep =
+        driftui::train::prepare(&train_options(&recipe_path, Some(dir.path().join("a")))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let err = format!("{:#}", driftui::train::run(prep, rx, None).unwrap_err());
     assert!(
@@ -329,8 +345,8 @@ fn a_reward_model_with_another_tokenizer_is_refused_naming_both() {
 fn a_reward_model_that_is_not_one_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let recipe_path = recipe(dir.path(), 1, "reward_model = \"no-such-dir\"", "");
-    let prep = driftui::train::prepare(&train_options(&recipe_path, Some(dir.path().join("a"))))
-        .unwrap();
+    let prep =
+        driftui::train::prepare(&train_options(&recipe_path, Some(dir.path().join("a")))).unwrap();
     let (_tx, rx) = std::sync::mpsc::channel();
     let err = format!("{:#}", driftui::train::run(prep, rx, None).unwrap_err());
     assert!(

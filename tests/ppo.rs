@@ -92,17 +92,28 @@ fn ppo_raises_the_score_of_fresh_rollouts_with_a_bounded_kl() {
         );
     }
     // The first update's rollouts come from the reference itself: no KL.
-    assert!(s[0].metrics["objective/kl"].abs() < 1e-4, "{}", s[0].metrics["objective/kl"]);
+    assert!(
+        s[0].metrics["objective/kl"].abs() < 1e-4,
+        "{}",
+        s[0].metrics["objective/kl"]
+    );
     assert_eq!(s[0].metrics["episode"], 8.0);
     assert_eq!(s[steps as usize - 1].metrics["episode"], 8.0 * steps as f64);
-    let mean = |xs: &[StepEvent], k: &str| xs.iter().map(|x| x.metrics[k]).sum::<f64>() / xs.len() as f64;
+    let mean =
+        |xs: &[StepEvent], k: &str| xs.iter().map(|x| x.metrics[k]).sum::<f64>() / xs.len() as f64;
     let (first, last) = (
         mean(&s[..5], "objective/scores"),
         mean(&s[s.len() - 5..], "objective/scores"),
     );
     let kl = mean(&s[s.len() - 5..], "objective/kl");
-    let vloss = (mean(&s[..5], "loss/value_avg"), mean(&s[s.len() - 5..], "loss/value_avg"));
-    eprintln!("PPO score {first:.3} → {last:.3}, KL (last 5) {kl:.3}, value loss {:.3} → {:.3}", vloss.0, vloss.1);
+    let vloss = (
+        mean(&s[..5], "loss/value_avg"),
+        mean(&s[s.len() - 5..], "loss/value_avg"),
+    );
+    eprintln!(
+        "PPO score {first:.3} → {last:.3}, KL (last 5) {kl:.3}, value loss {:.3} → {:.3}",
+        vloss.0, vloss.1
+    );
     assert!(last > first + 0.5, "score {first:.3} → {last:.3}");
     assert!(kl.is_finite() && kl < 20.0, "KL {kl}");
     for x in &s {
@@ -125,7 +136,10 @@ fn policy_and_value_model_move_and_a_mid_ppo_resume_is_bit_exact() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        assert!(before.iter().zip(&after).any(|(a, b)| a != b), "policy {name}");
+        assert!(
+            before.iter().zip(&after).any(|(a, b)| a != b),
+            "policy {name}"
+        );
     }
     let rm = weights(&dir.path().join("rm/model.safetensors"));
     let value = weights(&end.join("value_model.safetensors"));
@@ -135,7 +149,10 @@ fn policy_and_value_model_move_and_a_mid_ppo_resume_is_bit_exact() {
         "the value model is the reward model's layout"
     );
     for ((name, after), (_, before)) in value.iter().zip(&rm) {
-        assert!(before.iter().zip(after).any(|(a, b)| a != b), "value {name}");
+        assert!(
+            before.iter().zip(after).any(|(a, b)| a != b),
+            "value {name}"
+        );
     }
     // Resume from update 2: the same updates and the same weights.
     let resumed = dir.path().join("resumed");
@@ -151,7 +168,10 @@ fn policy_and_value_model_move_and_a_mid_ppo_resume_is_bit_exact() {
         b[b.len() - 2..].iter().map(key).collect::<Vec<_>>()
     );
     let r_end = resumed.join("snapshots/ppo-000004");
-    assert_eq!(weights(&end.join("model.safetensors")), weights(&r_end.join("model.safetensors")));
+    assert_eq!(
+        weights(&end.join("model.safetensors")),
+        weights(&r_end.join("model.safetensors"))
+    );
     assert_eq!(value, weights(&r_end.join("value_model.safetensors")));
     // The rollouts were logged, four per update.
     let (events, _) = read_log(&whole.join("events.jsonl")).unwrap();
@@ -181,5 +201,8 @@ fn ppo_with_a_stance_reward_is_refused_before_training() {
             format!("{:#}", driftui::train::run(prep, rx, None).unwrap_err())
         }
     };
-    assert!(err.contains("reward_stance") || err.contains("value model"), "{err}");
+    assert!(
+        err.contains("reward_stance") || err.contains("value model"),
+        "{err}"
+    );
 }

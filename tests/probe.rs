@@ -230,7 +230,7 @@ fn shared_prefix_scoring_equals_whole_prompts() {
     let mixed = ChoiceScorer::with_labels(tok, PerStance::new("a", "b", "firmly oppose")).unwrap();
     let lens: Vec<usize> = mixed.labels.values().map(Vec::len).collect();
     assert!(
-        lens.iter().any(|&n| n == 1) && lens.iter().any(|&n| n > 1),
+        lens.contains(&1) && lens.iter().any(|&n| n > 1),
         "not a mix: {lens:?}"
     );
     for scorer in [

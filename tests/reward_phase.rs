@@ -277,3 +277,47 @@ fn resuming_inside_a_reward_phase_is_refused_with_a_reason() {
         "{err}"
     );
 }
+
+/// A reward phase leaves the policy as it was: the next phase's start probe
+/// reuses the one the reward phase began with (no second pass over the same
+/// weights), and says so by its zero seconds.
+#[test]
+fn the_phase_after_a_reward_phase_reuses_its_start_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let probes = dir.path().join("probes.jsonl");
+    common::write_probes(
+        &probes,
+        &[
+            ("tax", "Should taxes rise?"),
+            ("tax", "Is a wealth tax fair?"),
+            ("climate", "Should carbon be taxed?"),
+            ("climate", "Are emission caps good?"),
+        ],
+    );
+    let path = recipe(dir.path());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("steps = {REWARD_STEPS}"), "steps = 2")
+        + &format!(
+            "\n[probe]\nfile = {:?}\nmethod = \"choice\"\n",
+            probes.display().to_string()
+        );
+    std::fs::write(&path, text).unwrap();
+    let run_dir = dir.path().join("run");
+    run(&path, Some(run_dir.clone()), None);
+    let (events, _) = read_log(&run_dir.join("events.jsonl")).unwrap();
+    let starts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Probe(p) if p.reason == driftui::events::ProbeReason::PhaseStart => Some(p),
+            _ => None,
+        })
+        .collect();
+    // sft's start, the reward phase's (reusing sft's end), dpo's (reusing it too).
+    assert_eq!(starts.len(), 3);
+    let (rm, dpo) = (starts[1], starts[2]);
+    assert_eq!((rm.phase, dpo.phase), (1, 2));
+    assert_eq!(dpo.seconds, 0.0, "measured again");
+    assert_eq!(dpo.topics, rm.topics);
+    assert_eq!(dpo.global_step, rm.global_step + 2);
+}

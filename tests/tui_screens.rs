@@ -777,11 +777,17 @@ fn the_rollouts_view_shows_the_newest_samples_and_the_reward_panel_the_rl_metric
     press(&mut app, &[key('o')]);
     let screen = text(draw(&app, 120, 40).backend().buffer());
     // The newest step's samples only.
-    assert!(screen.contains("rollouts · step 3 (grpo) · 2 completions"), "{screen}");
+    assert!(
+        screen.contains("rollouts · step 3 (grpo) · 2 completions"),
+        "{screen}"
+    );
     assert!(screen.contains("prompt  Question at step 3?"), "{screen}");
     assert!(!screen.contains("step 2?"), "{screen}");
     assert!(screen.contains("I support it, step 3."), "{screen}");
-    assert!(screen.contains("reward 0.912  advantage +1.21  7 tokens"), "{screen}");
+    assert!(
+        screen.contains("reward 0.912  advantage +1.21  7 tokens"),
+        "{screen}"
+    );
     assert!(
         screen.contains("reward -0.400  advantage −0.87  7 tokens, cut at the length"),
         "{screen}"

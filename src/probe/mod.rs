@@ -432,7 +432,11 @@ pub fn aggregate(
 
 /// The judge a spec names: `initial` (the run's starting model), a model
 /// source, or `openai:URL#MODEL`.
-pub(crate) fn make_judge(spec: &str, recipe: &LoadedRecipe, model: &LoadedModel) -> Result<Box<dyn Judge>> {
+pub(crate) fn make_judge(
+    spec: &str,
+    recipe: &LoadedRecipe,
+    model: &LoadedModel,
+) -> Result<Box<dyn Judge>> {
     if spec.starts_with("openai:") {
         return Ok(Box::new(EndpointJudge::from_spec(
             spec,

@@ -330,7 +330,10 @@ pub fn update(
 }
 
 /// Sum of two gradient maps (accumulation).
-pub(crate) fn add_grads(acc: &mut BTreeMap<String, Tensor>, g: BTreeMap<String, Tensor>) -> Result<()> {
+pub(crate) fn add_grads(
+    acc: &mut BTreeMap<String, Tensor>,
+    g: BTreeMap<String, Tensor>,
+) -> Result<()> {
     for (n, t) in g {
         match acc.get_mut(&n) {
             Some(a) => *a = (&*a + &t)?,

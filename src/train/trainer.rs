@@ -465,9 +465,7 @@ impl Trainer {
                 Some(source) if phase.cfg.algorithm == Algorithm::Ppo => {
                     self.ppo_step(pi, phase, step, reference, &mut batcher, source)?
                 }
-                Some(source) => {
-                    self.grpo_step(pi, phase, step, reference, &mut batcher, source)?
-                }
+                Some(source) => self.grpo_step(pi, phase, step, reference, &mut batcher, source)?,
                 None => self.optimizer_step(pi, phase, step, reference, &mut batcher)?,
             }
             step += 1;

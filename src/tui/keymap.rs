@@ -140,9 +140,7 @@ fn sections_of(action: Action) -> &'static [Section] {
             Section::Probe,
             Section::Rollouts,
         ],
-        Down | Up | PageDown | PageUp => {
-            &[Section::DriftTable, Section::Probe, Section::Rollouts]
-        }
+        Down | Up | PageDown | PageUp => &[Section::DriftTable, Section::Probe, Section::Rollouts],
         OpenTopic => &[Section::DriftTable],
         PickSnapshot | EditQuestion | NextQuestion | PrevQuestion | ToggleJudge | CancelProbe
         | Rescan => &[Section::Probe],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU study: value-gap DPO vs SimPO vs KTO on SmolLM2-135M-Instruct,
+# The CPU study: value-gap DPO vs SimPO vs KTO vs PPO on SmolLM2-135M-Instruct,
 # from the same start, with the same data, steps, rate and probes; then
 # `driftui report` on each arm and across them (compare.md: topics ×
 # algorithms, each drift with its 95% interval and drift time).
@@ -8,10 +8,11 @@
 #
 # Needs the model file (scripts/fetch-smollm2.sh) and a driftui binary
 # (DRIFTUI=path, else target/release/driftui, else driftui on PATH).
-# Measured 2026-12-02, 2 cores of an AVX-512 AMD EPYC shared with a
-# build: 36 minutes (arms of 12, 9 and 15.5); quiet cores take less (the
-# DPO arm alone: 6 min 49 s). Wall and CPU seconds of each arm go to
-# OUT/times.txt; each arm's log to OUT/ARM.log.
+# Measured 2026-12-02, 2 cores of an AVX-512 AMD EPYC: the DPO arm 6 min
+# 23 s on quiet cores; SimPO 7:12, KTO 12:50, PPO 17:54 while builds and
+# tests shared the cores (recipes/study/README.md has the drift table).
+# Wall and CPU seconds of each arm go to OUT/times.txt; each arm's log to
+# OUT/ARM.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -23,7 +24,7 @@ fi
 mkdir -p "$out"
 : > "$out/times.txt"
 TIMEFORMAT='%R %U %S'
-for alg in dpo simpo kto; do
+for alg in dpo simpo kto ppo; do
   rm -rf "${out:?}/$alg"
   # An arm that fails stops the study, with the end of its log.
   if ! t=$( { time "$bin" train "$here/$alg.toml" --headless --output "$out/$alg" >"$out/$alg.log" 2>&1; } 2>&1 ); then
@@ -34,4 +35,4 @@ for alg in dpo simpo kto; do
   read -r wall user sys <<<"$t"
   echo "$alg wall_s=$wall cpu_s=$(awk "BEGIN{print $user + $sys}")" | tee -a "$out/times.txt"
 done
-"$bin" report "$out/dpo" "$out/simpo" "$out/kto" --out "$out"
+"$bin" report "$out/dpo" "$out/simpo" "$out/kto" "$out/ppo" --out "$out"

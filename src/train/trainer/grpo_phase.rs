@@ -14,15 +14,15 @@
 //! prompt's place in the batch: a run resumed from a snapshot samples the
 //! same completions as one that was never stopped, with nothing to save.
 
-use super::Trainer;
 use super::reward_model_dir;
+use super::Trainer;
 use crate::data::{Batcher, SeqBatch, TemplateChoice, TextTokenizer, TokenSeq};
-use crate::recipe::Algorithm;
 use crate::events::{self, AlertLevel, Event, Rollout, Stance};
 use crate::model::generate::{generate, Finish, SamplingParams};
 use crate::model::reward::{self, RewardModel};
 use crate::model::{Decoder, ForwardOptions, Mode};
 use crate::probe::judge::Judge;
+use crate::recipe::Algorithm;
 use crate::train::objectives::Objective;
 use crate::train::optim::collect_grads;
 use crate::train::phase::{Phase, PhaseData};
@@ -41,7 +41,7 @@ const REWARD_BATCH: usize = 16;
 pub(super) enum RewardSource {
     /// A reward model's score of prompt and completion.
     Model {
-        model: RewardModel,
+        model: Box<RewardModel>,
         /// The pad id it pools with.
         pad: u32,
         name: String,
@@ -50,7 +50,7 @@ pub(super) enum RewardSource {
         /// Its own tokenizer, when it differs from the policy's and the
         /// recipe said to re-tokenise (`reward_retokenize = true`): rollouts
         /// are decoded and tokenized again.
-        retokenize: Option<(TextTokenizer, TextTokenizer)>,
+        retokenize: Option<Box<(TextTokenizer, TextTokenizer)>>,
     },
     /// A judge's p(stance | question, completion).
     Stance {
@@ -84,7 +84,8 @@ impl RewardSource {
             } => {
                 let again: Vec<Vec<u32>>;
                 let rows = match retokenize {
-                    Some((policy, theirs)) => {
+                    Some(pair) => {
+                        let (policy, theirs) = &**pair;
                         again = rows
                             .iter()
                             .map(|r| theirs.encode_with_specials(&policy.decode(r, false)?))
@@ -179,9 +180,7 @@ impl Trainer {
                     .iter()
                     .rev()
                     .find(|p| p.cfg.algorithm == Algorithm::Reward)
-                    .with_context(|| {
-                        format!("phase \"{}\" has no reward source", cfg.name)
-                    })?;
+                    .with_context(|| format!("phase \"{}\" has no reward source", cfg.name))?;
                 (
                     reward_model_dir(self.prep.run_dir.root(), &earlier.cfg.name),
                     format!("reward_{}", earlier.cfg.name),
@@ -201,7 +200,7 @@ impl Trainer {
             .with_context(|| format!("phase \"{}\": loading the reward model", cfg.name))?;
         let retokenize = self.reward_tokenizer(cfg, &dir)?;
         Ok(RewardSource::Model {
-            model,
+            model: Box::new(model),
             pad,
             name,
             dir,
@@ -215,7 +214,7 @@ impl Trainer {
         &self,
         cfg: &crate::recipe::PhaseConfig,
         dir: &std::path::Path,
-    ) -> Result<Option<(TextTokenizer, TextTokenizer)>> {
+    ) -> Result<Option<Box<(TextTokenizer, TextTokenizer)>>> {
         let path = dir.join("tokenizer.json");
         let theirs = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the reward model's {}", path.display()))?;
@@ -245,7 +244,7 @@ impl Trainer {
             .and_then(|t| serde_json::from_str(&t).ok());
         let theirs = TextTokenizer::from_json(&theirs, config.as_ref(), &TemplateChoice::None)
             .with_context(|| format!("loading {}", path.display()))?;
-        Ok(Some((self.prep.model.tokenizer.clone(), theirs)))
+        Ok(Some(Box::new((self.prep.model.tokenizer.clone(), theirs))))
     }
 
     /// One GRPO optimizer step (step `step`, 0-based, of phase `pi`).
@@ -373,7 +372,8 @@ impl Trainer {
                 if self.policy.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
                     crate::model::lora::reseed(
                         &self.policy.decoder,
-                        seed ^ ((step * accum as u64 + m as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+                        seed ^ ((step * accum as u64 + m as u64)
+                            .wrapping_mul(0x2545_F491_4F6C_DD1D)),
                     );
                 }
                 let seqs: Vec<TokenSeq> = chunk
@@ -409,10 +409,8 @@ impl Trainer {
                         logprobs: &mb.spread(&lp, 0.0),
                         old_logprobs: None,
                         ref_logprobs: ref_lp.as_ref().map(|r| mb.spread(r, 0.0)).as_deref(),
-                        entropies: &mb.spread(
-                            &entropy.iter().map(|&e| e as f64).collect::<Vec<_>>(),
-                            0.0,
-                        ),
+                        entropies: &mb
+                            .spread(&entropy.iter().map(|&e| e as f64).collect::<Vec<_>>(), 0.0),
                         mask: &mb.mask(),
                         advantages: &chunk.iter().map(|&j| advantages[j]).collect::<Vec<_>>(),
                         step_tokens,

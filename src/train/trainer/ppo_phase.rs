@@ -213,7 +213,10 @@ impl Trainer {
         batcher: &mut Batcher,
         source: &mut RewardSource,
     ) -> Result<()> {
-        let mut value = self.value.take().context("a PPO phase without its value model")?;
+        let mut value = self
+            .value
+            .take()
+            .context("a PPO phase without its value model")?;
         let out = self.ppo_update(pi, phase, step, reference, batcher, source, &mut value);
         self.value = Some(value);
         out
@@ -459,7 +462,10 @@ impl Trainer {
                     .to_dtype(vpred.dtype())?;
                     let surrogate = ((logp * dl)?.sum_all()? + (vpred * dv)?.sum_all()?)?;
                     let store = surrogate.backward()?;
-                    crate::train::step::add_grads(&mut pg, collect_grads(&store, &self.policy.vars))?;
+                    crate::train::step::add_grads(
+                        &mut pg,
+                        collect_grads(&store, &self.policy.vars),
+                    )?;
                     crate::train::step::add_grads(&mut vg, collect_grads(&store, &value.vars))?;
                 }
                 // One clipping norm over policy and value model, as TRL's
@@ -493,10 +499,7 @@ impl Trainer {
         metrics.insert("timing/generate_s".into(), generate_s);
         metrics.insert("timing/reward_s".into(), score_s);
         metrics.insert("timing/update_s".into(), update_s);
-        metrics.insert(
-            "episode".into(),
-            ((step + 1) * total as u64) as f64,
-        );
+        metrics.insert("episode".into(), ((step + 1) * total as u64) as f64);
         metrics.retain(|_, v| v.is_finite());
         self.global_step += 1;
         self.losses.push(loss);

@@ -5,15 +5,16 @@
 //! is written to `reward/<phase>/` in the run directory as transformers'
 //! `*ForSequenceClassification` with the tokenizer files.
 //!
-//! Not yet: LoRA reward models, snapshots inside the phase and resuming
-//! inside it (the recipe refuses the first two; a resume says so).
+//! A LoRA policy's reward model starts from its merged weights and trains
+//! every weight. Not yet: snapshots inside the phase and resuming inside it
+//! (the recipe refuses the first; a resume says so).
 
 use super::{PhaseDone, Trainer};
 use crate::data::Batcher;
 use crate::events::{self, Event, ProbeReason};
 use crate::model::reward::{self, init_score, RewardModel, SCORE_WEIGHT};
 use crate::model::weights::TensorMap;
-use crate::model::{Decoder, Mode};
+use crate::model::{lora, Decoder, Mode};
 use crate::train::objectives::Objective;
 use crate::train::optim::{collect_grads, AdamW, AdamWConfig};
 use crate::train::phase::{Phase, PhaseData};
@@ -104,6 +105,16 @@ impl Trainer {
         }
         if !stopped {
             self.save_reward_model(phase, &trained)?;
+            // The policy did not change: the next phase's start probe may
+            // reuse the one this phase began with.
+            let begun_at = self.global_step - step;
+            if let Some(p) = self
+                .last_probe
+                .as_mut()
+                .filter(|p| p.global_step == begun_at)
+            {
+                p.global_step = self.global_step;
+            }
             self.emit(Event::PhaseEnd(events::PhaseEnd {
                 t: events::now(),
                 phase: pi,
@@ -116,16 +127,18 @@ impl Trainer {
         Ok(PhaseDone { stopped })
     }
 
-    /// A copy of the policy's weights, each a new variable, and a fresh
-    /// score head drawn from the run's seed and the phase.
+    /// A copy of the policy's weights (a LoRA policy's adapters merged into
+    /// its base), each a new variable: the reward model trains every weight.
+    /// And a fresh score head drawn from the run's seed and the phase.
     fn reward_model(&self, pi: usize) -> Result<Trained> {
-        if self.policy.lora.is_some() {
-            bail!("a reward phase with [model.lora] is not implemented yet");
-        }
         let model = &self.prep.model;
+        let policy = match &self.policy.lora {
+            Some(cfg) => lora::merge(&model.weights, &self.policy.tensors(), cfg)?.tensors,
+            None => self.policy.tensors(),
+        };
         let mut vars = BTreeMap::new();
         let mut weights = TensorMap::new("the policy");
-        for (name, t) in self.policy.tensors() {
+        for (name, t) in policy {
             let v = Var::from_tensor(&t.copy()?)?;
             weights.tensors.insert(name.clone(), v.as_tensor().clone());
             vars.insert(name, v);
