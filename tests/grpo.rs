@@ -354,3 +354,50 @@ fn a_reward_model_that_is_not_one_is_refused_before_training() {
         "{err}"
     );
 }
+
+#[test]
+fn a_prompt_longer_than_max_len_keeps_its_end_and_is_counted() {
+    use driftui::data::{self, DataKind};
+    use driftui::recipe::PhaseConfig;
+    use driftui::train::phase::{Phase, PhaseData};
+    let model = tiny();
+    let long = "why ".repeat(200);
+    let rows = format!(
+        "{}\n{}\n",
+        serde_json::json!({"prompt": format!("{long}Should taxes rise?")}),
+        serde_json::json!({"prompt": [{"role": "user", "content": "Short?"}]}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prompts.jsonl");
+    std::fs::write(&path, rows).unwrap();
+    let examples = data::load_jsonl(&path, DataKind::Prompt).unwrap();
+    let cfg: PhaseConfig = toml::from_str(
+        "name = \"g\"\nalgorithm = \"grpo\"\ndataset = \"-\"\nsteps = 1\nbatch_size = 2\n\
+         num_generations = 2\nreward_model = \"rm\"\nmax_len = 48\n",
+    )
+    .unwrap();
+    let (phase, fit) = Phase::from_examples(&cfg, &examples, &model).unwrap();
+    assert_eq!(fit.truncated, 1);
+    let PhaseData::Prompts(p) = &phase.data else {
+        panic!("not prompts")
+    };
+    assert_eq!(p[0].ids.len(), 48);
+    // The end is kept: the question and the template's generation prompt,
+    // exactly as the short prompt ends.
+    let tail = model.tokenizer.decode(&p[0].ids, false).unwrap();
+    let short = model.tokenizer.decode(&p[1].ids, false).unwrap();
+    assert!(tail.contains("Should taxes rise?"), "{tail}");
+    let ending = &short[short.find("Short?").unwrap() + "Short?".len()..];
+    assert!(tail.ends_with(ending), "{tail:?} vs {ending:?}");
+    assert_eq!(p[1].question, "Short?");
+    // A row without a prompt names what it needs.
+    std::fs::write(&path, "{\"text\": \"hello\"}\n").unwrap();
+    let err = format!(
+        "{:#}",
+        data::load_jsonl(&path, DataKind::Prompt).unwrap_err()
+    );
+    assert!(
+        err.contains("line 1") && err.contains("\"prompt\""),
+        "{err}"
+    );
+}

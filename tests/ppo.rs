@@ -206,3 +206,42 @@ fn ppo_with_a_stance_reward_is_refused_before_training() {
         "{err}"
     );
 }
+
+#[test]
+fn nan_scores_skip_the_ppo_update_with_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = recipe(dir.path(), 1, "");
+    let nan_rm = reward_dir(&dir.path().join("nan"), f32::NAN);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("reward_model") {
+                format!("reward_model = {:?}", nan_rm.display().to_string())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&p, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let outcome = train_to_end(&train_options(&p, Some(run_dir.clone())));
+    assert_eq!(outcome.status, RunStatus::Completed);
+    let (events, _) = read_log(&run_dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Alert(a)
+            if a.message.contains("8 of 8 reward model scores are not finite")
+                && a.message.contains("skipped"))),
+        "no alert"
+    );
+    let start = tiny();
+    for (name, w) in weights(&run_dir.join("snapshots/ppo-000001/model.safetensors")) {
+        let before: Vec<f32> = start.weights.tensors[&name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(before, w, "{name} changed");
+    }
+}
