@@ -261,8 +261,11 @@ pub struct PhaseConfig {
     pub truncation_mode: Option<TruncationMode>,
     #[serde(default)]
     pub weight_decay: f64,
-    #[serde(default = "default_clip")]
-    pub max_grad_norm: f64,
+    /// Gradient clipping (0: off); default 1.0, as TRL's trainers, and off
+    /// for PPO, whose TRL loop does not clip (read it through
+    /// [`PhaseConfig::max_grad_norm`]).
+    #[serde(default, rename = "max_grad_norm")]
+    pub max_grad_norm_set: Option<f64>,
     /// Snapshot every N steps (0: only at the phase end).
     #[serde(default)]
     pub snapshot_every: u64,
@@ -418,9 +421,6 @@ fn default_accum() -> usize {
 fn default_max_len() -> usize {
     1024
 }
-fn default_clip() -> f64 {
-    1.0
-}
 fn default_true() -> bool {
     true
 }
@@ -497,6 +497,18 @@ impl PhaseConfig {
             lam: self.lam.unwrap_or(d.lam),
             whiten_rewards: self.whiten_rewards.unwrap_or(false),
         }
+    }
+
+    /// The clipping norm (0: off): the recipe's, else 1.0 as TRL's trainers
+    /// clip, and 0 for PPO (TRL's `PPOTrainer.train` steps its optimizer
+    /// without clipping).
+    pub fn max_grad_norm(&self) -> f64 {
+        self.max_grad_norm_set
+            .unwrap_or(if self.algorithm == Algorithm::Ppo {
+                0.0
+            } else {
+                1.0
+            })
     }
 
     /// GRPO's settings, TRL's defaults where unset.
@@ -849,7 +861,7 @@ fn validate(r: &Recipe) -> std::result::Result<(), Invalid> {
         if p.warmup_ratio.is_some_and(|w| !(0.0..=1.0).contains(&w)) {
             return bad(at("warmup_ratio"), "warmup_ratio must be in [0, 1]".into());
         }
-        if p.max_grad_norm.is_nan() || p.max_grad_norm < 0.0 {
+        if p.max_grad_norm_set.is_some_and(|m| m.is_nan() || m < 0.0) {
             return bad(
                 at("max_grad_norm"),
                 "max_grad_norm must be ≥ 0 (0 turns clipping off)".into(),

@@ -401,3 +401,30 @@ fn a_prompt_longer_than_max_len_keeps_its_end_and_is_counted() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reward_model_of_an_untied_base_loads_with_the_same_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = reward_dir(dir.path(), 1.0);
+    let model = tiny();
+    let row = model
+        .tokenizer
+        .encode("Is a wealth tax fair? I support it.")
+        .unwrap();
+    let score = |dir: &Path| -> f32 {
+        let (m, _, pad) = reward::load(dir, &candle_core::Device::Cpu).unwrap();
+        m.scores(&[row.as_slice()], pad, driftui::model::Mode::Fast)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0]
+    };
+    let tied = score(&rm);
+    // As transformers writes an untied base's classifier: the flag off, no
+    // lm_head among the weights.
+    let path = rm.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = serde_json::Value::Bool(false);
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    assert_eq!(score(&rm), tied);
+}

@@ -182,7 +182,7 @@ fn take_step(
 ) -> (StepGradients, f64) {
     let rows: Vec<usize> = (0..phase.data.len()).collect();
     let g = step::gradients(policy, reference, phase, &[(step, rows)], 2, 0, false).unwrap();
-    let norm = step::update(opt, &g.grads, phase.cfg.lr(), phase.cfg.max_grad_norm).unwrap();
+    let norm = step::update(opt, &g.grads, phase.cfg.lr(), phase.cfg.max_grad_norm()).unwrap();
     (g, norm)
 }
 

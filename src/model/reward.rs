@@ -149,8 +149,13 @@ pub fn load_parts(dir: &Path, device: &Device) -> Result<(ModelConfig, TensorMap
                 path.display()
             )
         })? as u32;
-    let cfg = ModelConfig::from_hf_value(&v).with_context(|| format!("in {}", path.display()))?;
+    let mut cfg =
+        ModelConfig::from_hf_value(&v).with_context(|| format!("in {}", path.display()))?;
     let mut w = TensorMap::load_safetensors(&[dir.join("model.safetensors")], device, DType::F32)?;
+    // A *ForSequenceClassification has no lm_head (an untied base's is
+    // dropped), and a scoring decoder never computes logits: build it tied.
+    cfg.tie_word_embeddings = true;
+    w.tensors.remove("lm_head.weight");
     let score = w
         .tensors
         .remove(SCORE_WEIGHT)

@@ -68,6 +68,8 @@ pub fn reference_name(phase_name: &str) -> String {
 
 /// File name of the optimizer state inside a snapshot.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// A PPO phase's value-model optimizer state, stripped with the policy's.
+pub const VALUE_OPTIMIZER_FILE: &str = "value_optimizer.safetensors";
 const MANIFEST_FILE: &str = "manifest.json";
 /// Name prefixes of directories under `snapshots/` that are not snapshots:
 /// one being written, one being replaced, one being deleted.
@@ -241,13 +243,21 @@ pub fn strip_optimizer_state(dir: &Path) -> Result<u64> {
     let Some(entry) = manifest.remove(OPTIMIZER_FILE) else {
         return Ok(0);
     };
+    let value = manifest.remove(VALUE_OPTIMIZER_FILE);
     let tmp = dir.join(format!("{MANIFEST_FILE}.partial"));
     write_synced(&tmp, &serde_json::to_vec_pretty(&manifest)?)?;
     std::fs::rename(&tmp, dir.join(MANIFEST_FILE))
         .with_context(|| format!("cannot rewrite the manifest of {}", dir.display()))?;
-    let file = dir.join(OPTIMIZER_FILE);
-    std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
-    Ok(entry.bytes)
+    let mut freed = entry.bytes;
+    for (name, e) in [(OPTIMIZER_FILE, Some(entry)), (VALUE_OPTIMIZER_FILE, value)] {
+        let Some(e) = e else { continue };
+        let file = dir.join(name);
+        std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+        if name == VALUE_OPTIMIZER_FILE {
+            freed += e.bytes;
+        }
+    }
+    Ok(freed)
 }
 
 /// Delete a snapshot: renamed out of sight first, so a crash midway never

@@ -445,8 +445,10 @@ impl Trainer {
             Algorithm::Grpo | Algorithm::Ppo => Some(self.reward_source(pi, phase)?),
             _ => None,
         };
+        let mut dropout = None;
         if let (Algorithm::Ppo, Some(source)) = (phase.cfg.algorithm, rewards.as_ref()) {
             self.value = Some(self.value_model(pi, phase, first_step, source)?);
+            dropout = Some(ppo_phase::swap_lora_dropout(&mut self.policy.decoder, None));
         }
         self.begin_phase(pi, phase, first_step)?;
         let seed = self.prep.recipe.recipe.run.seed;
@@ -479,6 +481,9 @@ impl Trainer {
         }
         let ended = self.phase_end_snapshot(pi, step, stopped);
         self.value = None;
+        if let Some(d) = dropout {
+            ppo_phase::swap_lora_dropout(&mut self.policy.decoder, Some(&d));
+        }
         if !ended? {
             return Ok(PhaseDone { stopped: true });
         }
@@ -575,7 +580,7 @@ impl Trainer {
         )?;
         let opt = self.opt.as_mut().context("no optimizer")?;
         let grad_norm = if g.loss.is_finite() {
-            step::update(opt, &g.grads, lr, cfg.max_grad_norm)?
+            step::update(opt, &g.grads, lr, cfg.max_grad_norm())?
         } else {
             f64::NAN
         };
@@ -609,13 +614,19 @@ impl Trainer {
     /// (live) or stop with a snapshot of the last good weights (headless).
     fn not_finite(&mut self, phase_name: &str, step: u64, loss_finite: bool) -> Result<()> {
         let what = if loss_finite { "gradient norm" } else { "loss" };
-        self.alert(
-            AlertLevel::Error,
+        self.halt(
             format!(
                 "{phase_name} step {step}: the {what} is not finite; the update was not applied and training is paused \
                  (snapshot, resume to go on with the next batch, or stop)"
             ),
-        )?;
+            what,
+        )
+    }
+
+    /// An error alert, then pause (live) or stop (headless): nobody can
+    /// resume a headless run.
+    fn halt(&mut self, message: String, what: &str) -> Result<()> {
+        self.alert(AlertLevel::Error, message)?;
         if self.sink.is_none() {
             // Headless: nobody can resume.
             self.stop_requested = true;

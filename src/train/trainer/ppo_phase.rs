@@ -51,7 +51,7 @@ use std::time::Instant;
 /// The value model's weights in a snapshot.
 pub const VALUE_FILE: &str = "value_model.safetensors";
 /// Its optimizer state.
-pub const VALUE_OPTIMIZER_FILE: &str = "value_optimizer.safetensors";
+pub use crate::rundir::snapshot::VALUE_OPTIMIZER_FILE;
 
 /// PPO's value model: a decoder with a scalar head, every weight trained,
 /// and its own AdamW (stepped with the policy's, one clipping norm).
@@ -133,6 +133,12 @@ impl ValueModel {
         Ok(picked.matmul(&head.t()?)?.squeeze(1)?)
     }
 
+    /// Bytes of its weights (and optimizer state) in a snapshot.
+    pub(super) fn bytes(&self, optimizer: bool) -> u64 {
+        let n: u64 = self.vars.values().map(|v| v.elem_count() as u64).sum();
+        n * 4 * if optimizer { 3 } else { 1 }
+    }
+
     /// Write the weights (and the optimizer state) into a snapshot's files.
     pub(super) fn save(&self, weights: &Path, optimizer: Option<&Path>) -> Result<()> {
         let tensors: BTreeMap<String, Tensor> = self
@@ -146,6 +152,22 @@ impl ValueModel {
         }
         Ok(())
     }
+}
+
+/// Set every LoRA adapter's dropout (`None`: 0) and return what it was:
+/// TRL's PPOTrainer turns dropout off in every model it holds, so the
+/// log-probabilities a response was sampled with are the ones the first
+/// PPO epoch starts from.
+pub(super) fn swap_lora_dropout(decoder: &mut Decoder, to: Option<&[f32]>) -> Vec<f32> {
+    let mut old = Vec::new();
+    for (_, l) in decoder.linears_mut() {
+        if let Some(a) = l.lora.as_mut() {
+            let i = old.len();
+            old.push(a.dropout);
+            a.dropout = to.and_then(|v| v.get(i).copied()).unwrap_or(0.0);
+        }
+    }
+    old
 }
 
 /// One sampled response on TRL's grid.
@@ -387,6 +409,9 @@ impl Trainer {
         let mut grad_norm = f64::NAN;
         let poison = self.prep.inject_nan_at == Some(self.global_step + 1);
         let mut failed = nan > 0;
+        // Optimizer steps taken before a failure (they stay applied).
+        let mut applied = 0usize;
+        let mut failed_on = "loss";
         'epochs: for epoch in 0..s.num_ppo_epochs {
             if failed {
                 break;
@@ -440,6 +465,7 @@ impl Trainer {
                     let lv = if poison { f64::NAN } else { out.loss };
                     if !lv.is_finite() {
                         failed = true;
+                        failed_on = "loss";
                         break 'epochs;
                     }
                     loss_sum += lv;
@@ -477,16 +503,19 @@ impl Trainer {
                 if !norm.is_finite() {
                     grad_norm = norm;
                     failed = true;
+                    failed_on = "gradient norm";
                     break 'epochs;
                 }
-                let scale = if cfg.max_grad_norm > 0.0 {
-                    (cfg.max_grad_norm / (norm + 1e-6)).min(1.0)
+                let clip = cfg.max_grad_norm();
+                let scale = if clip > 0.0 {
+                    (clip / (norm + 1e-6)).min(1.0)
                 } else {
                     1.0
                 };
                 opt.step(&pg, lr, scale)?;
                 value.opt.step(&vg, lr, scale)?;
                 grad_norm = norm;
+                applied += 1;
             }
         }
         let update_s = t2.elapsed().as_secs_f64();
@@ -553,6 +582,19 @@ impl Trainer {
                     cfg.name,
                     step + 1
                 ),
+            )?;
+        } else if failed && applied > 0 {
+            let what = failed_on;
+            self.halt(
+                format!(
+                    "{} step {}: the {what} is not finite in mini-batch {} of the PPO update; \
+                 its {applied} optimizer steps before it stay applied, the rest were not \
+                 (snapshot, resume to go on with the next rollouts, or stop)",
+                    cfg.name,
+                    step + 1,
+                    applied + 1
+                ),
+                what,
             )?;
         } else if failed {
             self.not_finite(&cfg.name, step + 1, loss.is_finite())?;

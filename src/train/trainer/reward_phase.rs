@@ -239,7 +239,7 @@ impl Trainer {
             }
         }
         let grad_norm = if loss.is_finite() {
-            step::update(opt, &grads, lr, cfg.max_grad_norm)?
+            step::update(opt, &grads, lr, cfg.max_grad_norm())?
         } else {
             f64::NAN
         };

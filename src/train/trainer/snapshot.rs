@@ -148,7 +148,7 @@ impl Trainer {
             snapshot::snapshot_name(&phase.cfg.name, step)
         };
         let optimizer = self.opt.is_some() && step < phase.steps;
-        let weights_bytes = self
+        let weights_bytes: u64 = self
             .policy
             .vars
             .values()
@@ -158,6 +158,9 @@ impl Trainer {
             (Some(o), true) => o.state_bytes(),
             _ => 0,
         };
+        // A PPO phase's value model (f32) and its AdamW state ride along.
+        let value_bytes = self.value.as_ref().map_or(0, |v| v.bytes(optimizer));
+        let weights_bytes: u64 = weights_bytes + value_bytes;
         Plan {
             name,
             optimizer,
