@@ -9,8 +9,8 @@
 # Needs the model file (scripts/fetch-smollm2.sh) and a driftui binary
 # (DRIFTUI=path, else target/release/driftui, else driftui on PATH).
 # Measured 2026-12-02, 2 cores of an AVX-512 AMD EPYC: the DPO arm 6 min
-# 23 s on quiet cores; SimPO 7:12, KTO 12:50, PPO 17:54 while builds and
-# tests shared the cores (recipes/study/README.md has the drift table).
+# 23 s and the PPO arm 12:58 on quiet cores; SimPO 7:12 and KTO 12:50
+# while builds shared the cores (recipes/study/README.md has the table).
 # Wall and CPU seconds of each arm go to OUT/times.txt; each arm's log to
 # OUT/ARM.log.
 set -euo pipefail
