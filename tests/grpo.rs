@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub const MODEL_SEED: u64 = 11;
 
-pub fn tiny() -> LoadedModel {
+fn tiny() -> LoadedModel {
     load_model(
         "builtin:tiny",
         &LoadOptions {
@@ -114,14 +114,16 @@ pub fn steps_of(run_dir: &Path) -> Vec<StepEvent> {
         .collect()
 }
 
-pub fn weights(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let map = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = map
-        .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+pub use common::safetensors_f32 as weights;
+
+/// The starting model's weights as f32 values, by name.
+pub fn start_weights() -> std::collections::BTreeMap<String, Vec<f32>> {
+    tiny()
+        .weights
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -213,14 +215,10 @@ fn every_trainable_tensor_moves_and_a_resume_is_bit_exact() {
     let whole = dir.path().join("whole");
     train_to_end(&train_options(&recipe_path, Some(whole.clone())));
     // Every weight moved from the starting model's.
-    let start = tiny();
+    let start = start_weights();
     let end = weights(&whole.join("snapshots/grpo-000004/model.safetensors"));
     for (name, after) in &end {
-        let before: Vec<f32> = start.weights.tensors[name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let before = &start[name];
         assert!(
             before.iter().zip(after).any(|(a, b)| a != b),
             "{name} did not change"
@@ -294,14 +292,10 @@ fn nan_rewards_skip_the_update_with_an_alert() {
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert!(alerts[0].contains("8 of 8 rewards") && alerts[0].contains("skipped"));
     // The weights are the starting model's.
-    let start = tiny();
+    let start = start_weights();
     for (name, w) in weights(&run_dir.join("snapshots/grpo-000002/model.safetensors")) {
-        let before: Vec<f32> = start.weights.tensors[&name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(before, w, "{name} changed");
+        let before = &start[&name];
+        assert_eq!(*before, w, "{name} changed");
     }
 }
 

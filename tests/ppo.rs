@@ -10,7 +10,7 @@
 //! with a random score head.
 
 use crate::common;
-use crate::grpo::{reward_dir, steps_of, tiny, weights, MODEL_SEED};
+use crate::grpo::{reward_dir, start_weights, steps_of, weights, MODEL_SEED};
 
 use common::{assets, train_options, train_to_end};
 use driftui::events::{read_log, Event, RunStatus, StepEvent};
@@ -129,13 +129,9 @@ fn policy_and_value_model_move_and_a_mid_ppo_resume_is_bit_exact() {
     train_to_end(&train_options(&recipe_path, Some(whole.clone())));
     let end = whole.join("snapshots/ppo-000004");
     // Every policy weight moved; every value-model weight (and its head) too.
-    let start = tiny();
+    let start = start_weights();
     for (name, after) in weights(&end.join("model.safetensors")) {
-        let before: Vec<f32> = start.weights.tensors[&name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let before = &start[&name];
         assert!(
             before.iter().zip(&after).any(|(a, b)| a != b),
             "policy {name}"
@@ -235,13 +231,9 @@ fn nan_scores_skip_the_ppo_update_with_an_alert() {
                 && a.message.contains("skipped"))),
         "no alert"
     );
-    let start = tiny();
+    let start = start_weights();
     for (name, w) in weights(&run_dir.join("snapshots/ppo-000001/model.safetensors")) {
-        let before: Vec<f32> = start.weights.tensors[&name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(before, w, "{name} changed");
+        let before = &start[&name];
+        assert_eq!(*before, w, "{name} changed");
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::{assets, train_options, train_to_end};
+use common::{assets, safetensors_f32, train_options, train_to_end};
 use driftui::data::{self, DataKind, Example};
 use driftui::events::{read_log, Event, RunStatus};
 use driftui::model::reward;
@@ -70,16 +70,6 @@ fn run(recipe: &Path, output: Option<PathBuf>, resume: Option<PathBuf>) -> RunOu
         resume,
         ..train_options(recipe, output)
     })
-}
-
-fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let map = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = map
-        .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]
@@ -144,8 +134,8 @@ fn a_reward_phase_trains_a_reward_model_beside_an_unchanged_policy() {
     // weights, and DPO after it starts at ln 2 against them.
     let snaps = run_dir.join("snapshots");
     assert_eq!(
-        tensors(&snaps.join("sft-000004/model.safetensors")),
-        tensors(&snaps.join(format!("rm-{REWARD_STEPS:06}/model.safetensors")))
+        safetensors_f32(&snaps.join("sft-000004/model.safetensors")),
+        safetensors_f32(&snaps.join(format!("rm-{REWARD_STEPS:06}/model.safetensors")))
     );
     let dpo_first = events
         .iter()
@@ -213,8 +203,10 @@ fn a_reward_phase_trains_a_reward_model_beside_an_unchanged_policy() {
         assert_eq!(a.to_bits(), b.to_bits(), "step {}: {a} vs {b}", i + 1);
     }
     assert_eq!(
-        tensors(&rm_dir.join("model.safetensors")),
-        tensors(&driftui::train::trainer::reward_model_dir(&copy, "rm").join("model.safetensors"))
+        safetensors_f32(&rm_dir.join("model.safetensors")),
+        safetensors_f32(
+            &driftui::train::trainer::reward_model_dir(&copy, "rm").join("model.safetensors")
+        )
     );
 }
 

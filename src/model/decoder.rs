@@ -300,6 +300,27 @@ impl Decoder {
         self.map_tensors(&|t| Ok(t.detach()), Some(0.0))
     }
 
+    /// Set every LoRA adapter's dropout probability (in place: the adapters
+    /// stay the same variables).
+    pub fn set_lora_dropout(&mut self, p: f32) {
+        for (_, l) in self.linears_mut() {
+            if let Some(a) = l.lora.as_mut() {
+                a.dropout = p;
+            }
+        }
+    }
+
+    /// For no-grad passes (probing, sampling): the adapters merged in where
+    /// that is faster — on the CPU, when there are any — else `None`, and
+    /// the decoder itself serves.
+    pub fn merged_for_inference(&self) -> Result<Option<Decoder>> {
+        if self.device().is_cpu() && self.linears().iter().any(|l| l.lora.is_some()) {
+            Ok(Some(self.lora_merged()?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// A detached copy with every LoRA adapter merged into its base weight
     /// (W + (α/r)·B·A): for no-grad scoring on the CPU, where the adapters'
     /// two extra small products per layer cost more than their FLOPs. The

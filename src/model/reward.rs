@@ -71,6 +71,25 @@ impl RewardModel {
     }
 }
 
+/// A decoder over a copy of `tensors`, each a new variable to train, and
+/// those variables by name — without `lm_head.weight`, which a scoring
+/// model (reward or value) never uses.
+pub fn trainable_decoder<'a>(
+    cfg: &ModelConfig,
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> Result<(Decoder, BTreeMap<String, candle_core::Var>)> {
+    let mut vars = BTreeMap::new();
+    let mut weights = TensorMap::new("a scoring model");
+    for (name, t) in tensors {
+        let v = candle_core::Var::from_tensor(&t.copy()?)?;
+        weights.tensors.insert(name.clone(), v.as_tensor().clone());
+        vars.insert(name.clone(), v);
+    }
+    let decoder = Decoder::from_weights(cfg, &mut weights)?;
+    vars.remove("lm_head.weight");
+    Ok((decoder, vars))
+}
+
 /// transformers' class for a reward model of this architecture.
 fn hf_class(cfg: &ModelConfig) -> String {
     let causal = cfg.to_hf_json()["architectures"][0]

@@ -74,14 +74,21 @@ impl SeqLogps {
     }
 }
 
+/// The final hidden state at each target's position (the one that
+/// predicts it), (n, hidden): what the vocabulary projection, or a value
+/// head, reads.
+pub fn target_hidden(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<Tensor> {
+    let hidden = decoder.hidden(&batch.input, mode, ForwardOptions::default())?;
+    let h = hidden.dim(D::Minus1)?;
+    hidden
+        .reshape((batch.rows * batch.len, h))?
+        .index_select(&batch.positions, 0)
+}
+
 /// Score a batch: log p(target) at every target. Only the targets go
 /// through the vocabulary projection (it dominates memory).
 pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqLogps> {
-    let hidden = decoder.hidden(&batch.input, mode, ForwardOptions::default())?;
-    let h = hidden.dim(D::Minus1)?;
-    let picked = hidden
-        .reshape((batch.rows * batch.len, h))?
-        .index_select(&batch.positions, 0)?;
+    let picked = target_hidden(decoder, batch, mode)?;
     let scores = decoder.target_logprobs(&picked, &batch.targets, mode)?;
     let sums = batch
         .segments

@@ -211,19 +211,8 @@ impl Prober {
         };
         // On the CPU a LoRA policy is probed with its adapters merged in:
         // the same numbers, without two small extra products per projection.
-        let merged;
-        let decoder =
-            if decoder.device().is_cpu() && decoder.linears().iter().any(|l| l.lora.is_some()) {
-                match decoder.lora_merged() {
-                    Ok(d) => {
-                        merged = d;
-                        &merged
-                    }
-                    Err(_) => decoder,
-                }
-            } else {
-                decoder
-            };
+        let merged = decoder.merged_for_inference().ok().flatten();
+        let decoder = merged.as_ref().unwrap_or(decoder);
         let (topics, error) = match self.measure(decoder, &set) {
             Ok(t) => (t, None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),

@@ -54,6 +54,18 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// The learning rate of step `step` (0-based) under the phase's schedule.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        super::schedule::lr_at(
+            self.cfg.schedule,
+            self.cfg.lr(),
+            step,
+            self.warmup,
+            self.steps,
+            self.cfg.decay(self.steps),
+        )
+    }
+
     /// Read and tokenize the phase's dataset; a warning says how many rows
     /// were truncated or dropped.
     pub fn load(

@@ -19,7 +19,6 @@ use super::phase::Phase;
 use super::policy::Policy;
 use super::prepare::Prepared;
 use super::progress::Progress;
-use super::schedule::lr_at;
 use super::step;
 use crate::data::Batcher;
 use crate::events::{
@@ -149,6 +148,20 @@ pub fn run(
 /// How a phase ended.
 struct PhaseDone {
     stopped: bool,
+}
+
+/// What an optimizer step did, for [`Trainer::record_step`].
+struct StepDone {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    /// Tokens processed (the event's `tokens`).
+    tokens: u64,
+    /// Input tokens, added to the phase's cumulative `num_tokens`.
+    input_tokens: u64,
+    metrics: BTreeMap<String, f64>,
+    /// A sample of the rollouts an RL step trained on, logged before it.
+    rollouts: Option<Vec<events::Rollout>>,
 }
 
 impl Trainer {
@@ -445,10 +458,11 @@ impl Trainer {
             Algorithm::Grpo | Algorithm::Ppo => Some(self.reward_source(pi, phase)?),
             _ => None,
         };
-        let mut dropout = None;
         if let (Algorithm::Ppo, Some(source)) = (phase.cfg.algorithm, rewards.as_ref()) {
             self.value = Some(self.value_model(pi, phase, first_step, source)?);
-            dropout = Some(ppo_phase::swap_lora_dropout(&mut self.policy.decoder, None));
+            // TRL's PPOTrainer turns dropout off in every model it holds: the
+            // log-probs a response was sampled with are the first epoch's.
+            self.policy.decoder.set_lora_dropout(0.0);
         }
         self.begin_phase(pi, phase, first_step)?;
         let seed = self.prep.recipe.recipe.run.seed;
@@ -481,8 +495,8 @@ impl Trainer {
         }
         let ended = self.phase_end_snapshot(pi, step, stopped);
         self.value = None;
-        if let Some(d) = dropout {
-            ppo_phase::swap_lora_dropout(&mut self.policy.decoder, Some(&d));
+        if let (Algorithm::Ppo, Some(lora)) = (phase.cfg.algorithm, &self.policy.lora) {
+            self.policy.decoder.set_lora_dropout(lora.dropout);
         }
         if !ended? {
             return Ok(PhaseDone { stopped: true });
@@ -553,14 +567,7 @@ impl Trainer {
     ) -> Result<()> {
         let t0 = Instant::now();
         let cfg = &phase.cfg;
-        let lr = lr_at(
-            cfg.schedule,
-            cfg.lr(),
-            step,
-            phase.warmup,
-            phase.steps,
-            cfg.decay(phase.steps),
-        );
+        let lr = phase.lr_at(step);
         let accum = cfg.grad_accum as u64;
         let micro: Vec<(u64, Vec<usize>)> = (0..accum)
             .map(|a| {
@@ -585,29 +592,66 @@ impl Trainer {
             f64::NAN
         };
         let finite = g.loss.is_finite() && grad_norm.is_finite();
+        self.record_step(
+            pi,
+            phase,
+            step,
+            t0,
+            StepDone {
+                loss: g.loss,
+                lr,
+                grad_norm,
+                tokens: g.tokens,
+                input_tokens: g.input_tokens,
+                metrics: g.metrics,
+                rollouts: None,
+            },
+        )?;
+        if !finite {
+            self.not_finite(&cfg.name, step + 1, g.loss.is_finite())?;
+        }
+        Ok(())
+    }
+
+    /// Count a finished optimizer step (global step, loss history, the
+    /// phase's input tokens) and log it: its rollouts, if any, then the
+    /// `step` event, with TRL's `num_tokens` where the objective logs it.
+    fn record_step(
+        &mut self,
+        pi: usize,
+        phase: &Phase,
+        step: u64,
+        started: Instant,
+        mut done: StepDone,
+    ) -> Result<()> {
         self.global_step += 1;
-        self.losses.push(g.loss);
-        self.phase_input_tokens += g.input_tokens;
-        let mut metrics = g.metrics;
+        self.losses.push(done.loss);
+        self.phase_input_tokens += done.input_tokens;
         if phase.objective.logs_num_tokens() {
-            metrics.insert("num_tokens".into(), self.phase_input_tokens as f64);
+            done.metrics
+                .insert("num_tokens".into(), self.phase_input_tokens as f64);
+        }
+        if let Some(samples) = done.rollouts {
+            self.emit(Event::Rollouts(events::RolloutsEvent {
+                t: events::now(),
+                phase: pi,
+                step: step + 1,
+                global_step: self.global_step,
+                samples,
+            }))?;
         }
         self.emit(Event::Step(events::StepEvent {
             t: events::now(),
             phase: pi,
             step: step + 1,
             global_step: self.global_step,
-            loss: g.loss,
-            lr,
-            grad_norm,
-            tokens: g.tokens,
-            seconds: t0.elapsed().as_secs_f64(),
-            metrics,
-        }))?;
-        if !finite {
-            self.not_finite(&cfg.name, step + 1, g.loss.is_finite())?;
-        }
-        Ok(())
+            loss: done.loss,
+            lr: done.lr,
+            grad_norm: done.grad_norm,
+            tokens: done.tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            metrics: done.metrics,
+        }))
     }
 
     /// After a step whose loss or gradient was not finite: alert, then pause

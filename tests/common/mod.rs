@@ -281,3 +281,14 @@ pub fn policy_from(
         lora: lora.map(|(c, _)| c.clone()),
     }
 }
+
+/// A safetensors file's tensors as f32 values, by name in order.
+pub fn safetensors_f32(p: &Path) -> Vec<(String, Vec<f32>)> {
+    let map = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = map
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

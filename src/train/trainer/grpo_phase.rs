@@ -15,22 +15,22 @@
 //! same completions as one that was never stopped, with nothing to save.
 
 use super::reward_model_dir;
-use super::Trainer;
+use super::{StepDone, Trainer};
 use crate::data::{Batcher, SeqBatch, TemplateChoice, TextTokenizer, TokenSeq};
-use crate::events::{self, AlertLevel, Event, Rollout, Stance};
-use crate::model::generate::{generate, Finish, SamplingParams};
+use crate::events::{AlertLevel, Rollout, Stance};
+use crate::model::generate::{generate, Answer, Finish, SamplingParams};
 use crate::model::reward::{self, RewardModel};
-use crate::model::{Decoder, ForwardOptions, Mode};
+use crate::model::score::target_hidden;
+use crate::model::{Decoder, Mode};
 use crate::probe::judge::Judge;
 use crate::recipe::Algorithm;
 use crate::train::objectives::Objective;
 use crate::train::optim::collect_grads;
-use crate::train::phase::{Phase, PhaseData};
+use crate::train::phase::{Phase, PhaseData, RlPrompt};
 use crate::train::rl::{grpo_advantages, grpo_loss, GrpoMicroBatch};
-use crate::train::schedule::lr_at;
 use crate::train::step;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -142,11 +142,7 @@ pub fn completion_logps(
     temperature: f64,
     mode: Mode,
 ) -> Result<(Tensor, Vec<f32>)> {
-    let hidden = decoder.hidden(&batch.input, mode, ForwardOptions::default())?;
-    let h = hidden.dim(D::Minus1)?;
-    let mut picked = hidden
-        .reshape((batch.rows * batch.len, h))?
-        .index_select(&batch.positions, 0)?;
+    let mut picked = target_hidden(decoder, batch, mode)?;
     // logits / T = (h / T)·Wᵀ: the head is linear without a bias.
     if temperature != 1.0 {
         picked = (picked / temperature)?;
@@ -156,6 +152,34 @@ pub fn completion_logps(
 }
 
 impl Trainer {
+    /// `n` completions of each prompt `idx[k]`, sampled from the policy
+    /// (adapters merged where that is faster) with `params`, its seed drawn
+    /// from the run's seed, the global step and `k`: a resumed run samples
+    /// what an uninterrupted one did. In batch order, `n` per prompt.
+    pub(super) fn sample_rollouts(
+        &self,
+        prompts: &[RlPrompt],
+        idx: &[usize],
+        n: usize,
+        params: &SamplingParams,
+    ) -> Result<Vec<(usize, Answer)>> {
+        let merged = self.policy.decoder.merged_for_inference()?;
+        let sampler = merged.as_ref().unwrap_or(&self.policy.decoder);
+        let tok = &self.prep.model.tokenizer;
+        let seed = self.prep.recipe.recipe.run.seed;
+        let mut out = Vec::with_capacity(idx.len() * n);
+        for (k, &i) in idx.iter().enumerate() {
+            let params = SamplingParams {
+                seed: sample_seed(seed, self.global_step, k),
+                ..params.clone()
+            };
+            let answers = generate(sampler, tok, &prompts[i].ids, n, &params, &mut |_, _| {})
+                .with_context(|| format!("sampling from prompt {}", i + 1))?;
+            out.extend(answers.into_iter().map(|a| (i, a)));
+        }
+        Ok(out)
+    }
+
     /// Phase `pi`'s reward source: a judge's p(stance) (`reward_stance`), the
     /// reward model the recipe names (`reward_model`), or the one the last
     /// reward phase before it wrote.
@@ -266,14 +290,7 @@ impl Trainer {
         let PhaseData::Prompts(prompts) = &phase.data else {
             bail!("GRPO phase \"{}\" has no prompts", cfg.name);
         };
-        let lr = lr_at(
-            cfg.schedule,
-            cfg.lr(),
-            step,
-            phase.warmup,
-            phase.steps,
-            cfg.decay(phase.steps),
-        );
+        let lr = phase.lr_at(step);
         let g = s.num_generations;
         let accum = cfg.grad_accum;
         let total = cfg.batch_size * accum;
@@ -282,36 +299,26 @@ impl Trainer {
 
         // 1. Rollouts: G completions of each of the step's prompts.
         let idx = batcher.micro_batch(step, total / g);
-        // On the CPU a LoRA policy samples with its adapters merged: the same
-        // numbers, without two small extra products per projection.
-        let merged = if self.policy.decoder.device().is_cpu() && self.policy.lora.is_some() {
-            Some(self.policy.decoder.lora_merged()?)
-        } else {
-            None
+        let sampling = SamplingParams {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            max_tokens: s.max_completion_length,
+            seed: 0,
         };
-        let sampler: &Decoder = merged.as_ref().unwrap_or(&self.policy.decoder);
-        let mut samples = Vec::with_capacity(total);
-        for (k, &i) in idx.iter().enumerate() {
-            let params = SamplingParams {
-                temperature: s.temperature,
-                top_p: s.top_p,
-                max_tokens: s.max_completion_length,
-                seed: sample_seed(seed, self.global_step, k),
-            };
-            let answers = generate(sampler, &tok, &prompts[i].ids, g, &params, &mut |_, _| {})
-                .with_context(|| format!("sampling completions of prompt {}", i + 1))?;
-            for a in answers {
+        let samples: Vec<Sample> = self
+            .sample_rollouts(prompts, &idx, g, &sampling)?
+            .into_iter()
+            .map(|(i, a)| {
                 let mut ids = a.ids;
                 ids.extend(a.stop);
-                samples.push(Sample {
+                Sample {
                     prompt: i,
                     ids,
                     text: a.text,
                     finished: a.finish == Finish::Stop,
-                });
-            }
-        }
-        drop(merged);
+                }
+            })
+            .collect();
         let generate_s = t0.elapsed().as_secs_f64();
 
         // 2. Rewards and advantages.
@@ -460,30 +467,22 @@ impl Trainer {
         metrics.insert("timing/reward_s".into(), reward_s);
         metrics.insert("timing/update_s".into(), update_s);
         let finite = loss.is_finite() && grad_norm.is_finite();
-        self.global_step += 1;
-        self.losses.push(loss);
-        self.phase_input_tokens += input_tokens;
-        metrics.insert("num_tokens".into(), self.phase_input_tokens as f64);
         metrics.retain(|_, v| v.is_finite());
-        self.emit(Event::Rollouts(events::RolloutsEvent {
-            t: events::now(),
-            phase: pi,
-            step: step + 1,
-            global_step: self.global_step,
-            samples: shown,
-        }))?;
-        self.emit(Event::Step(events::StepEvent {
-            t: events::now(),
-            phase: pi,
-            step: step + 1,
-            global_step: self.global_step,
-            loss,
-            lr,
-            grad_norm,
-            tokens: input_tokens,
-            seconds: t0.elapsed().as_secs_f64(),
-            metrics,
-        }))?;
+        self.record_step(
+            pi,
+            phase,
+            step,
+            t0,
+            StepDone {
+                loss,
+                lr,
+                grad_norm,
+                tokens: input_tokens,
+                input_tokens,
+                metrics,
+                rollouts: Some(shown),
+            },
+        )?;
         if nan_rewards > 0 {
             // Nothing learnt from rewards that are not numbers; go on.
             self.alert(

@@ -26,22 +26,22 @@
 //! of one that was never stopped, bit for bit.
 
 use super::grpo_phase::{completion_logps, sample_seed, RewardSource};
-use super::Trainer;
+use super::{StepDone, Trainer};
 use crate::data::{Batcher, SeqBatch, TokenSeq};
-use crate::events::{self, AlertLevel, Event, Rollout};
-use crate::model::generate::{generate, SamplingParams};
+use crate::events::{AlertLevel, Rollout};
+use crate::model::generate::SamplingParams;
 use crate::model::reward;
+use crate::model::score::target_hidden;
 use crate::model::weights::{save_tensors, TensorMap};
-use crate::model::{Decoder, ForwardOptions, Mode};
+use crate::model::{Decoder, Mode};
 use crate::train::objectives::Objective;
 use crate::train::optim::{collect_grads, AdamW, AdamWConfig};
 use crate::train::phase::{Phase, PhaseData};
 use crate::train::rl::{
     ppo_loss, ppo_rollout_metrics, ppo_targets, PpoMicroBatch, PpoRollouts, PpoStats,
 };
-use crate::train::schedule::lr_at;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -85,18 +85,9 @@ impl ValueModel {
                 }
             }
         }
-        let mut vars = BTreeMap::new();
-        let mut weights = TensorMap::new("the value model");
-        for (name, t) in &w.tensors {
-            let v = Var::from_tensor(&t.copy()?)?;
-            weights.tensors.insert(name.clone(), v.as_tensor().clone());
-            vars.insert(name.clone(), v);
-        }
-        let decoder = Decoder::from_weights(&cfg, &mut weights)?;
+        let (decoder, mut vars) = reward::trainable_decoder(&cfg, &w.tensors)?;
         let head = Var::from_tensor(&head.copy()?)?;
         vars.insert(reward::SCORE_WEIGHT.into(), head.clone());
-        // A value model built from a causal LM's checkpoint keeps no lm_head.
-        vars.remove("lm_head.weight");
         let mut opt = AdamW::new(
             &vars,
             AdamWConfig {
@@ -122,13 +113,7 @@ impl ValueModel {
     /// Value predictions at a batch's target positions (the position
     /// before each response token), (n,).
     fn values(&self, batch: &SeqBatch, mode: Mode) -> Result<Tensor> {
-        let hidden = self
-            .decoder
-            .hidden(&batch.input, mode, ForwardOptions::default())?;
-        let h = hidden.dim(D::Minus1)?;
-        let picked = hidden
-            .reshape((batch.rows * batch.len, h))?
-            .index_select(&batch.positions, 0)?;
+        let picked = target_hidden(&self.decoder, batch, mode)?;
         let head = self.head.as_tensor().to_dtype(picked.dtype())?;
         Ok(picked.matmul(&head.t()?)?.squeeze(1)?)
     }
@@ -152,22 +137,6 @@ impl ValueModel {
         }
         Ok(())
     }
-}
-
-/// Set every LoRA adapter's dropout (`None`: 0) and return what it was:
-/// TRL's PPOTrainer turns dropout off in every model it holds, so the
-/// log-probabilities a response was sampled with are the ones the first
-/// PPO epoch starts from.
-pub(super) fn swap_lora_dropout(decoder: &mut Decoder, to: Option<&[f32]>) -> Vec<f32> {
-    let mut old = Vec::new();
-    for (_, l) in decoder.linears_mut() {
-        if let Some(a) = l.lora.as_mut() {
-            let i = old.len();
-            old.push(a.dropout);
-            a.dropout = to.and_then(|v| v.get(i).copied()).unwrap_or(0.0);
-        }
-    }
-    old
 }
 
 /// One sampled response on TRL's grid.
@@ -264,14 +233,7 @@ impl Trainer {
             bail!("PPO phase \"{}\" has no prompts", cfg.name);
         };
         let reference = reference.context("a PPO phase without its reference model")?;
-        let lr = lr_at(
-            cfg.schedule,
-            cfg.lr(),
-            step,
-            phase.warmup,
-            phase.steps,
-            cfg.decay(phase.steps),
-        );
+        let lr = phase.lr_at(step);
         let micro = cfg.batch_size;
         let mini = micro * cfg.grad_accum;
         let total = mini * s.num_mini_batches;
@@ -282,26 +244,17 @@ impl Trainer {
 
         // 1. Rollouts: one response per prompt.
         let idx = batcher.micro_batch(step, total);
-        let merged = if self.policy.decoder.device().is_cpu() && self.policy.lora.is_some() {
-            Some(self.policy.decoder.lora_merged()?)
-        } else {
-            None
-        };
-        let sampler: &Decoder = merged.as_ref().unwrap_or(&self.policy.decoder);
-        let mut answers = Vec::with_capacity(total);
-        for (k, &i) in idx.iter().enumerate() {
-            let params = SamplingParams {
+        let answers = self.sample_rollouts(
+            prompts,
+            &idx,
+            1,
+            &SamplingParams {
                 temperature,
                 top_p: 1.0,
                 max_tokens: s.response_length,
-                seed: sample_seed(seed, self.global_step, k),
-            };
-            let a = generate(sampler, &tok, &prompts[i].ids, 1, &params, &mut |_, _| {})
-                .with_context(|| format!("sampling a response to prompt {}", i + 1))?
-                .remove(0);
-            answers.push((i, a));
-        }
-        drop(merged);
+                seed: 0,
+            },
+        )?;
         let width = answers
             .iter()
             .map(|(_, a)| a.ids.len() + usize::from(a.stop.is_some()))
@@ -530,10 +483,7 @@ impl Trainer {
         metrics.insert("timing/update_s".into(), update_s);
         metrics.insert("episode".into(), ((step + 1) * total as u64) as f64);
         metrics.retain(|_, v| v.is_finite());
-        self.global_step += 1;
-        self.losses.push(loss);
         let tokens: u64 = rows.iter().map(|r| r.len() as u64).sum();
-        self.phase_input_tokens += tokens;
         // A sample of the rollouts for the log: the first four.
         let shown: Vec<Rollout> = responses
             .iter()
@@ -554,25 +504,21 @@ impl Trainer {
                 }
             })
             .collect();
-        self.emit(Event::Rollouts(events::RolloutsEvent {
-            t: events::now(),
-            phase: pi,
-            step: step + 1,
-            global_step: self.global_step,
-            samples: shown,
-        }))?;
-        self.emit(Event::Step(events::StepEvent {
-            t: events::now(),
-            phase: pi,
-            step: step + 1,
-            global_step: self.global_step,
-            loss,
-            lr,
-            grad_norm,
-            tokens,
-            seconds: t0.elapsed().as_secs_f64(),
-            metrics,
-        }))?;
+        self.record_step(
+            pi,
+            phase,
+            step,
+            t0,
+            StepDone {
+                loss,
+                lr,
+                grad_norm,
+                tokens,
+                input_tokens: tokens,
+                metrics,
+                rollouts: Some(shown),
+            },
+        )?;
         if nan > 0 {
             self.alert(
                 AlertLevel::Warning,

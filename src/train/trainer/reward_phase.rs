@@ -9,17 +9,15 @@
 //! every weight. Not yet: snapshots inside the phase and resuming inside it
 //! (the recipe refuses the first; a resume says so).
 
-use super::{PhaseDone, Trainer};
+use super::{PhaseDone, StepDone, Trainer};
 use crate::data::Batcher;
 use crate::events::{self, Event, ProbeReason};
 use crate::model::reward::{self, init_score, RewardModel, SCORE_WEIGHT};
-use crate::model::weights::TensorMap;
-use crate::model::{lora, Decoder, Mode};
+use crate::model::{lora, Mode};
 use crate::train::objectives::Objective;
 use crate::train::optim::{collect_grads, AdamW, AdamWConfig};
 use crate::train::phase::{Phase, PhaseData};
 use crate::train::rl::reward_loss_tensor;
-use crate::train::schedule::lr_at;
 use crate::train::step;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
@@ -136,15 +134,7 @@ impl Trainer {
             Some(cfg) => lora::merge(&model.weights, &self.policy.tensors(), cfg)?.tensors,
             None => self.policy.tensors(),
         };
-        let mut vars = BTreeMap::new();
-        let mut weights = TensorMap::new("the policy");
-        for (name, t) in policy {
-            let v = Var::from_tensor(&t.copy()?)?;
-            weights.tensors.insert(name.clone(), v.as_tensor().clone());
-            vars.insert(name, v);
-        }
-        vars.remove("lm_head.weight");
-        let decoder = Decoder::from_weights(&model.cfg, &mut weights)?;
+        let (decoder, mut vars) = reward::trainable_decoder(&model.cfg, &policy)?;
         let seed = self.prep.recipe.recipe.run.seed ^ (0x5eed_0000 + pi as u64);
         let head = init_score(model.cfg.hidden_size, 0.02, seed, decoder.device())?
             .to_dtype(decoder.dtype())?;
@@ -178,14 +168,7 @@ impl Trainer {
         let PhaseData::Pairs(pairs) = &phase.data else {
             bail!("reward phase \"{}\" has no preference pairs", cfg.name);
         };
-        let lr = lr_at(
-            cfg.schedule,
-            cfg.lr(),
-            step,
-            phase.warmup,
-            phase.steps,
-            cfg.decay(phase.steps),
-        );
+        let lr = phase.lr_at(step);
         let pad = self.prep.model.tokenizer.pad_id;
         let accum = cfg.grad_accum as u64;
         let w = 1.0 / accum as f64;
@@ -244,27 +227,26 @@ impl Trainer {
             f64::NAN
         };
         let finite = loss.is_finite() && grad_norm.is_finite();
-        self.global_step += 1;
-        self.losses.push(loss);
-        self.phase_input_tokens += tokens;
-        let mut metrics: BTreeMap<String, f64> = sums
+        let metrics: BTreeMap<String, f64> = sums
             .into_iter()
             .map(|(k, v)| (k, v / accum as f64))
             .filter(|(_, v)| v.is_finite())
             .collect();
-        metrics.insert("num_tokens".into(), self.phase_input_tokens as f64);
-        self.emit(Event::Step(events::StepEvent {
-            t: events::now(),
-            phase: pi,
-            step: step + 1,
-            global_step: self.global_step,
-            loss,
-            lr,
-            grad_norm,
-            tokens,
-            seconds: t0.elapsed().as_secs_f64(),
-            metrics,
-        }))?;
+        self.record_step(
+            pi,
+            phase,
+            step,
+            t0,
+            StepDone {
+                loss,
+                lr,
+                grad_norm,
+                tokens,
+                input_tokens: tokens,
+                metrics,
+                rollouts: None,
+            },
+        )?;
         if !finite {
             self.not_finite(&cfg.name, step + 1, loss.is_finite())?;
         }

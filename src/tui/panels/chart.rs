@@ -7,7 +7,7 @@ use crate::tui::series::{plot_points, PlotSpec, Series};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType};
 use ratatui::Frame;
 
 /// One line on the chart.
@@ -99,17 +99,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect, block: Block, spec: Char
     }
     if spec.lines.iter().all(|l| l.series.is_empty()) {
         frame.render_widget(block, area);
-        let p = Paragraph::new(Line::from(Span::styled(
-            spec.empty_message,
-            Style::new().fg(app.theme.muted),
-        )))
-        .centered();
-        let mid = Rect {
-            y: inner.y + inner.height / 2,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(p, mid);
+        super::empty_note(frame, app, inner, &spec.empty_message);
         return;
     }
     let t = &app.theme;

@@ -115,12 +115,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         } else {
             "no topic has two probes in one phase yet: nothing has drifted"
         };
-        let mid = Rect {
-            y: inner.y + inner.height / 2,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(Paragraph::new(Span::styled(text, muted)).centered(), mid);
+        super::empty_note(frame, app, inner, text);
         return;
     }
     let topic_w = rows

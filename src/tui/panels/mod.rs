@@ -16,9 +16,24 @@ pub mod timeline;
 pub mod topic;
 
 use super::app::{App, Panel};
+use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Borders};
+use ratatui::widgets::{Block, BorderType, Borders, Paragraph};
+use ratatui::Frame;
+
+/// Why a panel has nothing to draw: one muted line, centred in `inner`.
+pub fn empty_note(frame: &mut Frame, app: &App, inner: Rect, text: &str) {
+    let mid = Rect {
+        y: inner.y + inner.height / 2,
+        height: 1,
+        ..inner
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(text, Style::new().fg(app.theme.muted))).centered(),
+        mid,
+    );
+}
 
 /// A panel's frame; focused panels get the accent border and a bold title.
 pub fn panel_block<'a>(app: &App, panel: Panel, title: Line<'a>) -> Block<'a> {

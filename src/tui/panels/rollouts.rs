@@ -77,12 +77,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         } else {
             "this run has no RL phase (grpo, ppo): nothing is sampled during training"
         };
-        let mid = Rect {
-            y: inner.y + inner.height / 2,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(Paragraph::new(Span::styled(text, muted)).centered(), mid);
+        super::empty_note(frame, app, inner, text);
         return;
     };
     let mut lines: Vec<Line> = Vec::new();

@@ -44,12 +44,7 @@ pub fn render(frame: &mut Frame, app: &App, area: Rect) {
         } else {
             "the probes returned no topics".to_string()
         };
-        let mid = Rect {
-            y: inner.y + inner.height / 2,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(Paragraph::new(Span::styled(text, muted)).centered(), mid);
+        super::empty_note(frame, app, inner, &text);
         return;
     }
     let width = inner.width as usize;
