@@ -13,6 +13,13 @@
 //! reading the file (same work, other losses), for machines without the
 //! file; `scripts/reference/torch_random_smollm2.py` does the same in PyTorch.
 //!
+//! `--mode score --batch B --seq LEN [--n 64]`: no-grad scoring, the work of
+//! the baseline's `--mode score` — sum log p(target) of N sequences of LEN
+//! targets (ids with salt 3) in batches of B, timed per pass over all N
+//! (`--steps` passes, the first excluded), through the same path as the
+//! value probes and the reference model's log-probs (`seq_logps`, fused
+//! no-grad kernels).
+//!
 //! Prints per-step times and a RESULT line with the median step time of the
 //! steps after the first, tokens/s and the peak RSS (getrusage).
 use anyhow::{bail, Context, Result};
@@ -105,6 +112,77 @@ fn matmul_bench() -> Result<()> {
     Ok(())
 }
 
+/// The baseline's `--mode score`: `passes` timed passes over `n` sequences
+/// of `len` targets (`len + 1` ids, salt 3), in batches of `bs`, no grad.
+fn score_bench(
+    model: &driftui::model::LoadedModel,
+    fused: bool,
+    n: usize,
+    bs: usize,
+    len: usize,
+    passes: usize,
+) -> Result<()> {
+    let mut tm = TensorMap::new("bench");
+    for (name, w) in &model.weights.tensors {
+        tm.tensors.insert(name.clone(), w.clone());
+    }
+    let mut decoder = Decoder::from_weights(&model.cfg, &mut tm)?;
+    decoder.set_fused(fused);
+    let salt = 3u64;
+    let seqs: Vec<TokenSeq> = (0..n)
+        .map(|r| {
+            let ids: Vec<u32> = (0..=len)
+                .map(|j| {
+                    let i = (r * (len + 1) + j) as u64;
+                    ((i * 7919 + salt * 104729) % 40000 + 100) as u32
+                })
+                .collect();
+            let mut trained = vec![true; len + 1];
+            trained[0] = false;
+            TokenSeq { ids, trained }
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut total = 0.0f64;
+    for pass in 0..passes {
+        let a = Instant::now();
+        total = 0.0;
+        for chunk in seqs.chunks(bs) {
+            let refs: Vec<&TokenSeq> = chunk.iter().collect();
+            let batch = SeqBatch::new(&refs, 0, &Device::Cpu)?;
+            let lp = seq_logps(&decoder, &batch, Mode::Fast)?;
+            total += lp
+                .sums
+                .to_dtype(DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+        let el = a.elapsed().as_secs_f64();
+        println!(
+            "driftui score n={n} len={len} batch={bs} pass {pass}: {el:.2}s (sum lp {total:.1})"
+        );
+        times.push(el);
+    }
+    let first = times[0];
+    let mut warm: Vec<f64> = if times.len() > 1 {
+        times[1..].to_vec()
+    } else {
+        times.clone()
+    };
+    warm.sort_by(f64::total_cmp);
+    let med = warm[warm.len() / 2];
+    println!(
+        "RESULT driftui score fused={fused} threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
+        warm.len(),
+        1000.0 * med / n as f64,
+        (n * len) as f64 / med,
+        (n * len) as f64 / first,
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
 /// SmolLM2-135M's shape, as its GGUF metadata gives it.
 fn smollm2_config() -> ModelConfig {
     ModelConfig {
@@ -139,6 +217,7 @@ fn main() -> Result<()> {
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
     let mut fused = true;
     let mut random = false;
+    let mut n_score = 64usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -155,11 +234,15 @@ fn main() -> Result<()> {
             "--steps" => steps = v.parse()?,
             "--rank" => rank = v.parse()?,
             "--gguf" => gguf = v.clone(),
+            "--n" => n_score = v.parse()?,
             // `--fused off`: the plain candle ops instead of driftui's kernels.
             "--fused" => fused = v != "off",
             other => bail!("unknown flag {other}"),
         }
         i += 2;
+    }
+    if b == 0 || t == 0 || steps == 0 || n_score == 0 {
+        bail!("--batch, --seq, --steps and --n must be at least 1");
     }
     if mode == "matmul" {
         return matmul_bench();
@@ -178,6 +261,9 @@ fn main() -> Result<()> {
         t0.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
+    if mode == "score" {
+        return score_bench(&model, fused, n_score, b, t, steps);
+    }
     // The baseline's ids, salt 0, over (b, t + 1) row-major.
     let seqs: Vec<TokenSeq> = (0..b)
         .map(|r| {

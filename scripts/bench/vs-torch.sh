@@ -4,7 +4,9 @@
 #
 #   scripts/bench/vs-torch.sh CONFIG ROUNDS CPUS BENCH_BIN TORCH_BASELINE [--random]
 #
-#   CONFIG           full:1:128 | full:4:256 | lora:1:128 | lora:4:256
+#   CONFIG           full:1:128 | full:4:256 | lora:1:128 | lora:4:256 |
+#                    score:B:LEN (no-grad scoring of N=64 sequences of LEN
+#                    targets in batches of B, e.g. score:8:40; N=$SCORE_N)
 #   ROUNDS           how many A B pairs
 #   CPUS             taskset list, e.g. 0,1 (both get RAYON/torch threads = its count)
 #   BENCH_BIN        target/release/examples/bench_smollm2
@@ -22,6 +24,8 @@ threads=$(awk -F, '{print NF}' <<<"$cpus")
 gguf=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 py=${PYTHON:-python3}
 steps=${STEPS:-4}
+score_n=()
+[[ "$mode" == score ]] && score_n=(--n "${SCORE_N:-64}")
 timer=()
 [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -f "peak_rss_kib=%M")
 
@@ -29,16 +33,17 @@ driftui() {
     local extra=()
     [[ -n "$random" ]] && extra=(--random) || extra=(--gguf "$gguf")
     RAYON_NUM_THREADS=$threads taskset -c "$cpus" "${timer[@]}" env $variant "$bin" \
-        --mode "$mode" --batch "$batch" --seq "$seq" --steps "$steps" "${extra[@]}" "$@" 2>&1
+        --mode "$mode" --batch "$batch" --seq "$seq" --steps "$steps" "${score_n[@]}" "${extra[@]}" "$@" 2>&1
 }
 torch() {
     local torch_mode=train-$mode
+    [[ "$mode" == score ]] && torch_mode=score
     if [[ -n "$random" ]]; then
         taskset -c "$cpus" "${timer[@]}" "$py" scripts/reference/torch_random_smollm2.py "$baseline" \
-            --mode "$torch_mode" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads" 2>&1
+            --mode "$torch_mode" --batch "$batch" --seq "$seq" --steps "$steps" "${score_n[@]}" --threads "$threads" 2>&1
     else
         taskset -c "$cpus" "${timer[@]}" "$py" "$baseline" --gguf "$gguf" \
-            --mode "$torch_mode" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads" 2>&1
+            --mode "$torch_mode" --batch "$batch" --seq "$seq" --steps "$steps" "${score_n[@]}" --threads "$threads" 2>&1
     fi
 }
 IFS='|' read -r -a variants <<<"${VARIANTS:-X=1}"
