@@ -452,3 +452,48 @@ fn fused_gradients_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+/// `fused::product` calls gemm as candle's matmul does, only without the
+/// zero-filled output: the same bits, at SmolLM2-135M's own shapes (a
+/// 1 × 128 step's MLP products forward and backward, and a vocabulary
+/// chunk), in every transposition the decoder uses.
+#[test]
+fn product_equals_candles_matmul_bit_for_bit_at_model_shapes() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    let x = rand_tensor(&[128, 576], 1.0, 20);
+    let w = rand_tensor(&[1536, 576], 0.05, 21);
+    let g = rand_tensor(&[128, 1536], 1.0, 22);
+    let e = rand_tensor(&[4096, 576], 0.05, 23);
+    let h = x.narrow(0, 32, 64).unwrap(); // a row chunk at an offset
+    let cases: [(&str, Tensor, Tensor); 4] = [
+        (
+            "x Wᵀ",
+            fused::product(&x, false, &w, true).unwrap(),
+            x.matmul(&w.t().unwrap()).unwrap(),
+        ),
+        (
+            "grad W",
+            fused::product(&g, false, &w, false).unwrap(),
+            g.matmul(&w).unwrap(),
+        ),
+        (
+            "gradᵀ x",
+            fused::product(&g, true, &x, false).unwrap(),
+            g.t().unwrap().matmul(&x).unwrap(),
+        ),
+        (
+            "chunk Eᵀ",
+            fused::product(&h, false, &e, true).unwrap(),
+            h.matmul(&e.t().unwrap()).unwrap(),
+        ),
+    ];
+    for (name, ours, candle) in cases {
+        assert_eq!(ours.dims(), candle.dims(), "{name}");
+        assert!(bits(&ours) == bits(&candle), "{name}: bits differ");
+    }
+    // Shapes that do not chain are an error, not a panic.
+    assert!(fused::product(&x, false, &w, false).is_err());
+}

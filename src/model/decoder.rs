@@ -45,6 +45,14 @@ impl Linear {
         let x2 = x.reshape((rows, in_dim))?;
         let mut y = if fuse && mode == Mode::Train && fused::applies(&x2) {
             fused::linear(&x2, &self.weight)?
+        } else if fused::applies(&x2)
+            && fused::applies(&self.weight)
+            && !x2.track_op()
+            && !self.weight.track_op()
+        {
+            // No gradient to carry: the same product without candle's
+            // zero-filled output (scoring, generation).
+            fused::product(&x2, false, &self.weight, true)?
         } else {
             x2.matmul(&self.weight.t()?)?
         };

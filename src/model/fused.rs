@@ -516,13 +516,152 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- linear
 
-/// `x Wᵀ` computed by candle's matmul; the op only carries the backward.
-/// The value is handed over once and dropped: the graph keeps the op alive
-/// until the backward, and a second copy of every layer output would double
-/// the activation memory.
-struct Linear {
-    value: Mutex<Option<Tensor>>,
+/// `op(a) · op(b)` for 2-D contiguous CPU f32 tensors, `op` a transpose
+/// where asked, through gemm as candle's CPU matmul calls it (the same
+/// kernels, operand strides and threads, so the same bits), but into an
+/// uninitialised buffer: candle zero-fills every product's output first,
+/// and the linear layer's value was then copied once more into its op.
+/// Elsewhere (another device or dtype) candle's matmul.
+pub fn product(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> Result<Tensor> {
+    let op = |t: &Tensor, tr: bool| if tr { t.t() } else { Ok(t.clone()) };
+    if !applies(a) || !applies(b) {
+        return op(a, ta)?.matmul(&op(b, tb)?);
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let (ar, ac) = a.dims2()?;
+    let (br, bc) = b.dims2()?;
+    // op(a) is m × k, op(b) is k × n; (row, column) strides in each buffer.
+    let (m, k, a_rs, a_cs) = if ta { (ac, ar, 1, ac) } else { (ar, ac, ac, 1) };
+    let (kb, n, b_rs, b_cs) = if tb { (bc, br, 1, bc) } else { (br, bc, bc, 1) };
+    if kb != k {
+        bail!("product: shapes ({m}, {k}) and ({kb}, {n}) do not chain");
+    }
+    let dst = {
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (Storage::Cpu(ca), Storage::Cpu(cb)) = (&*sa, &*sb) else {
+            bail!("product: CPU tensors only");
+        };
+        gemm_f32(
+            (m, n, k),
+            (data(ca, la, "product")?, a_rs, a_cs),
+            (data(cb, lb, "product")?, b_rs, b_cs),
+        )
+    };
+    Tensor::from_vec(dst, (m, n), a.device())
 }
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, operands as (data, row
+/// stride, column stride).
+fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    (lhs, l_rs, l_cs): (&[f32], usize, usize),
+    (rhs, r_rs, r_cs): (&[f32], usize, usize),
+) -> Vec<f32> {
+    let len = m * n;
+    if len == 0 || k == 0 {
+        return vec![0.0; len];
+    }
+    // The last element each operand's strides reach must be inside it.
+    assert!((m - 1) * l_rs + (k - 1) * l_cs < lhs.len(), "gemm_f32: lhs");
+    assert!((k - 1) * r_rs + (n - 1) * r_cs < rhs.len(), "gemm_f32: rhs");
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut dst: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: the operands' extents are checked above; dst has room for
+    // m × n with row stride n; with read_dst false gemm only writes dst, and
+    // it writes every element, so the length is set after it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            l_cs as isize,
+            l_rs as isize,
+            rhs.as_ptr(),
+            r_cs as isize,
+            r_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(len);
+    }
+    dst
+}
+
+/// `x Wᵀ`, computed in the op itself; the backward skips the weight's
+/// gradient when the weight is frozen.
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "driftui-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, input) = xl.shape().dims2()?;
+        let (out, wi) = wl.shape().dims2()?;
+        if wi != input {
+            bail!("linear: input of width {input}, weight ({out}, {wi})");
+        }
+        let y = gemm_f32(
+            (rows, out, input),
+            (data(xs, xl, "linear")?, input, 1),
+            (data(ws, wl, "linear")?, 1, input),
+        );
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = if x.track_op() {
+            Some(product(grad, false, &w.detach(), false)?)
+        } else {
+            None
+        };
+        // A frozen weight (LoRA's base) needs no gradient: skip its matmul.
+        let dw = if w.track_op() {
+            Some(product(grad, true, &x.detach(), false)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `x Wᵀ` for x (rows, in), W (out, in).
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !applies(x) || !applies(w) {
+        return x.matmul(&w.t()?);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+// ---------------------------------------------------------------- vocabulary
 
 /// Take a precomputed value out of its slot (each op runs forward once).
 fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, Shape)> {
@@ -535,59 +674,6 @@ fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, S
         None => bail!("{what}: the forward value was already used"),
     }
 }
-
-impl CustomOp2 for Linear {
-    fn name(&self) -> &'static str {
-        "driftui-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        take_value(&self.value, "linear")
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = if x.track_op() {
-            Some(grad.matmul(&w.detach())?)
-        } else {
-            None
-        };
-        // A frozen weight (LoRA's base) needs no gradient: skip its matmul.
-        let dw = if w.track_op() {
-            Some(grad.t()?.matmul(&x.detach())?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
-    }
-}
-
-/// `x Wᵀ` for x (rows, in), W (out, in).
-pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let value = x.detach().matmul(&w.detach().t()?)?;
-    if !x.track_op() && !w.track_op() {
-        return Ok(value);
-    }
-    x.apply_op2(
-        w,
-        Linear {
-            value: Mutex::new(Some(value)),
-        },
-    )
-}
-
-// ---------------------------------------------------------------- vocabulary
 
 /// Rows of logits per chunk: about 16M floats (64 MB) at a time.
 fn chunk_rows(vocab: usize) -> usize {
@@ -651,7 +737,7 @@ impl CustomOp2 for TokenLogprobs {
             let hc = hd.narrow(0, start, len)?;
             let logits = match &self.logits {
                 Some(l) => l[c].clone(),
-                None => hc.matmul(&wd.t()?)?,
+                None => product(&hc, false, &wd, true)?,
             };
             let dl = logits.apply_op1_no_bwd(&LogitsGrad {
                 targets: self.targets[start..start + len].to_vec(),
@@ -659,10 +745,10 @@ impl CustomOp2 for TokenLogprobs {
                 grad: g[start..start + len].to_vec(),
             })?;
             if h.track_op() {
-                dh.push(dl.matmul(&wd)?);
+                dh.push(product(&dl, false, &wd, false)?);
             }
             if w.track_op() {
-                let part = dl.t()?.matmul(&hc)?;
+                let part = product(&dl, true, &hc, false)?;
                 dw = Some(match dw {
                     None => part,
                     Some(acc) => (acc + part)?,
@@ -902,7 +988,7 @@ pub fn token_logprobs_with(
     let mut start = 0;
     while start < n {
         let len = rows.min(n - start);
-        let logits = hd.narrow(0, start, len)?.matmul(&wd.t()?)?;
+        let logits = product(&hd.narrow(0, start, len)?, false, &wd, true)?;
         stats.push(logits.apply_op1_no_bwd(&LogitStats {
             targets: targets[start..start + len].to_vec(),
         })?);
