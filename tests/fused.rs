@@ -490,9 +490,26 @@ fn product_equals_candles_matmul_bit_for_bit_at_model_shapes() {
             h.matmul(&e.t().unwrap()).unwrap(),
         ),
     ];
-    for (name, ours, candle) in cases {
+    for (name, ours, candle) in &cases {
         assert_eq!(ours.dims(), candle.dims(), "{name}");
-        assert!(bits(&ours) == bits(&candle), "{name}: bits differ");
+        assert!(bits(ours) == bits(candle), "{name}: bits differ");
+    }
+    // Cut into blocks for 1 to 5 threads (along the rows for gradᵀ x,
+    // along the columns for the others): still the same bits.
+    let operands = [
+        (&x, false, &w, true),
+        (&g, false, &w, false),
+        (&g, true, &x, false),
+        (&h, false, &e, true),
+    ];
+    for ((a, ta, b, tb), (name, _, candle)) in operands.into_iter().zip(&cases) {
+        for threads in 1..=5 {
+            let ours = fused::product_on(a, ta, b, tb, threads).unwrap();
+            assert!(
+                bits(&ours) == bits(candle),
+                "{name} on {threads} threads: bits differ"
+            );
+        }
     }
     // Shapes that do not chain are an error, not a panic.
     assert!(fused::product(&x, false, &w, false).is_err());
