@@ -43,7 +43,33 @@ impl Linear {
         let in_dim = *dims.last().expect("linear input has a last dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = if fuse && mode == Mode::Train && fused::applies(&x2) {
+        let train = mode == Mode::Train;
+        let fused_lora = match &self.lora {
+            Some(l)
+                if fuse
+                    && train
+                    && fused::applies(&x2)
+                    && fused::applies(&self.weight)
+                    && !self.weight.track_op()
+                    && fused::applies(&l.a)
+                    && fused::applies(&l.b) =>
+            {
+                let mask = l.dropout_mask(x2.elem_count(), train);
+                Some(fused::lora_linear(
+                    &x2,
+                    &self.weight,
+                    &l.a,
+                    &l.b,
+                    l.scale,
+                    mask,
+                )?)
+            }
+            _ => None,
+        };
+        let fused_lora_applied = fused_lora.is_some();
+        let mut y = if let Some(y) = fused_lora {
+            y
+        } else if fuse && train && fused::applies(&x2) {
             fused::linear(&x2, &self.weight)?
         } else if fused::applies(&x2)
             && fused::applies(&self.weight)
@@ -59,8 +85,8 @@ impl Linear {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(lora) = &self.lora {
-            y = (y + lora.delta(&x2, mode == Mode::Train)?)?;
+        if let Some(lora) = self.lora.as_ref().filter(|_| !fused_lora_applied) {
+            y = (y + lora.delta(&x2, train)?)?;
         }
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;

@@ -705,6 +705,168 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
 }
 
+// ---------------------------------------------------------------- LoRA
+
+/// `x Wᵀ + s · (m ⊙ x) Aᵀ Bᵀ` with W frozen, in one op: the plain path keeps
+/// four (rows × out) tensors per adapted layer for the backward (the base
+/// product, the two adapter products, the scaled one) and runs two
+/// element-wise passes over them; this keeps only `s (m ⊙ x) Aᵀ`, (rows × r).
+struct LoraLinear {
+    w: Tensor,
+    scale: f32,
+    /// The dropout mask over x, if any.
+    mask: Option<Vec<f32>>,
+    /// `s (m ⊙ x) Aᵀ` from the forward, for B's gradient.
+    h: Mutex<Option<Tensor>>,
+}
+
+impl LoraLinear {
+    fn masked<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match &self.mask {
+            Some(m) => x.iter().zip(m).map(|(a, b)| a * b).collect(),
+            None => std::borrow::Cow::Borrowed(x),
+        }
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "driftui-lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, input) = xl.shape().dims2()?;
+        let (r, ai) = al.shape().dims2()?;
+        let (out, br) = bl.shape().dims2()?;
+        let (wo, wi) = self.w.dims2()?;
+        if ai != input || wi != input || br != r || wo != out {
+            bail!(
+                "lora linear: x ({rows}, {input}), W ({wo}, {wi}), A ({r}, {ai}), B ({out}, {br})"
+            );
+        }
+        let threads = candle_core::utils::get_num_threads();
+        let x = data(xs, xl, "lora linear")?;
+        let mut y = {
+            let (ws, wl) = self.w.storage_and_layout();
+            let Storage::Cpu(wc) = &*ws else {
+                bail!("lora linear: CPU tensors only");
+            };
+            gemm_f32(
+                (rows, out, input),
+                (x, input, 1),
+                (data(wc, wl, "lora linear")?, 1, input),
+                threads,
+            )
+        };
+        let xd = self.masked(x);
+        let mut h = gemm_f32(
+            (rows, r, input),
+            (&xd, input, 1),
+            (data(as_, al, "lora linear")?, 1, input),
+            threads,
+        );
+        h.iter_mut().for_each(|v| *v *= self.scale);
+        let d = gemm_f32(
+            (rows, out, r),
+            (&h, r, 1),
+            (data(bs, bl, "lora linear")?, 1, r),
+            threads,
+        );
+        y.par_chunks_mut(out)
+            .zip(d.par_chunks(out))
+            .for_each(|(y, d)| y.iter_mut().zip(d).for_each(|(y, d)| *y += d));
+        let h = Tensor::from_vec(h, (rows, r), &candle_core::Device::Cpu)?;
+        *self
+            .h
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lora linear: poisoned".into()))? = Some(h);
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_dx = x.track_op();
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let s = self.scale as f64;
+        // g B (rows × r), the gradient reaching s (m ⊙ x) Aᵀ.
+        let gb = product(grad, false, &b, false)?;
+        let mask = match &self.mask {
+            Some(m) => Some(Tensor::from_vec(m.clone(), x.shape(), x.device())?),
+            None => None,
+        };
+        let xd = match &mask {
+            Some(m) => (&x * m)?,
+            None => x.clone(),
+        };
+        let dx = if need_dx {
+            let lora = product(&(&gb * s)?, false, &a, false)?;
+            let lora = match &mask {
+                Some(m) => (lora * m)?,
+                None => lora,
+            };
+            Some((product(grad, false, &self.w.detach(), false)? + lora)?)
+        } else {
+            None
+        };
+        let da = (product(&gb, true, &xd, false)? * s)?;
+        let h = self
+            .h
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lora linear: poisoned".into()))?
+            .take();
+        let Some(h) = h else {
+            bail!("lora linear: the backward ran before the forward");
+        };
+        let db = product(grad, true, &h, false)?;
+        Ok((dx, Some(da), Some(db)))
+    }
+}
+
+/// `x Wᵀ + s · (mask ⊙ x) Aᵀ Bᵀ` for a frozen W (out, in), A (r, in),
+/// B (out, r), x (rows, in); the gradient reaches x, A and B.
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<Vec<f32>>,
+) -> Result<Tensor> {
+    if let Some(m) = &mask {
+        if m.len() != x.elem_count() {
+            bail!(
+                "lora linear: a mask of {} for {} inputs",
+                m.len(),
+                x.elem_count()
+            );
+        }
+    }
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            w: w.contiguous()?.detach(),
+            scale: scale as f32,
+            mask,
+            h: Mutex::new(None),
+        },
+    )
+}
+
 // ---------------------------------------------------------------- vocabulary
 
 /// Take a precomputed value out of its slot (each op runs forward once).

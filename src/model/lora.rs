@@ -22,27 +22,35 @@ pub struct Lora {
 impl Lora {
     /// The adapter's contribution for flattened input rows `x` (rows, in).
     pub fn delta(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = if train && self.dropout > 0.0 {
-            let n = x.elem_count();
-            let keep = 1.0 - self.dropout;
-            let mask: Vec<f32> = {
-                let mut rng = self.rng.lock().expect("lora rng poisoned");
-                (0..n)
-                    .map(|_| {
-                        if rng.random::<f32>() < keep {
-                            1.0 / keep
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect()
-            };
-            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-            (x * mask)?
-        } else {
-            x.clone()
+        let x = match self.dropout_mask(x.elem_count(), train) {
+            Some(mask) => {
+                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+                (x * mask)?
+            }
+            None => x.clone(),
         };
         x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)? * self.scale
+    }
+
+    /// The next dropout mask for `n` inputs (0 or 1/keep each), drawn from
+    /// the adapter's stream; `None` without dropout or outside training.
+    pub fn dropout_mask(&self, n: usize, train: bool) -> Option<Vec<f32>> {
+        if !(train && self.dropout > 0.0) {
+            return None;
+        }
+        let keep = 1.0 - self.dropout;
+        let mut rng = self.rng.lock().expect("lora rng poisoned");
+        Some(
+            (0..n)
+                .map(|_| {
+                    if rng.random::<f32>() < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// Reseed the dropout stream (same seed → same masks).
