@@ -44,48 +44,30 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
         let train = mode == Mode::Train;
-        let fused_lora = match &self.lora {
-            Some(l)
-                if fuse
-                    && train
-                    && fused::applies(&x2)
-                    && fused::applies(&self.weight)
-                    && !self.weight.track_op()
-                    && fused::applies(&l.a)
-                    && fused::applies(&l.b) =>
-            {
-                let mask = l.dropout_mask(x2.elem_count(), train);
-                Some(fused::lora_linear(
-                    &x2,
-                    &self.weight,
-                    &l.a,
-                    &l.b,
-                    l.scale,
-                    mask,
-                )?)
-            }
-            _ => None,
-        };
-        let fused_lora_applied = fused_lora.is_some();
-        let mut y = if let Some(y) = fused_lora {
-            y
-        } else if fuse && train && fused::applies(&x2) {
+        // A frozen base with its adapter: one fused op (see fused::lora_linear).
+        let fused_lora = self.lora.as_ref().filter(|l| {
+            fuse && train
+                && fused::applies(&x2)
+                && fused::applies(&self.weight)
+                && !self.weight.track_op()
+                && fused::applies(&l.a)
+                && fused::applies(&l.b)
+        });
+        let mut y = if let Some(l) = fused_lora {
+            let mask = l.dropout_mask(x2.elem_count(), train);
+            fused::lora_linear(&x2, &self.weight, &l.a, &l.b, l.scale, mask)?
+        } else if (fuse && train) || (!x2.track_op() && !self.weight.track_op()) {
+            // The fused product (candle's matmul off CPU f32); with no
+            // gradient to carry it still saves candle's zero-filled output
+            // (scoring, generation).
             fused::linear(&x2, &self.weight)?
-        } else if fused::applies(&x2)
-            && fused::applies(&self.weight)
-            && !x2.track_op()
-            && !self.weight.track_op()
-        {
-            // No gradient to carry: the same product without candle's
-            // zero-filled output (scoring, generation).
-            fused::product(&x2, false, &self.weight, true)?
         } else {
             x2.matmul(&self.weight.t()?)?
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(lora) = self.lora.as_ref().filter(|_| !fused_lora_applied) {
+        if let (Some(lora), None) = (&self.lora, fused_lora) {
             y = (y + lora.delta(&x2, train)?)?;
         }
         let mut out_dims = dims;

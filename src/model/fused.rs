@@ -645,6 +645,17 @@ fn gemm_f32(
     dst
 }
 
+/// `x Wᵀ` for row-major x (rows × input) and W (out × input): the layout of
+/// every linear layer's forward.
+fn times_transposed(
+    x: &[f32],
+    w: &[f32],
+    (rows, input, out): (usize, usize, usize),
+    threads: usize,
+) -> Vec<f32> {
+    gemm_f32((rows, out, input), (x, input, 1), (w, 1, input), threads)
+}
+
 /// `x Wᵀ`, computed in the op itself; the backward skips the weight's
 /// gradient when the weight is frozen.
 struct Linear;
@@ -666,10 +677,10 @@ impl CustomOp2 for Linear {
         if wi != input {
             bail!("linear: input of width {input}, weight ({out}, {wi})");
         }
-        let y = gemm_f32(
-            (rows, out, input),
-            (data(xs, xl, "linear")?, input, 1),
-            (data(ws, wl, "linear")?, 1, input),
+        let y = times_transposed(
+            data(xs, xl, "linear")?,
+            data(ws, wl, "linear")?,
+            (rows, input, out),
             candle_core::utils::get_num_threads(),
         );
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
@@ -759,27 +770,13 @@ impl CustomOp3 for LoraLinear {
             let Storage::Cpu(wc) = &*ws else {
                 bail!("lora linear: CPU tensors only");
             };
-            gemm_f32(
-                (rows, out, input),
-                (x, input, 1),
-                (data(wc, wl, "lora linear")?, 1, input),
-                threads,
-            )
+            times_transposed(x, data(wc, wl, "lora linear")?, (rows, input, out), threads)
         };
         let xd = self.masked(x);
-        let mut h = gemm_f32(
-            (rows, r, input),
-            (&xd, input, 1),
-            (data(as_, al, "lora linear")?, 1, input),
-            threads,
-        );
+        let a = data(as_, al, "lora linear")?;
+        let mut h = times_transposed(&xd, a, (rows, input, r), threads);
         h.iter_mut().for_each(|v| *v *= self.scale);
-        let d = gemm_f32(
-            (rows, out, r),
-            (&h, r, 1),
-            (data(bs, bl, "lora linear")?, 1, r),
-            threads,
-        );
+        let d = times_transposed(&h, data(bs, bl, "lora linear")?, (rows, r, out), threads);
         y.par_chunks_mut(out)
             .zip(d.par_chunks(out))
             .for_each(|(y, d)| y.iter_mut().zip(d).for_each(|(y, d)| *y += d));
