@@ -1,11 +1,14 @@
 //! Our own Llama-family decoder (Llama 2/3, SmolLM2, Qwen2, Qwen3).
 //!
 //! Two ways through the same weights:
-//! - [`Mode::Train`] uses only ops that backpropagate in candle (no fused
-//!   kernels: candle's fused RMSNorm, RoPE and softmax drop gradients
-//!   silently), so every trainable tensor receives its gradient;
-//! - [`Mode::Fast`] uses the fused kernels, for no-grad scoring and
-//!   generation with a KV cache.
+//! - [`Mode::Train`] keeps the graph for the backward: on the CPU in f32
+//!   through driftui's own fused kernels (each with its backward, see
+//!   [`fused`]), elsewhere through candle ops that backpropagate (candle's
+//!   own fused RMSNorm, RoPE and softmax drop gradients silently), so every
+//!   trainable tensor receives its gradient;
+//! - [`Mode::Fast`] is for no-grad scoring and generation with a KV cache:
+//!   candle's fused kernels, and on the CPU in f32 driftui's attention (over
+//!   a whole sequence) and SwiGLU.
 
 use super::config::{Architecture, ModelConfig};
 use super::fused;
@@ -15,9 +18,9 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 /// Which kernels a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Differentiable ops only.
+    /// The graph kept for the backward.
     Train,
-    /// Fused kernels, no gradients.
+    /// No gradients.
     Fast,
 }
 
@@ -39,27 +42,45 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().expect("linear input has a last dimension");
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((rows, in_dim))?;
         let train = mode == Mode::Train;
+        let frozen = !x.track_op() && !self.weight.track_op();
+        // The fused ops take x with its leading dimensions as they come: a
+        // reshape in the graph costs a zero-filled buffer and an add in
+        // candle's backward.
         // A frozen base with its adapter: one fused op (see fused::lora_linear).
         let fused_lora = self.lora.as_ref().filter(|l| {
             fuse && train
-                && fused::applies(&x2)
+                && fused::applies(x)
                 && fused::applies(&self.weight)
                 && !self.weight.track_op()
                 && fused::applies(&l.a)
                 && fused::applies(&l.b)
         });
-        let mut y = if let Some(l) = fused_lora {
-            let mask = l.dropout_mask(x2.elem_count(), train);
-            fused::lora_linear(&x2, &self.weight, &l.a, &l.b, l.scale, mask)?
-        } else if (fuse && train) || (!x2.track_op() && !self.weight.track_op()) {
+        let y = if let Some(l) = fused_lora {
+            let mask = l.dropout_mask(x.elem_count(), train);
+            fused::lora_linear(x, &self.weight, &l.a, &l.b, l.scale, mask)?
+        } else if self.lora.is_none() && ((fuse && train) || frozen) {
             // The fused product (candle's matmul off CPU f32); with no
             // gradient to carry it still saves candle's zero-filled output
             // (scoring, generation).
+            fused::linear(x, &self.weight)?
+        } else {
+            return self.forward_plain(x, train, (fuse && train) || frozen);
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// The unfused layer (an adapter beside a trained base, or candle's
+    /// product): on 2-D rows, reshaped back.
+    fn forward_plain(&self, x: &Tensor, train: bool, fused_product: bool) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a last dimension");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = if fused_product {
             fused::linear(&x2, &self.weight)?
         } else {
             x2.matmul(&self.weight.t()?)?
@@ -67,12 +88,11 @@ impl Linear {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let (Some(lora), None) = (&self.lora, fused_lora) {
+        if let Some(lora) = &self.lora {
             y = (y + lora.delta(&x2, train)?)?;
         }
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
-        y.reshape(out_dims)
+        *dims.last_mut().expect("non-empty") = self.weight.dim(0)?;
+        y.reshape(dims)
     }
 }
 
@@ -379,7 +399,13 @@ impl Decoder {
 
     /// Whether the fused kernels run for this decoder's tensors.
     fn fused_here(&self, mode: Mode) -> bool {
-        self.fuse && mode == Mode::Train && self.device.is_cpu() && self.dtype == DType::F32
+        mode == Mode::Train && self.kernels_here()
+    }
+
+    /// driftui's own CPU f32 kernels apply (in either mode, where the op has
+    /// one for it: the attention and SwiGLU also run fused without gradients).
+    fn kernels_here(&self) -> bool {
+        self.fuse && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     pub fn device(&self) -> &Device {
@@ -507,7 +533,7 @@ impl Decoder {
             let m = &block.mlp;
             let g = m.gate.forward(&h, mode, fuse)?;
             let u = m.up.forward(&h, mode, fuse)?;
-            let gu = if fuse {
+            let gu = if self.kernels_here() {
                 fused::swiglu(&g, &u)?
             } else {
                 (candle_nn::ops::silu(&g)? * u)?
@@ -535,6 +561,20 @@ impl Decoder {
         let hkv = self.cfg.num_key_value_heads;
         let hd = self.cfg.head_dim;
         let eps = self.cfg.rms_norm_eps;
+        // Causal attention over the whole sequence, on the CPU in f32: one
+        // fused op from the projections' layout (see fused::causal_attention).
+        let whole = self.kernels_here()
+            && cache.is_none()
+            && causal_offset == Some(0)
+            && attn.q_norm.is_none()
+            && attn.k_norm.is_none();
+        if whole {
+            let q = attn.q.forward(x, mode, fuse)?;
+            let k = attn.k.forward(x, mode, fuse)?;
+            let v = attn.v.forward(x, mode, fuse)?;
+            let y = fused::causal_attention(&q, &k, &v, cos, sin, (hq, hkv, hd))?;
+            return attn.o.forward(&y, mode, fuse);
+        }
         let mut q = attn.q.forward(x, mode, fuse)?.reshape((b, t, hq, hd))?;
         let mut k = attn.k.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;
         let v = attn.v.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;

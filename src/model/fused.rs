@@ -417,6 +417,405 @@ pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64, causal: Option<usize>) ->
     })
 }
 
+// ---------------------------------------------------------------- attention
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread, operands and
+/// destination as (pointer, row stride, column stride); for the attention's
+/// per-head products, which run one head per thread.
+///
+/// # Safety
+/// The strides must keep every access inside the buffers, and no other
+/// thread may touch the destination's elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_product(
+    (m, n, k): (usize, usize, usize),
+    (dst, d_rs): (*mut f32, usize),
+    (lhs, l_rs, l_cs): (*const f32, usize, usize),
+    (rhs, r_rs, r_cs): (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        d_rs as isize,
+        false,
+        lhs,
+        l_cs as isize,
+        l_rs as isize,
+        rhs,
+        r_cs as isize,
+        r_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Causal self-attention on the projections' own layout: q (b, t, hq·d), k
+/// and v (b, t, hkv·d) → (b, t, hq·d), with the rotary embedding (cos/sin of
+/// (t, d/2) or (b, t, d/2), rotate-half) applied to q and k inside, grouped
+/// query heads (head h reads key/value head h / (hq / hkv)), the 1/√d scale
+/// and the causal mask. The plain path is some twenty candle ops a layer
+/// (the per-head transposes and their copies, two rotations, the batched
+/// products, the softmax and the reshapes back), and candle's backward
+/// zero-fills and adds a gradient buffer for each of them; this is one op,
+/// each head's products on one thread, the heads in parallel.
+struct CausalAttention {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// cos/sin per batch row, (b, t, d/2), rather than (t, d/2).
+    per_row: bool,
+    /// Keep the forward's buffers for the backward (an input tracks a gradient).
+    keep: bool,
+    saved: Mutex<Option<AttentionParts>>,
+}
+
+/// What the backward reuses from the forward: the rotated queries and keys
+/// and the values per head, (b, h, t, d), and the attention weights, (b, hq,
+/// t, t).
+struct AttentionParts {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    p: Vec<f32>,
+}
+
+impl CausalAttention {
+    /// cos and sin for batch row `bi`, position `ti`: d/2 each.
+    fn angles(&self, bi: usize, ti: usize, t: usize) -> (&[f32], &[f32]) {
+        let half = self.head_dim / 2;
+        let base = if self.per_row { bi * t + ti } else { ti } * half;
+        (&self.cos[base..base + half], &self.sin[base..base + half])
+    }
+
+    /// (b, t, h·d) → (b, h, t, d), rotated when `rotate`.
+    fn split_heads(&self, x: &[f32], (b, t, h): (usize, usize, usize), rotate: bool) -> Vec<f32> {
+        let d = self.head_dim;
+        let half = d / 2;
+        let mut out = vec![0f32; b * h * t * d];
+        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, dst)| {
+            let (bi, hi) = (bh / h, bh % h);
+            for ti in 0..t {
+                let src = &x[(bi * t + ti) * h * d + hi * d..][..d];
+                let row = &mut dst[ti * d..(ti + 1) * d];
+                if rotate {
+                    let (c, s) = self.angles(bi, ti, t);
+                    for i in 0..half {
+                        let (x1, x2) = (src[i], src[i + half]);
+                        row[i] = x1 * c[i] - x2 * s[i];
+                        row[i + half] = x2 * c[i] + x1 * s[i];
+                    }
+                } else {
+                    row.copy_from_slice(src);
+                }
+            }
+        });
+        out
+    }
+
+    /// (b, hs, t, d) per-head gradients → (b, t, h·d), summing the `hs / h`
+    /// heads that share each output head (in head order) and undoing the
+    /// rotation (its transpose: the same rotation with sin negated) when
+    /// `rotated`.
+    fn merge_heads(
+        &self,
+        g: &[f32],
+        (b, t, hs, h): (usize, usize, usize, usize),
+        rotated: bool,
+    ) -> Vec<f32> {
+        let d = self.head_dim;
+        let half = d / 2;
+        let rep = hs / h;
+        let mut out = vec![0f32; b * t * h * d];
+        out.par_chunks_mut(h * d).enumerate().for_each_init(
+            || vec![0f32; d],
+            |sum, (row, dst)| {
+                let (bi, ti) = (row / t, row % t);
+                for hi in 0..h {
+                    sum.fill(0.0);
+                    for r in 0..rep {
+                        let src = &g[((bi * hs + hi * rep + r) * t + ti) * d..][..d];
+                        sum.iter_mut().zip(src).for_each(|(a, v)| *a += v);
+                    }
+                    let o = &mut dst[hi * d..(hi + 1) * d];
+                    if rotated {
+                        let (c, s) = self.angles(bi, ti, t);
+                        for i in 0..half {
+                            let (g1, g2) = (sum[i], sum[i + half]);
+                            o[i] = g1 * c[i] + g2 * s[i];
+                            o[i + half] = g2 * c[i] - g1 * s[i];
+                        }
+                    } else {
+                        o.copy_from_slice(&sum[..]);
+                    }
+                }
+            },
+        );
+        out
+    }
+
+    /// The rotated heads, the weights and the output (b, t, hq·d).
+    fn run(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (b, t): (usize, usize),
+    ) -> (AttentionParts, Vec<f32>) {
+        let (hq, hkv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let rep = hq / hkv;
+        let qr = self.split_heads(q, (b, t, hq), true);
+        let kr = self.split_heads(k, (b, t, hkv), true);
+        let vh = self.split_heads(v, (b, t, hkv), false);
+        let mut p = vec![0f32; b * hq * t * t];
+        let mut out: Vec<f32> = vec![0f32; b * t * hq * d];
+        let out_addr = out.as_mut_ptr() as usize;
+        p.par_chunks_mut(t * t).enumerate().for_each(|(bh, ph)| {
+            let (bi, g) = (bh / hq, (bh % hq) / rep);
+            let qh = &qr[bh * t * d..][..t * d];
+            let kh = &kr[(bi * hkv + g) * t * d..][..t * d];
+            let vv = &vh[(bi * hkv + g) * t * d..][..t * d];
+            // SAFETY: ph is this task's (t × t); qh, kh, vv are (t × d).
+            unsafe {
+                head_product(
+                    (t, t, d),
+                    (ph.as_mut_ptr(), t),
+                    (qh.as_ptr(), d, 1),
+                    (kh.as_ptr(), 1, d),
+                );
+            }
+            for i in 0..t {
+                let row = &mut ph[i * t..(i + 1) * t];
+                let len = i + 1;
+                let mx = row[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for o in row[..len].iter_mut() {
+                    *o = exp_nonpositive(self.scale * (*o - mx));
+                }
+                let inv = 1.0 / laned_sum(&row[..len]);
+                row[..len].iter_mut().for_each(|o| *o *= inv);
+                row[len..].fill(0.0);
+            }
+            // SAFETY: head h's columns of the output, (t × d) at row stride
+            // hq·d inside batch row bi; no other task writes them.
+            unsafe {
+                let dst = (out_addr as *mut f32).add(bi * t * hq * d + (bh % hq) * d);
+                head_product(
+                    (t, d, t),
+                    (dst, hq * d),
+                    (ph.as_ptr(), t, 1),
+                    (vv.as_ptr(), d, 1),
+                );
+            }
+        });
+        (
+            AttentionParts {
+                q: qr,
+                k: kr,
+                v: vh,
+                p,
+            },
+            out,
+        )
+    }
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "driftui-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, t, qw) = ql.shape().dims3()?;
+        let (hq, hkv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let kv_dims = (b, t, hkv * d);
+        if qw != hq * d || kl.shape().dims3()? != kv_dims || vl.shape().dims3()? != kv_dims {
+            bail!(
+                "attention: q {:?}, k {:?}, v {:?} for {hq} heads, {hkv} key/value heads of {d}",
+                ql.dims(),
+                kl.dims(),
+                vl.dims()
+            );
+        }
+        let half = d / 2;
+        if self.cos.len() != if self.per_row { b * t * half } else { t * half } {
+            bail!("attention: cos/sin do not fit (b, t) = ({b}, {t}), head size {d}");
+        }
+        let (q, k, v) = (
+            data(qs, ql, "attention")?,
+            data(ks, kl, "attention")?,
+            data(vs, vl, "attention")?,
+        );
+        let (parts, out) = self.run(q, k, v, (b, t));
+        if self.keep {
+            *self
+                .saved
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = Some(parts);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, t, hq * d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, _) = q.dims3()?;
+        let (hq, hkv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let rep = hq / hkv;
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?
+            .take();
+        // A second backward over the same graph recomputes the forward.
+        let parts = match saved {
+            Some(parts) => parts,
+            None => {
+                let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+                let (q, k, v) = (
+                    q.flatten_all()?.to_vec1::<f32>()?,
+                    k.flatten_all()?.to_vec1::<f32>()?,
+                    v.flatten_all()?.to_vec1::<f32>()?,
+                );
+                self.run(&q, &k, &v, (b, t)).0
+            }
+        };
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let n = b * hq * t * d;
+        let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let AttentionParts {
+            q: qr,
+            k: kr,
+            v: vh,
+            p,
+        } = &parts;
+        dq.par_chunks_mut(t * d)
+            .zip(dk.par_chunks_mut(t * d))
+            .zip(dv.par_chunks_mut(t * d))
+            .enumerate()
+            .for_each(|(bh, ((dqh, dkh), dvh))| {
+                let (bi, hi) = (bh / hq, bh % hq);
+                let kvo = (bi * hkv + hi / rep) * t * d;
+                let ph = &p[bh * t * t..][..t * t];
+                let (qh, kh, vv) = (
+                    &qr[bh * t * d..][..t * d],
+                    &kr[kvo..][..t * d],
+                    &vh[kvo..][..t * d],
+                );
+                let go = g[bi * t * hq * d + hi * d..].as_ptr();
+                let mut ds = vec![0f32; t * t];
+                // SAFETY: every operand is this head's (t × t) or (t × d)
+                // block (the output gradient at row stride hq·d); the
+                // destinations are this task's own.
+                unsafe {
+                    // dP = dO Vᵀ, then dS = scale · P ⊙ (dP − Σ P ⊙ dP).
+                    head_product(
+                        (t, t, d),
+                        (ds.as_mut_ptr(), t),
+                        (go, hq * d, 1),
+                        (vv.as_ptr(), 1, d),
+                    );
+                    for i in 0..t {
+                        let (pr, dr) = (&ph[i * t..(i + 1) * t], &mut ds[i * t..(i + 1) * t]);
+                        let len = i + 1;
+                        let dot: f32 = pr[..len].iter().zip(&dr[..len]).map(|(a, b)| a * b).sum();
+                        for (o, &pv) in dr[..len].iter_mut().zip(&pr[..len]) {
+                            *o = self.scale * pv * (*o - dot);
+                        }
+                        dr[len..].fill(0.0);
+                    }
+                    head_product(
+                        (t, d, t),
+                        (dqh.as_mut_ptr(), d),
+                        (ds.as_ptr(), t, 1),
+                        (kh.as_ptr(), d, 1),
+                    );
+                    head_product(
+                        (t, d, t),
+                        (dkh.as_mut_ptr(), d),
+                        (ds.as_ptr(), 1, t),
+                        (qh.as_ptr(), d, 1),
+                    );
+                    head_product(
+                        (t, d, t),
+                        (dvh.as_mut_ptr(), d),
+                        (ph.as_ptr(), 1, t),
+                        (go, hq * d, 1),
+                    );
+                }
+            });
+        let dq = self.merge_heads(&dq, (b, t, hq, hq), true);
+        let dk = self.merge_heads(&dk, (b, t, hq, hkv), true);
+        let dv = self.merge_heads(&dv, (b, t, hq, hkv), false);
+        let dev = q.device();
+        let grad = |x: Vec<f32>, of: &Tensor| -> Result<Option<Tensor>> {
+            Ok(if of.track_op() {
+                Some(Tensor::from_vec(x, of.shape(), dev)?)
+            } else {
+                None
+            })
+        };
+        Ok((grad(dq, q)?, grad(dk, k)?, grad(dv, v)?))
+    }
+}
+
+/// Causal self-attention of q (b, t, heads·d), k and v (b, t, kv_heads·d),
+/// as the projections lay them out, with the rotary embedding of cos/sin
+/// ((t, d/2) or (b, t, d/2)) applied to q and k, `heads / kv_heads` query
+/// heads per key/value head and scores scaled by 1/√d: (b, t, heads·d).
+/// Positions run 0..t (no cache, no padding bias). CPU f32 only.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+) -> Result<Tensor> {
+    if kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 {
+        bail!("attention: {heads} heads over {kv_heads} key/value heads of size {head_dim}");
+    }
+    let table = |t: &Tensor| -> Result<Vec<f32>> {
+        t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+    };
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        CausalAttention {
+            heads,
+            kv_heads,
+            head_dim,
+            scale: (1.0 / (head_dim as f64).sqrt()) as f32,
+            cos: table(cos)?,
+            sin: table(sin)?,
+            per_row: cos.rank() == 3,
+            keep: q.track_op() || k.track_op() || v.track_op(),
+            saved: Mutex::new(None),
+        },
+    )
+}
+
 // ---------------------------------------------------------------- SwiGLU
 
 /// silu(g) · u.
@@ -672,7 +1071,7 @@ impl CustomOp2 for Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, input) = xl.shape().dims2()?;
+        let (rows, input) = rows_of(xl.shape())?;
         let (out, wi) = wl.shape().dims2()?;
         if wi != input {
             bail!("linear: input of width {input}, weight ({out}, {wi})");
@@ -683,7 +1082,7 @@ impl CustomOp2 for Linear {
             (rows, input, out),
             candle_core::utils::get_num_threads(),
         );
-        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+        Ok((CpuStorage::F32(y), with_last(xl.shape(), out)))
     }
 
     fn bwd(
@@ -693,14 +1092,21 @@ impl CustomOp2 for Linear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, input) = rows_of(x.shape())?;
+        let grad = grad.reshape((rows, w.dim(0)?))?;
         let dx = if x.track_op() {
-            Some(product(grad, false, &w.detach(), false)?)
+            Some(product(&grad, false, &w.detach(), false)?.reshape(x.shape())?)
         } else {
             None
         };
         // A frozen weight (LoRA's base) needs no gradient: skip its matmul.
         let dw = if w.track_op() {
-            Some(product(grad, true, &x.detach(), false)?)
+            Some(product(
+                &grad,
+                true,
+                &x.detach().reshape((rows, input))?,
+                false,
+            )?)
         } else {
             None
         };
@@ -708,10 +1114,32 @@ impl CustomOp2 for Linear {
     }
 }
 
-/// `x Wᵀ` for x (rows, in), W (out, in).
+/// The rows and width of an input whose last dimension is the width.
+fn rows_of(shape: &Shape) -> Result<(usize, usize)> {
+    let input = *shape
+        .dims()
+        .last()
+        .ok_or_else(|| candle_core::Error::Msg("linear: a scalar input".into()))?;
+    Ok((shape.elem_count() / input.max(1), input))
+}
+
+/// `shape` with its last dimension set to `last`.
+fn with_last(shape: &Shape, last: usize) -> Shape {
+    let mut dims = shape.dims().to_vec();
+    if let Some(l) = dims.last_mut() {
+        *l = last;
+    }
+    Shape::from(dims)
+}
+
+/// `x Wᵀ` for x (..., in), W (out, in): (..., out). Any leading dimensions
+/// stay as they are (no reshape in the graph, whose backward candle would
+/// zero-fill and add a buffer for).
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !applies(x) || !applies(w) {
-        return x.matmul(&w.t()?);
+        let (rows, input) = rows_of(x.shape())?;
+        let y = x.reshape((rows, input))?.matmul(&w.t()?)?;
+        return y.reshape(with_last(x.shape(), w.dim(0)?));
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
 }
@@ -754,7 +1182,7 @@ impl CustomOp3 for LoraLinear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, input) = xl.shape().dims2()?;
+        let (rows, input) = rows_of(xl.shape())?;
         let (r, ai) = al.shape().dims2()?;
         let (out, br) = bl.shape().dims2()?;
         let (wo, wi) = self.w.dims2()?;
@@ -785,7 +1213,7 @@ impl CustomOp3 for LoraLinear {
             .h
             .lock()
             .map_err(|_| candle_core::Error::Msg("lora linear: poisoned".into()))? = Some(h);
-        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+        Ok((CpuStorage::F32(y), with_last(xl.shape(), out)))
     }
 
     fn bwd(
@@ -797,7 +1225,10 @@ impl CustomOp3 for LoraLinear {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let need_dx = x.track_op();
-        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let x_shape = x.shape().clone();
+        let (rows, input) = rows_of(&x_shape)?;
+        let grad = &grad.reshape((rows, b.dim(0)?))?;
+        let (x, a, b) = (x.detach().reshape((rows, input))?, a.detach(), b.detach());
         let s = self.scale as f64;
         // g B (rows × r), the gradient reaching s (m ⊙ x) Aᵀ.
         let gb = product(grad, false, &b, false)?;
@@ -815,7 +1246,7 @@ impl CustomOp3 for LoraLinear {
                 Some(m) => (lora * m)?,
                 None => lora,
             };
-            Some((product(grad, false, &self.w.detach(), false)? + lora)?)
+            Some((product(grad, false, &self.w.detach(), false)? + lora)?.reshape(&x_shape)?)
         } else {
             None
         };
@@ -834,7 +1265,7 @@ impl CustomOp3 for LoraLinear {
 }
 
 /// `x Wᵀ + s · (mask ⊙ x) Aᵀ Bᵀ` for a frozen W (out, in), A (r, in),
-/// B (out, r), x (rows, in); the gradient reaches x, A and B.
+/// B (out, r), x (..., in); the gradient reaches x, A and B.
 pub fn lora_linear(
     x: &Tensor,
     w: &Tensor,
