@@ -401,7 +401,13 @@ impl Decoder {
 
     /// Whether the fused kernels run for this decoder's tensors.
     fn fused_here(&self, mode: Mode) -> bool {
-        self.fuse && mode == Mode::Train && self.device.is_cpu() && self.dtype == DType::F32
+        mode == Mode::Train && self.kernels_here()
+    }
+
+    /// driftui's own CPU f32 kernels are on for this decoder's tensors (in
+    /// training; without gradients only the whole-sequence attention uses them).
+    fn kernels_here(&self) -> bool {
+        self.fuse && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     pub fn device(&self) -> &Device {
@@ -559,9 +565,7 @@ impl Decoder {
         let eps = self.cfg.rms_norm_eps;
         // Causal attention over the whole sequence, on the CPU in f32: one
         // fused op from the projections' layout (see fused::causal_attention).
-        let whole = self.fuse
-            && self.device.is_cpu()
-            && self.dtype == DType::F32
+        let whole = self.kernels_here()
             && cache.is_none()
             && causal_offset == Some(0)
             && attn.q_norm.is_none()

@@ -339,17 +339,8 @@ impl CustomOp1 for Softmax {
                         Some(off) => ((row % t) + off + 1).min(n),
                         None => n,
                     };
-                    let sc = self.scale;
-                    let mx = xr[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    // sc > 0, so sc·(v − mx) ≤ 0: the branch-free exp
-                    // vectorises (libm's `expf` per score was a scalar call).
-                    for (o, &v) in yr[..len].iter_mut().zip(&xr[..len]) {
-                        *o = exp_nonpositive(sc * (v - mx));
-                    }
-                    let inv = 1.0 / laned_sum(&yr[..len]);
-                    for o in yr[..len].iter_mut() {
-                        *o *= inv;
-                    }
+                    yr[..len].copy_from_slice(&xr[..len]);
+                    softmax_in_place(&mut yr[..len], self.scale);
                     // Masked entries stay 0.
                 }
             });
@@ -390,13 +381,32 @@ impl CustomOp2 for SoftmaxBwd {
             .zip(g.par_chunks(n * ROW_BLOCK))
             .for_each(|((db, yb), gb)| {
                 for ((dr, yr), gr) in db.chunks_mut(n).zip(yb.chunks(n)).zip(gb.chunks(n)) {
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                    for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                        *o = self.scale * yv * (gv - dot);
-                    }
+                    dr.copy_from_slice(gr);
+                    softmax_grad_in_place(yr, dr, self.scale);
                 }
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax of `scale · row` in place (scale > 0): the row's maximum is
+/// subtracted first, so every exponent is ≤ 0 and the branch-free exp
+/// vectorises (libm's `expf` per score was a scalar call).
+fn softmax_in_place(row: &mut [f32], scale: f32) {
+    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for o in row.iter_mut() {
+        *o = exp_nonpositive(scale * (*o - mx));
+    }
+    let inv = 1.0 / laned_sum(row);
+    row.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// The backward of [`softmax_in_place`] for one row, in place over the
+/// incoming gradient: g ← scale · y ⊙ (g − Σ g ⊙ y).
+fn softmax_grad_in_place(y: &[f32], g: &mut [f32], scale: f32) {
+    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
+    for (o, &yv) in g.iter_mut().zip(y) {
+        *o = scale * yv * (*o - dot);
     }
 }
 
@@ -418,43 +428,6 @@ pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64, causal: Option<usize>) ->
 }
 
 // ---------------------------------------------------------------- attention
-
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread, operands and
-/// destination as (pointer, row stride, column stride); for the attention's
-/// per-head products, which run one head per thread.
-///
-/// # Safety
-/// The strides must keep every access inside the buffers, and no other
-/// thread may touch the destination's elements meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn head_product(
-    (m, n, k): (usize, usize, usize),
-    (dst, d_rs): (*mut f32, usize),
-    (lhs, l_rs, l_cs): (*const f32, usize, usize),
-    (rhs, r_rs, r_cs): (*const f32, usize, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        d_rs as isize,
-        false,
-        lhs,
-        l_cs as isize,
-        l_rs as isize,
-        rhs,
-        r_cs as isize,
-        r_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
-}
 
 /// Causal self-attention on the projections' own layout: q (b, t, hq·d), k
 /// and v (b, t, hkv·d) → (b, t, hq·d), with the rotary embedding (cos/sin of
@@ -586,29 +559,23 @@ impl CausalAttention {
             let vv = &vh[(bi * hkv + g) * t * d..][..t * d];
             // SAFETY: ph is this task's (t × t); qh, kh, vv are (t × d).
             unsafe {
-                head_product(
+                one_thread_product(
                     (t, t, d),
                     (ph.as_mut_ptr(), t),
                     (qh.as_ptr(), d, 1),
                     (kh.as_ptr(), 1, d),
                 );
             }
-            for i in 0..t {
-                let row = &mut ph[i * t..(i + 1) * t];
-                let len = i + 1;
-                let mx = row[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for o in row[..len].iter_mut() {
-                    *o = exp_nonpositive(self.scale * (*o - mx));
-                }
-                let inv = 1.0 / laned_sum(&row[..len]);
-                row[..len].iter_mut().for_each(|o| *o *= inv);
-                row[len..].fill(0.0);
+            for (i, row) in ph.chunks_mut(t).enumerate() {
+                let (kept, masked) = row.split_at_mut(i + 1);
+                softmax_in_place(kept, self.scale);
+                masked.fill(0.0);
             }
             // SAFETY: head h's columns of the output, (t × d) at row stride
             // hq·d inside batch row bi; no other task writes them.
             unsafe {
                 let dst = (out_addr as *mut f32).add(bi * t * hq * d + (bh % hq) * d);
-                head_product(
+                one_thread_product(
                     (t, d, t),
                     (dst, hq * d),
                     (ph.as_ptr(), t, 1),
@@ -730,34 +697,30 @@ impl CustomOp3 for CausalAttention {
                 // destinations are this task's own.
                 unsafe {
                     // dP = dO Vᵀ, then dS = scale · P ⊙ (dP − Σ P ⊙ dP).
-                    head_product(
+                    one_thread_product(
                         (t, t, d),
                         (ds.as_mut_ptr(), t),
                         (go, hq * d, 1),
                         (vv.as_ptr(), 1, d),
                     );
-                    for i in 0..t {
-                        let (pr, dr) = (&ph[i * t..(i + 1) * t], &mut ds[i * t..(i + 1) * t]);
-                        let len = i + 1;
-                        let dot: f32 = pr[..len].iter().zip(&dr[..len]).map(|(a, b)| a * b).sum();
-                        for (o, &pv) in dr[..len].iter_mut().zip(&pr[..len]) {
-                            *o = self.scale * pv * (*o - dot);
-                        }
-                        dr[len..].fill(0.0);
+                    for (i, (pr, dr)) in ph.chunks(t).zip(ds.chunks_mut(t)).enumerate() {
+                        let (kept, masked) = dr.split_at_mut(i + 1);
+                        softmax_grad_in_place(&pr[..=i], kept, self.scale);
+                        masked.fill(0.0);
                     }
-                    head_product(
+                    one_thread_product(
                         (t, d, t),
                         (dqh.as_mut_ptr(), d),
                         (ds.as_ptr(), t, 1),
                         (kh.as_ptr(), d, 1),
                     );
-                    head_product(
+                    one_thread_product(
                         (t, d, t),
                         (dkh.as_mut_ptr(), d),
                         (ds.as_ptr(), 1, t),
                         (qh.as_ptr(), d, 1),
                     );
-                    head_product(
+                    one_thread_product(
                         (t, d, t),
                         (dvh.as_mut_ptr(), d),
                         (ph.as_ptr(), 1, t),
@@ -958,6 +921,42 @@ pub fn product_on(a: &Tensor, ta: bool, b: &Tensor, tb: bool, threads: usize) ->
     Tensor::from_vec(dst, (m, n), a.device())
 }
 
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread through gemm,
+/// operands and destination as (pointer, row stride, column stride): one
+/// block of [`gemm_f32`], and each head's products in the attention.
+///
+/// # Safety
+/// The strides must keep every access inside the buffers, and no other
+/// thread may touch the destination's elements meanwhile.
+unsafe fn one_thread_product(
+    (m, n, k): (usize, usize, usize),
+    (dst, d_rs): (*mut f32, usize),
+    (lhs, l_rs, l_cs): (*const f32, usize, usize),
+    (rhs, r_rs, r_cs): (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        d_rs as isize,
+        false,
+        lhs,
+        l_cs as isize,
+        l_rs as isize,
+        rhs,
+        r_cs as isize,
+        r_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
 /// `dst (m × n) = lhs (m × k) · rhs (k × n)`, operands as (data, row
 /// stride, column stride).
 ///
@@ -993,26 +992,11 @@ fn gemm_f32(
         // rows r0..r0+rows of lhs and columns c0..c0+cols of rhs, inside
         // the extents checked above; blocks write disjoint parts of dst.
         unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                k,
-                (dst_addr as *mut f32).add(r0 * n + c0),
-                1,
-                n as isize,
-                false,
-                (lhs_addr as *const f32).add(r0 * l_rs),
-                l_cs as isize,
-                l_rs as isize,
-                (rhs_addr as *const f32).add(c0 * r_cs),
-                r_cs as isize,
-                r_rs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+            one_thread_product(
+                (rows, cols, k),
+                ((dst_addr as *mut f32).add(r0 * n + c0), n),
+                ((lhs_addr as *const f32).add(r0 * l_rs), l_rs, l_cs),
+                ((rhs_addr as *const f32).add(c0 * r_cs), r_rs, r_cs),
             )
         }
     };
