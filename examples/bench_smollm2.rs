@@ -212,6 +212,9 @@ fn main() -> Result<()> {
         driftui::model::fused::keep_freed_memory();
     }
     driftui::model::fused::configure_cpu_threads();
+    if let Some(line) = driftui::model::blas::configure()? {
+        eprintln!("{line}");
+    }
     let mut mode = "full".to_string();
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();

@@ -16,6 +16,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     driftui::model::fused::keep_freed_memory();
     driftui::model::fused::configure_cpu_threads();
+    // MKL for the products when DRIFTUI_MKL names it; the trainer logs it.
+    if let Err(err) = driftui::model::blas::configure() {
+        eprintln!("driftui: error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod blas;
 mod cli;
 mod data_formats;
 mod decoder;

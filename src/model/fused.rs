@@ -921,9 +921,10 @@ pub fn product_on(a: &Tensor, ta: bool, b: &Tensor, tb: bool, threads: usize) ->
     Tensor::from_vec(dst, (m, n), a.device())
 }
 
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread through gemm,
-/// operands and destination as (pointer, row stride, column stride): one
-/// block of [`gemm_f32`], and each head's products in the attention.
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread, through MKL
+/// when [`super::blas::configure`] opened it, else gemm; operands and
+/// destination as (pointer, row stride, column stride): one block of
+/// [`gemm_f32`], and each head's products in the attention.
 ///
 /// # Safety
 /// The strides must keep every access inside the buffers, and no other
@@ -934,6 +935,11 @@ unsafe fn one_thread_product(
     (lhs, l_rs, l_cs): (*const f32, usize, usize),
     (rhs, r_rs, r_cs): (*const f32, usize, usize),
 ) {
+    if let Some(mkl) = super::blas::active() {
+        if mkl.product((m, n, k), (dst, d_rs), (lhs, l_rs, l_cs), (rhs, r_rs, r_cs)) {
+            return;
+        }
+    }
     gemm::gemm(
         m,
         n,

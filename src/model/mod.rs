@@ -1,6 +1,7 @@
 //! Models: our own decoder, LoRA, sequence log-probabilities, and loading
 //! from the sources a recipe names.
 
+pub mod blas;
 pub mod builtin;
 pub mod config;
 pub mod decoder;

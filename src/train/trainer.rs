@@ -197,6 +197,14 @@ impl Trainer {
             if let Some(w) = crate::model::fused::cpu_kernel_warning() {
                 self.alert(AlertLevel::Warning, w)?;
             }
+            if let Some(mkl) = crate::model::blas::active() {
+                let line = format!(
+                    "matrix products: {} ({})",
+                    mkl.version(),
+                    mkl.path().display()
+                );
+                self.alert(AlertLevel::Info, line)?;
+            }
         }
         let notes = self
             .prep
