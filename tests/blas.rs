@@ -179,23 +179,24 @@ fn mkl_refuses_a_path_that_is_not_mkl() {
 /// Train the three-step micro recipe with the binary, DRIFTUI_MKL as given;
 /// (per-step losses, the run's alert messages).
 fn micro_run(dir: &Path, name: &str, mkl: Option<&Path>) -> (Vec<f64>, Vec<String>) {
-    let runs = dir.join("runs");
     let recipe = dir.join(format!("{name}.toml"));
-    std::fs::write(&recipe, common::micro_sft_recipe(name, &runs)).unwrap();
+    std::fs::write(&recipe, common::micro_sft_recipe(name, &dir.join("runs"))).unwrap();
+    let out = dir.join(name);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftui"));
-    cmd.args(["train", recipe.to_str().unwrap(), "--headless"]);
+    cmd.args([
+        "train",
+        recipe.to_str().unwrap(),
+        "--headless",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     match mkl {
         Some(p) => cmd.env("DRIFTUI_MKL", p),
         None => cmd.env_remove("DRIFTUI_MKL"),
     };
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", common::stderr(&o));
-    let log = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
-        .expect("the run's directory")
-        .join("events.jsonl");
+    let log = out.join("events.jsonl");
     let (events, _) = read_log(&log).unwrap();
     let mut losses = vec![];
     let mut alerts = vec![];

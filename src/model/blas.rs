@@ -81,33 +81,29 @@ impl Mkl {
             );
         }
         // SAFETY: loading MKL runs its initialisers, which only set up its
-        // dispatch tables; the symbols below are its documented C API.
+        // dispatch tables; the symbols below are its documented C API, each
+        // read with its C signature.
         unsafe {
             let library = libloading::Library::new(&file)
                 .with_context(|| format!("MKL: could not open {}", file.display()))?;
-            let set_interface: libloading::Symbol<unsafe extern "C" fn(i32) -> i32> = library
-                .get(b"MKL_Set_Interface_Layer\0")
-                .with_context(|| format!("MKL: {} is not mkl_rt", file.display()))?;
+            let set_interface: unsafe extern "C" fn(i32) -> i32 =
+                symbol(&library, &file, b"MKL_Set_Interface_Layer\0")?;
             set_interface(INTERFACE_LP64);
-            let set_threading: libloading::Symbol<unsafe extern "C" fn(i32) -> i32> = library
-                .get(b"MKL_Set_Threading_Layer\0")
-                .with_context(|| format!("MKL: {} is not mkl_rt", file.display()))?;
+            let set_threading: unsafe extern "C" fn(i32) -> i32 =
+                symbol(&library, &file, b"MKL_Set_Threading_Layer\0")?;
             if set_threading(THREADING_SEQUENTIAL) != THREADING_SEQUENTIAL {
                 bail!(
                     "MKL: {} would not take its sequential layer (was it already used with another?)",
                     file.display()
                 );
             }
-            let version_string: libloading::Symbol<unsafe extern "C" fn(*mut u8, i32)> = library
-                .get(b"MKL_Get_Version_String\0")
-                .with_context(|| format!("MKL: {} is not mkl_rt", file.display()))?;
+            let version_string: unsafe extern "C" fn(*mut u8, i32) =
+                symbol(&library, &file, b"MKL_Get_Version_String\0")?;
             let mut buf = [0u8; 256];
             version_string(buf.as_mut_ptr(), buf.len() as i32);
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
             let version = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-            let sgemm: Sgemm = *library
-                .get::<Sgemm>(b"cblas_sgemm\0")
-                .with_context(|| format!("MKL: {} has no cblas_sgemm", file.display()))?;
+            let sgemm: Sgemm = symbol(&library, &file, b"cblas_sgemm\0")?;
             let mkl = Mkl {
                 sgemm,
                 version,
@@ -143,6 +139,15 @@ impl Mkl {
             );
         }
         Ok(())
+    }
+
+    /// What the run's log says: the library's version and file.
+    pub fn describe(&self) -> String {
+        format!(
+            "matrix products: {} ({}), sequential, one block per thread",
+            self.version,
+            self.path.display()
+        )
     }
 
     /// MKL's own version string.
@@ -215,6 +220,21 @@ impl Mkl {
     }
 }
 
+/// The function `name` (NUL-terminated) in MKL's `library`, opened from `file`.
+///
+/// # Safety
+/// `F` must be the symbol's C signature; the result must not outlive `library`.
+unsafe fn symbol<F: Copy>(library: &libloading::Library, file: &Path, name: &[u8]) -> Result<F> {
+    let f: libloading::Symbol<F> = library.get(name).with_context(|| {
+        format!(
+            "MKL: {} is not mkl_rt (no {})",
+            file.display(),
+            String::from_utf8_lossy(&name[..name.len() - 1])
+        )
+    })?;
+    Ok(*f)
+}
+
 static ACTIVE: OnceLock<Option<Mkl>> = OnceLock::new();
 
 /// The MKL the fused kernels multiply with, if [`configure`] opened one.
@@ -233,11 +253,7 @@ pub fn configure() -> Result<Option<String>> {
         return Ok(None);
     };
     let mkl = Mkl::open(Path::new(&path)).context("DRIFTUI_MKL")?;
-    let line = format!(
-        "matrix products: {} ({}), sequential, one block per thread",
-        mkl.version(),
-        mkl.path().display()
-    );
+    let line = mkl.describe();
     let _ = ACTIVE.set(Some(mkl));
     Ok(Some(line))
 }

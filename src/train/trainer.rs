@@ -198,12 +198,7 @@ impl Trainer {
                 self.alert(AlertLevel::Warning, w)?;
             }
             if let Some(mkl) = crate::model::blas::active() {
-                let line = format!(
-                    "matrix products: {} ({})",
-                    mkl.version(),
-                    mkl.path().display()
-                );
-                self.alert(AlertLevel::Info, line)?;
+                self.alert(AlertLevel::Info, mkl.describe())?;
             }
         }
         let notes = self
