@@ -46,13 +46,14 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
 /// One product in a given layout against a float64 reference: `lhs_t` /
 /// `rhs_t` store the operand transposed, `pad` widens every stored row (a
 /// view into a wider matrix), and the destination's rows are padded too;
-/// the padding must come back untouched.
+/// the padding must come back untouched. With `accumulate` the destination
+/// holds values first and the product is added to them.
 fn check_product(
     mkl: &Mkl,
     (m, n, k): (usize, usize, usize),
-    lhs_t: bool,
-    rhs_t: bool,
+    (lhs_t, rhs_t): (bool, bool),
     pad: usize,
+    accumulate: bool,
 ) {
     // op(lhs) is m × k: stored m rows of k (+pad), or k rows of m (+pad).
     let (l_rows, l_cols) = if lhs_t { (k, m) } else { (m, k) };
@@ -65,6 +66,12 @@ fn check_product(
     let (r_rs, r_cs) = if rhs_t { (1, r_ld) } else { (r_ld, 1) };
     let d_ld = n + pad;
     let mut dst = vec![f32::NAN; m * d_ld];
+    let prior = values(m * n, 3);
+    if accumulate {
+        for i in 0..m {
+            dst[i * d_ld..i * d_ld + n].copy_from_slice(&prior[i * n..(i + 1) * n]);
+        }
+    }
     // SAFETY: every stride above stays inside its buffer.
     let done = unsafe {
         mkl.product(
@@ -72,17 +79,25 @@ fn check_product(
             (dst.as_mut_ptr(), d_ld),
             (lhs.as_ptr(), l_rs, l_cs),
             (rhs.as_ptr(), r_rs, r_cs),
+            accumulate,
         )
     };
-    let what = format!("{m}×{k}·{k}×{n} lhs_t={lhs_t} rhs_t={rhs_t} pad={pad}");
+    let what =
+        format!("{m}×{k}·{k}×{n} lhs_t={lhs_t} rhs_t={rhs_t} pad={pad} accumulate={accumulate}");
     assert!(done, "{what}: MKL refused a CBLAS layout");
     let mut worst = 0f64;
     let mut scale = 0f64;
     for i in 0..m {
         for j in 0..n {
-            let want: f64 = (0..k)
-                .map(|p| lhs[i * l_rs + p * l_cs] as f64 * rhs[p * r_rs + j * r_cs] as f64)
-                .sum();
+            let start = if accumulate {
+                prior[i * n + j] as f64
+            } else {
+                0.0
+            };
+            let want: f64 = start
+                + (0..k)
+                    .map(|p| lhs[i * l_rs + p * l_cs] as f64 * rhs[p * r_rs + j * r_cs] as f64)
+                    .sum::<f64>();
             let got = dst[i * d_ld + j] as f64;
             worst = worst.max((got - want).abs());
             scale = scale.max(want.abs());
@@ -118,8 +133,9 @@ fn mkl_products_match_a_float64_reference_in_every_layout() {
     for shape in shapes {
         for (lhs_t, rhs_t) in [(false, false), (false, true), (true, false), (true, true)] {
             for pad in [0, 3] {
-                check_product(mkl, shape, lhs_t, rhs_t, pad);
+                check_product(mkl, shape, (lhs_t, rhs_t), pad, false);
             }
+            check_product(mkl, shape, (lhs_t, rhs_t), 3, true);
         }
     }
 }
@@ -139,6 +155,7 @@ fn mkl_leaves_a_layout_cblas_cannot_take_to_gemm() {
             (dst.as_mut_ptr(), 2),
             (a.as_ptr(), 4, 2),
             (a.as_ptr(), 2, 1),
+            false,
         )
     };
     assert!(!done);

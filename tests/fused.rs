@@ -262,6 +262,26 @@ fn kernels_match_candle_ops_and_finite_differences() {
         };
         agree("token_logprobs", &f, &s, &[h.clone(), w.clone()], 1e-5);
         finite_differences("token_logprobs", &f, &[h.clone(), w.clone()]);
+        // The projection frozen (LoRA's): h's gradient is formed in the
+        // forward, (onehot − softmax) W per row, and scaled in the backward.
+        let (t3, w3) = (tgt.clone(), w.clone());
+        let f = move |a: &[Tensor]| {
+            fused::token_logprobs_with(&a[0], &w3, &t3, plan)
+                .unwrap()
+                .narrow(1, 0, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+        };
+        let s_frozen = |a: &[Tensor]| s(&[a[0].clone(), w.clone()]);
+        agree(
+            "token_logprobs, W frozen",
+            &f,
+            &s_frozen,
+            std::slice::from_ref(&h),
+            1e-5,
+        );
+        finite_differences("token_logprobs, W frozen", &f, std::slice::from_ref(&h));
     }
     let out = fused::token_logprobs(&h, &w, &tgt).unwrap();
     let logits = h.matmul(&w.t().unwrap()).unwrap();
@@ -280,6 +300,45 @@ fn kernels_match_candle_ops_and_finite_differences() {
             .to_vec1::<f32>()
             .unwrap(),
         argmax.to_vec1::<f32>().unwrap()
+    );
+}
+
+/// The vocabulary log-probs with a frozen projection (LoRA's) at SmolLM2's
+/// shapes: the gradient reaching h is formed chunk by chunk in the forward
+/// (two chunks of 341 rows here) and must equal the plain candle path's
+/// (full logits, log-softmax, gather) within 1e-5.
+#[test]
+fn frozen_projection_log_prob_gradients_equal_the_plain_path_at_smollm2_shapes() {
+    let (n, hidden, vocab) = (400, 576, 49_152);
+    let h = rand_tensor(&[n, hidden], 1.0, 21);
+    let w = rand_tensor(&[vocab, hidden], 0.1, 22);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let tgt: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let tgt = Tensor::new(tgt.as_slice(), &Device::Cpu).unwrap();
+    let (t1, w1) = (tgt.clone(), w.clone());
+    let f = move |a: &[Tensor]| {
+        fused::token_logprobs(&a[0], &w1, &t1)
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+    };
+    let s = |a: &[Tensor]| {
+        let logits = a[0].matmul(&w.t().unwrap()).unwrap();
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .gather(&tgt.unsqueeze(1).unwrap(), 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+    };
+    agree(
+        "token_logprobs at SmolLM2's vocabulary, W frozen",
+        &f,
+        &s,
+        &[h],
+        1e-5,
     );
 }
 

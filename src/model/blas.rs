@@ -129,6 +129,7 @@ impl Mkl {
                 (dst.as_mut_ptr(), 2),
                 (lhs.as_ptr(), 3, 1),
                 (rhs.as_ptr(), 2, 1),
+                false,
             )
         };
         let want = [-1.0f32, 7.5, -1.0, 18.0];
@@ -160,10 +161,11 @@ impl Mkl {
         &self.path
     }
 
-    /// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread, in the
-    /// arguments of [`super::fused`]'s one-thread product: destination
-    /// (pointer, row stride; columns contiguous), operands (pointer, row
-    /// stride, column stride). Returns false, touching nothing, when a
+    /// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread (`dst +=`
+    /// when `accumulate`), in the arguments of [`super::fused`]'s one-thread
+    /// product: destination (pointer, row stride; columns contiguous),
+    /// operands (pointer, row stride, column stride). Returns false, touching
+    /// nothing, when a
     /// layout is not one CBLAS takes (neither stride 1); the caller then
     /// uses gemm.
     ///
@@ -176,6 +178,7 @@ impl Mkl {
         (dst, d_rs): (*mut f32, usize),
         (lhs, l_rs, l_cs): (*const f32, usize, usize),
         (rhs, r_rs, r_cs): (*const f32, usize, usize),
+        accumulate: bool,
     ) -> bool {
         let fits = |x: usize| i32::try_from(x).is_ok();
         if m == 0
@@ -212,9 +215,11 @@ impl Mkl {
         if ldc < n {
             return false;
         }
+        // beta 0 never reads the destination (uninitialised memory is fine).
+        let beta = if accumulate { 1.0 } else { 0.0 };
         (self.sgemm)(
             ROW_MAJOR, ta, tb, m as i32, n as i32, k as i32, 1.0, lhs, lda as i32, rhs, ldb as i32,
-            0.0, dst, ldc as i32,
+            beta, dst, ldc as i32,
         );
         true
     }

@@ -94,6 +94,15 @@ pub(crate) fn data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a 
     }
 }
 
+/// The f32 slice of a contiguous CPU tensor's storage (as
+/// `storage_and_layout` lends it).
+fn cpu_slice<'a>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match s {
+        Storage::Cpu(c) => data(c, l, what),
+        _ => bail!("{what}: CPU tensors only"),
+    }
+}
+
 /// The CPU f32 data of a tensor (contiguous), copied out.
 fn to_storage(t: &Tensor) -> Result<CpuStorage> {
     let t = t.contiguous()?;
@@ -564,6 +573,7 @@ impl CausalAttention {
                     (ph.as_mut_ptr(), t),
                     (qh.as_ptr(), d, 1),
                     (kh.as_ptr(), 1, d),
+                    false,
                 );
             }
             for (i, row) in ph.chunks_mut(t).enumerate() {
@@ -580,6 +590,7 @@ impl CausalAttention {
                     (dst, hq * d),
                     (ph.as_ptr(), t, 1),
                     (vv.as_ptr(), d, 1),
+                    false,
                 );
             }
         });
@@ -702,6 +713,7 @@ impl CustomOp3 for CausalAttention {
                         (ds.as_mut_ptr(), t),
                         (go, hq * d, 1),
                         (vv.as_ptr(), 1, d),
+                        false,
                     );
                     for (i, (pr, dr)) in ph.chunks(t).zip(ds.chunks_mut(t)).enumerate() {
                         let (kept, masked) = dr.split_at_mut(i + 1);
@@ -713,18 +725,21 @@ impl CustomOp3 for CausalAttention {
                         (dqh.as_mut_ptr(), d),
                         (ds.as_ptr(), t, 1),
                         (kh.as_ptr(), d, 1),
+                        false,
                     );
                     one_thread_product(
                         (t, d, t),
                         (dkh.as_mut_ptr(), d),
                         (ds.as_ptr(), 1, t),
                         (qh.as_ptr(), d, 1),
+                        false,
                     );
                     one_thread_product(
                         (t, d, t),
                         (dvh.as_mut_ptr(), d),
                         (ph.as_ptr(), 1, t),
                         (go, hq * d, 1),
+                        false,
                     );
                 }
             });
@@ -921,7 +936,8 @@ pub fn product_on(a: &Tensor, ta: bool, b: &Tensor, tb: bool, threads: usize) ->
     Tensor::from_vec(dst, (m, n), a.device())
 }
 
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this thread, through MKL
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` (`+=` when `accumulate`) on
+/// this thread, through MKL
 /// when [`super::blas::configure`] opened it, else gemm; operands and
 /// destination as (pointer, row stride, column stride): one block of
 /// [`gemm_f32`], and each head's products in the attention.
@@ -934,12 +950,15 @@ unsafe fn one_thread_product(
     (dst, d_rs): (*mut f32, usize),
     (lhs, l_rs, l_cs): (*const f32, usize, usize),
     (rhs, r_rs, r_cs): (*const f32, usize, usize),
+    accumulate: bool,
 ) {
     if let Some(mkl) = super::blas::active() {
-        if mkl.product((m, n, k), (dst, d_rs), (lhs, l_rs, l_cs), (rhs, r_rs, r_cs)) {
+        let (l, r) = ((lhs, l_rs, l_cs), (rhs, r_rs, r_cs));
+        if mkl.product((m, n, k), (dst, d_rs), l, r, accumulate) {
             return;
         }
     }
+    // gemm: dst = alpha · dst + beta · lhs · rhs, dst read only when asked.
     gemm::gemm(
         m,
         n,
@@ -947,14 +966,14 @@ unsafe fn one_thread_product(
         dst,
         1,
         d_rs as isize,
-        false,
+        accumulate,
         lhs,
         l_cs as isize,
         l_rs as isize,
         rhs,
         r_cs as isize,
         r_rs as isize,
-        0.0,
+        if accumulate { 1.0 } else { 0.0 },
         1.0,
         false,
         false,
@@ -975,23 +994,61 @@ unsafe fn one_thread_product(
 /// order as in one call: the same bits, whatever the number of blocks.
 fn gemm_f32(
     (m, n, k): (usize, usize, usize),
-    (lhs, l_rs, l_cs): (&[f32], usize, usize),
-    (rhs, r_rs, r_cs): (&[f32], usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
     threads: usize,
 ) -> Vec<f32> {
     let len = m * n;
     if len == 0 || k == 0 {
         return vec![0.0; len];
     }
+    let mut dst: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: dst has room for m × n; without accumulating every element is
+    // written and none is read.
+    unsafe {
+        gemm_f32_at(dst.as_mut_ptr(), false, (m, n, k), lhs, rhs, threads);
+        dst.set_len(len);
+    }
+    dst
+}
+
+/// `dst += lhs · rhs` for a (m × n) row-major `dst`, cut as [`gemm_f32`]:
+/// a second product summed into the first one's buffer, with no temporary
+/// and no pass to add it.
+fn gemm_f32_add(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    threads: usize,
+) {
+    assert_eq!(dst.len(), m * n, "gemm_f32_add: destination");
+    if dst.is_empty() || k == 0 {
+        return;
+    }
+    // SAFETY: dst holds m × n initialised floats.
+    unsafe { gemm_f32_at(dst.as_mut_ptr(), true, (m, n, k), lhs, rhs, threads) }
+}
+
+/// The blocks of [`gemm_f32`] and [`gemm_f32_add`] into `dst`, (m × n) at
+/// row stride n.
+///
+/// # Safety
+/// `dst` must have room for m × n floats (initialised when `accumulate`),
+/// and m, n, k must be at least 1.
+unsafe fn gemm_f32_at(
+    dst: *mut f32,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    (lhs, l_rs, l_cs): (&[f32], usize, usize),
+    (rhs, r_rs, r_cs): (&[f32], usize, usize),
+    threads: usize,
+) {
     // The last element each operand's strides reach must be inside it.
     assert!((m - 1) * l_rs + (k - 1) * l_cs < lhs.len(), "gemm_f32: lhs");
     assert!((k - 1) * r_rs + (n - 1) * r_cs < rhs.len(), "gemm_f32: rhs");
-    let mut dst: Vec<f32> = Vec::with_capacity(len);
-    let (dst_addr, lhs_addr, rhs_addr) = (
-        dst.as_mut_ptr() as usize,
-        lhs.as_ptr() as usize,
-        rhs.as_ptr() as usize,
-    );
+    let (dst_addr, lhs_addr, rhs_addr) =
+        (dst as usize, lhs.as_ptr() as usize, rhs.as_ptr() as usize);
     // One block: rows r0.., columns c0.., of size (rows, cols).
     let block = |r0: usize, rows: usize, c0: usize, cols: usize| {
         // SAFETY: the block lies inside dst (m × n, row stride n) and reads
@@ -1003,6 +1060,7 @@ fn gemm_f32(
                 ((dst_addr as *mut f32).add(r0 * n + c0), n),
                 ((lhs_addr as *const f32).add(r0 * l_rs), l_rs, l_cs),
                 ((rhs_addr as *const f32).add(c0 * r_cs), r_rs, r_cs),
+                accumulate,
             )
         }
     };
@@ -1028,10 +1086,6 @@ fn gemm_f32(
             }
         });
     }
-    // SAFETY: the blocks above cover dst and gemm wrote every element
-    // (read_dst false).
-    unsafe { dst.set_len(len) };
-    dst
 }
 
 /// `x Wᵀ` for row-major x (rows × input) and W (out × input): the layout of
@@ -1194,10 +1248,9 @@ impl CustomOp3 for LoraLinear {
         let a = data(as_, al, "lora linear")?;
         let mut h = times_transposed(&xd, a, (rows, input, r), threads);
         h.iter_mut().for_each(|v| *v *= self.scale);
-        let d = times_transposed(&h, data(bs, bl, "lora linear")?, (rows, r, out), threads);
-        y.par_chunks_mut(out)
-            .zip(d.par_chunks(out))
-            .for_each(|(y, d)| y.iter_mut().zip(d).for_each(|(y, d)| *y += d));
+        // y += h Bᵀ, into the base product's buffer.
+        let b = data(bs, bl, "lora linear")?;
+        gemm_f32_add(&mut y, (rows, out, r), (&h, r, 1), (b, 1, r), threads);
         let h = Tensor::from_vec(h, (rows, r), &candle_core::Device::Cpu)?;
         *self
             .h
@@ -1231,12 +1284,33 @@ impl CustomOp3 for LoraLinear {
             None => x.clone(),
         };
         let dx = if need_dx {
-            let lora = product(&(&gb * s)?, false, &a, false)?;
-            let lora = match &mask {
-                Some(m) => (lora * m)?,
-                None => lora,
-            };
-            Some((product(grad, false, &self.w.detach(), false)? + lora)?.reshape(&x_shape)?)
+            // g W + s (g B A) ⊙ m, summed in one buffer on the pool's threads
+            // (candle's add would run on this thread alone).
+            let threads = candle_core::utils::get_num_threads();
+            let out = b.dim(0)?;
+            let r = a.dim(0)?;
+            let (grad, gbs, a) = (grad.contiguous()?, (&gb * s)?, a.contiguous()?);
+            let what = "lora linear";
+            let ((gs, gl), (ws, wl)) = (grad.storage_and_layout(), self.w.storage_and_layout());
+            let ((ss, sl), (as_, al)) = (gbs.storage_and_layout(), a.storage_and_layout());
+            let (g, w) = (cpu_slice(&gs, gl, what)?, cpu_slice(&ws, wl, what)?);
+            let (gbs, a) = (cpu_slice(&ss, sl, what)?, cpu_slice(&as_, al, what)?);
+            let mut dx = gemm_f32((rows, input, out), (g, out, 1), (w, input, 1), threads);
+            let lora = ((rows, input, r), (gbs, r, 1), (a, input, 1));
+            match &self.mask {
+                None => gemm_f32_add(&mut dx, lora.0, lora.1, lora.2, threads),
+                Some(m) => {
+                    let lora = gemm_f32(lora.0, lora.1, lora.2, threads);
+                    dx.par_chunks_mut(input)
+                        .zip(lora.par_chunks(input).zip(m.par_chunks(input)))
+                        .for_each(|(d, (l, m))| {
+                            d.iter_mut()
+                                .zip(l.iter().zip(m))
+                                .for_each(|(d, (l, m))| *d += l * m)
+                        });
+                }
+            }
+            Some(Tensor::from_vec(dx, &x_shape, x.device())?)
         } else {
             None
         };
@@ -1321,6 +1395,10 @@ struct TokenLogprobs {
     rows: usize,
     /// The logits chunk by chunk, when small enough to keep.
     logits: Option<Vec<Tensor>>,
+    /// With the projection frozen: `(onehot(target) − softmax) W` per row,
+    /// (n, H), so that the backward is `grad ⊙ it` and needs no vocabulary
+    /// product at all.
+    direction: Option<Tensor>,
 }
 
 impl CustomOp2 for TokenLogprobs {
@@ -1347,6 +1425,11 @@ impl CustomOp2 for TokenLogprobs {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // Only log p(target) is differentiable; the mean logit and argmax
         // are statistics.
+        if let Some(direction) = &self.direction {
+            // d log p / d h = (onehot − softmax) W, computed in the forward.
+            let g = grad.narrow(1, 0, 1)?.contiguous()?;
+            return Ok((Some(direction.broadcast_mul(&g)?), None));
+        }
         let g: Vec<f32> = grad.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
         let (n, _) = h.dims2()?;
         let rows = self.rows;
@@ -1606,19 +1689,36 @@ pub fn token_logprobs_with(
     let hd = h.detach();
     let wd = w.detach();
     let rows = plan.rows.max(1);
-    let keep = (h.track_op() || w.track_op()) && n * vocab <= plan.keep_floats;
+    // A frozen projection (LoRA's, or a reference model's head under a
+    // trained one): the gradient reaching h is the row's grad times
+    // (onehot − softmax) W, a (n, H) tensor the forward can compute from the
+    // chunk it holds; the backward then needs neither the logits nor a
+    // product with W (at 4 × 256 on SmolLM2 that is a recomputed chunk and a
+    // product of 58 GFLOP each).
+    let frozen = h.track_op() && !w.track_op();
+    let keep = !frozen && (h.track_op() || w.track_op()) && n * vocab <= plan.keep_floats;
     let mut kept = Vec::new();
+    let mut directions = Vec::new();
     let mut stats = Vec::new();
     let mut start = 0;
     while start < n {
         let len = rows.min(n - start);
         let logits = product(&hd.narrow(0, start, len)?, false, &wd, true)?;
-        stats.push(logits.apply_op1_no_bwd(&LogitStats {
+        let chunk_stats = logits.apply_op1_no_bwd(&LogitStats {
             targets: targets[start..start + len].to_vec(),
-        })?);
-        if keep {
+        })?;
+        if frozen {
+            let unit = logits.apply_op1_no_bwd(&LogitsGrad {
+                targets: targets[start..start + len].to_vec(),
+                lse: chunk_stats.narrow(1, 1, 1)?.flatten_all()?.to_vec1()?,
+                grad: vec![1.0; len],
+            })?;
+            drop(logits);
+            directions.push(product(&unit, false, &wd, false)?);
+        } else if keep {
             kept.push(logits);
         }
+        stats.push(chunk_stats);
         start += len;
     }
     let stats = Tensor::cat(&stats, 0)?;
@@ -1643,6 +1743,11 @@ pub fn token_logprobs_with(
             lse,
             rows,
             logits: keep.then_some(kept),
+            direction: if frozen {
+                Some(Tensor::cat(&directions, 0)?)
+            } else {
+                None
+            },
         },
     )
 }
