@@ -748,3 +748,51 @@ fn causal_attention_matches_the_plain_path() {
     let (cos, sin) = (rand_tensor(&[2, 2], 1.0, 2), rand_tensor(&[2, 2], 1.0, 3));
     assert!(fused::causal_attention(&x, &x, &x, &cos, &sin, (2, 3, 4)).is_err());
 }
+
+/// The element-wise ops that run on rayon's threads instead of candle's
+/// one: the residual add and the no-grad silu·up give candle's bits, the
+/// add's gradient reaches both sides, and the patched backward's parallel
+/// sum of two gradients (64k+ elements) equals candle's add bit for bit.
+#[test]
+fn parallel_element_wise_ops_give_candles_bits_at_smollm2_shapes() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let a = rand_tensor(&[4, 256, 576], 1.0, 31);
+    let b = rand_tensor(&[4, 256, 576], 1.0, 32);
+    assert_eq!(
+        bits(&fused::add(&a, &b).unwrap()),
+        bits(&(&a + &b).unwrap())
+    );
+    let g = rand_tensor(&[4, 256, 1536], 8.0, 33);
+    let u = rand_tensor(&[4, 256, 1536], 1.0, 34);
+    let plain = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
+    assert_eq!(bits(&fused::silu_mul(&g, &u).unwrap()), bits(&plain));
+    assert!(
+        fused::add(&a, &g).is_err(),
+        "shapes that differ are refused"
+    );
+
+    // x reaches the loss twice, through the fused add: its gradient is the
+    // parallel sum of r·c and r·d.
+    let (c, d) = (
+        rand_tensor(&[4, 256, 576], 1.0, 35),
+        rand_tensor(&[4, 256, 576], 1.0, 36),
+    );
+    let r = rand_tensor(&[4, 256, 576], 1.0, 37);
+    let x = Var::from_tensor(&a).unwrap();
+    let y = fused::add(
+        &(x.as_tensor() * &c).unwrap(),
+        &(x.as_tensor() * &d).unwrap(),
+    )
+    .unwrap();
+    let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let want = ((&r * &c).unwrap() + (&r * &d).unwrap()).unwrap();
+    assert_eq!(bits(grads.get(x.as_tensor()).unwrap()), bits(&want));
+}

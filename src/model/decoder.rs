@@ -504,6 +504,7 @@ impl Decoder {
             .embed_lookup(ids)?
             .reshape((b, t, self.cfg.hidden_size))?;
         let fuse = self.fused_here(mode);
+        let kernels = self.kernels_here();
         // The fused softmax masks causally itself; no bias tensor needed.
         let causal = match opts.attn_bias {
             Some(_) => None,
@@ -530,17 +531,20 @@ impl Decoder {
                 layer_cache,
                 mode,
             )?;
-            x = (x + a)?;
+            x = residual(&x, &a, kernels)?;
             let h = rms_norm(&x, &block.post_norm, eps, mode, fuse)?;
             let m = &block.mlp;
             let g = m.gate.forward(&h, mode, fuse)?;
             let u = m.up.forward(&h, mode, fuse)?;
             let gu = if fuse {
                 fused::swiglu(&g, &u)?
+            } else if kernels && mode == Mode::Fast {
+                // candle's arithmetic on the pool's threads: the same bits.
+                fused::silu_mul(&g, &u)?
             } else {
                 (candle_nn::ops::silu(&g)? * u)?
             };
-            x = (x + m.down.forward(&gu, mode, fuse)?)?;
+            x = residual(&x, &m.down.forward(&gu, mode, fuse)?, kernels)?;
         }
         rms_norm(&x, &self.norm, eps, mode, fuse)
     }
@@ -732,6 +736,16 @@ pub struct TargetScores {
     pub top1: Vec<bool>,
     /// Entropy of the next-token distribution.
     pub entropy: Vec<f32>,
+}
+
+/// The residual stream's `x + y`: on the CPU in f32 driftui's add, on the
+/// pool's threads (the same bits as candle's, which runs on one).
+fn residual(x: &Tensor, y: &Tensor, kernels: bool) -> Result<Tensor> {
+    if kernels {
+        fused::add(x, y)
+    } else {
+        x + y
+    }
 }
 
 /// 0 where a query may look, -inf where it may not: (seq, offset + seq).

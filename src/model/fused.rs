@@ -113,6 +113,14 @@ fn to_storage(t: &Tensor) -> Result<CpuStorage> {
     }
 }
 
+/// `n` zeros, written on the pool's threads: a fresh buffer of the model's
+/// size filled on this thread alone (a calloc) leaves the other cores idle.
+fn zeros(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n).with_min_len(ELEMENTS));
+    v
+}
+
 /// Rows processed per task: fixed, so partial sums do not depend on threads.
 const ROW_BLOCK: usize = 32;
 
@@ -137,7 +145,7 @@ impl CustomOp2 for RmsNorm {
         let x = data(s1, l1, "rms_norm")?;
         let w = data(s2, l2, "rms_norm")?;
         let d = w.len();
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         y.par_chunks_mut(d * ROW_BLOCK)
             .zip(x.par_chunks(d * ROW_BLOCK))
             .for_each(|(yb, xb)| {
@@ -195,7 +203,7 @@ impl CustomOp3 for RmsNormBwd {
         let g = data(s3, l3, "rms_norm bwd")?;
         let d = w.len();
         let n = x.len();
-        let mut out = vec![0f32; n + d];
+        let mut out = zeros(n + d);
         let (dx, dw_out) = out.split_at_mut(n);
         // One partial dw per block of rows, summed in block order.
         let partials: Vec<Vec<f32>> = dx
@@ -263,7 +271,7 @@ impl CustomOp3 for Rope {
         if cos.len() != if batched { b * t * half } else { t * half } {
             bail!("rope: cos/sin do not fit (b, h, t, d) = ({b}, {h}, {t}, {d})");
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         y.par_chunks_mut(t * d)
             .zip(x.par_chunks(t * d))
             .enumerate()
@@ -337,7 +345,7 @@ impl CustomOp1 for Softmax {
         } else {
             1
         };
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         y.par_chunks_mut(n * ROW_BLOCK)
             .zip(x.par_chunks(n * ROW_BLOCK))
             .enumerate()
@@ -384,7 +392,7 @@ impl CustomOp2 for SoftmaxBwd {
         let y = data(s1, l1, "softmax bwd")?;
         let g = data(s2, l2, "softmax bwd")?;
         let n = *l1.dims().last().unwrap_or(&1);
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = zeros(y.len());
         dx.par_chunks_mut(n * ROW_BLOCK)
             .zip(y.par_chunks(n * ROW_BLOCK))
             .zip(g.par_chunks(n * ROW_BLOCK))
@@ -483,7 +491,7 @@ impl CausalAttention {
     fn split_heads(&self, x: &[f32], (b, t, h): (usize, usize, usize), rotate: bool) -> Vec<f32> {
         let d = self.head_dim;
         let half = d / 2;
-        let mut out = vec![0f32; b * h * t * d];
+        let mut out = zeros(b * h * t * d);
         out.par_chunks_mut(t * d).enumerate().for_each(|(bh, dst)| {
             let (bi, hi) = (bh / h, bh % h);
             for ti in 0..t {
@@ -517,7 +525,7 @@ impl CausalAttention {
         let d = self.head_dim;
         let half = d / 2;
         let rep = hs / h;
-        let mut out = vec![0f32; b * t * h * d];
+        let mut out = zeros(b * t * h * d);
         out.par_chunks_mut(h * d).enumerate().for_each_init(
             || vec![0f32; d],
             |sum, (row, dst)| {
@@ -558,8 +566,8 @@ impl CausalAttention {
         let qr = self.split_heads(q, (b, t, hq), true);
         let kr = self.split_heads(k, (b, t, hkv), true);
         let vh = self.split_heads(v, (b, t, hkv), false);
-        let mut p = vec![0f32; b * hq * t * t];
-        let mut out: Vec<f32> = vec![0f32; b * t * hq * d];
+        let mut p = zeros(b * hq * t * t);
+        let mut out: Vec<f32> = zeros(b * t * hq * d);
         let out_addr = out.as_mut_ptr() as usize;
         p.par_chunks_mut(t * t).enumerate().for_each(|(bh, ph)| {
             let (bi, g) = (bh / hq, (bh % hq) / rep);
@@ -681,7 +689,7 @@ impl CustomOp3 for CausalAttention {
         };
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let n = b * hq * t * d;
-        let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let (mut dq, mut dk, mut dv) = (zeros(n), zeros(n), zeros(n));
         let AttentionParts {
             q: qr,
             k: kr,
@@ -817,7 +825,7 @@ impl CustomOp2 for SwiGlu {
     ) -> Result<(CpuStorage, Shape)> {
         let g = data(s1, l1, "swiglu")?;
         let u = data(s2, l2, "swiglu")?;
-        let mut y = vec![0f32; g.len()];
+        let mut y = zeros(g.len());
         y.par_chunks_mut(1 << 14)
             .zip(g.par_chunks(1 << 14))
             .zip(u.par_chunks(1 << 14))
@@ -866,7 +874,7 @@ impl CustomOp3 for SwiGluBwd {
         let u = data(s2, l2, "swiglu bwd")?;
         let dy = data(s3, l3, "swiglu bwd")?;
         let n = g.len();
-        let mut out = vec![0f32; 2 * n];
+        let mut out = zeros(2 * n);
         let (dg, du) = out.split_at_mut(n);
         const C: usize = 1 << 14;
         dg.par_chunks_mut(C)
@@ -884,6 +892,94 @@ impl CustomOp3 for SwiGluBwd {
             });
         Ok((CpuStorage::F32(out), Shape::from(2 * n)))
     }
+}
+
+/// Elements per task of the element-wise ops below.
+const ELEMENTS: usize = 1 << 14;
+
+/// `a + b` (same shape) on the pool's threads: candle's add runs on its own
+/// pool, kept to one thread (see [`configure_cpu_threads`]), and the
+/// residual stream takes two a layer. The same bits as candle's add; the
+/// gradient reaches both sides unchanged, as candle's does.
+struct Add;
+
+impl CustomOp2 for Add {
+    fn name(&self) -> &'static str {
+        "driftui-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (data(s1, l1, "add")?, data(s2, l2, "add")?);
+        let mut y = Vec::with_capacity(a.len());
+        y.par_extend(
+            a.par_iter()
+                .zip(b.par_iter())
+                .with_min_len(ELEMENTS)
+                .map(|(a, b)| a + b),
+        );
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(grad.clone())))
+    }
+}
+
+/// `a + b` for two tensors of one shape (CPU f32), on rayon's threads.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        bail!("add: shapes {:?} and {:?}", a.dims(), b.dims());
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, Add)
+}
+
+/// silu(gate) · up with no gradient (scoring, generation), in exactly
+/// candle's arithmetic (`silu(g) = g / (1 + e^(−g))`, then the product), so
+/// the bits equal `candle_nn::ops::silu(g) * u`, but on rayon's threads
+/// instead of candle's one: sampled trajectories (the PPO test's) depend on
+/// the rounding of no-grad passes.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    struct SiluMul;
+    impl CustomOp2 for SiluMul {
+        fn name(&self) -> &'static str {
+            "driftui-silu-mul"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (g, u) = (data(s1, l1, "silu·up")?, data(s2, l2, "silu·up")?);
+            let mut y = Vec::with_capacity(g.len());
+            y.par_extend(
+                g.par_iter()
+                    .zip(u.par_iter())
+                    .with_min_len(ELEMENTS)
+                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
+            );
+            Ok((CpuStorage::F32(y), l1.shape().clone()))
+        }
+    }
+    if gate.shape() != up.shape() {
+        bail!("silu·up: shapes {:?} and {:?}", gate.dims(), up.dims());
+    }
+    gate.contiguous()?
+        .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
 }
 
 /// silu(gate) · up.
@@ -1488,7 +1584,7 @@ impl CustomOp1 for LogitsGrad {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l, "logits grad")?;
         let v = *l.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeros(x.len());
         out.par_chunks_mut(v)
             .zip(x.par_chunks(v))
             .enumerate()

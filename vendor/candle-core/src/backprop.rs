@@ -690,6 +690,51 @@ impl Tensor {
 #[derive(Default, Debug)]
 pub struct GradStore(HashMap<TensorId, Tensor>);
 
+/// `a + b` for two contiguous CPU f32 tensors of one shape and at least
+/// 64k elements, on rayon's threads: the same bits as `Tensor::add`, which
+/// runs on candle's own pool (one thread where that pool is kept small). A
+/// residual stream's gradient is summed this way once per layer and branch
+/// (driftui's patch; see vendor/README.md). `None` when it does not apply.
+fn parallel_add(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let n = a.elem_count();
+    if n < 1 << 16
+        || a.dtype() != crate::DType::F32
+        || b.dtype() != crate::DType::F32
+        || !a.device().is_cpu()
+        || !b.device().is_cpu()
+        || a.shape() != b.shape()
+    {
+        return Ok(None);
+    }
+    let out = {
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (crate::Storage::Cpu(ca), crate::Storage::Cpu(cb)) = (&*sa, &*sb) else {
+            return Ok(None);
+        };
+        let (Some((a0, a1)), Some((b0, b1))) = (la.contiguous_offsets(), lb.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let (xa, xb) = (&ca.as_slice::<f32>()?[a0..a1], &cb.as_slice::<f32>()?[b0..b1]);
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        out.spare_capacity_mut()[..n]
+            .par_chunks_mut(CHUNK)
+            .zip(xa.par_chunks(CHUNK).zip(xb.par_chunks(CHUNK)))
+            .for_each(|(o, (x, y))| {
+                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                    o.write(x + y);
+                }
+            });
+        // SAFETY: the chunks above wrote all n elements.
+        unsafe { out.set_len(n) };
+        out
+    };
+    Ok(Some(Tensor::from_vec(out, a.shape(), a.device())?))
+}
+
 impl GradStore {
     /// Create a new gradient store
     fn new() -> Self {
@@ -729,7 +774,10 @@ impl GradStore {
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
+                let sum = match parallel_add(entry.get(), grad)? {
+                    Some(sum) => sum,
+                    None => entry.get().add(grad)?,
+                };
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
