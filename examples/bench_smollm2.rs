@@ -35,6 +35,9 @@ use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+const USAGE: &str = "usage: bench_smollm2 [--mode full|lora|score|matmul] [--batch B] [--seq T] \
+[--steps N] [--rank R] [--n N (score)] [--fused off] [--gguf FILE | --random]";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -224,12 +227,18 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--help" || args[i] == "-h" {
+            println!("{USAGE}");
+            return Ok(());
+        }
         if args[i] == "--random" {
             random = true;
             i += 1;
             continue;
         }
-        let v = args.get(i + 1).context("a flag without its value")?;
+        let Some(v) = args.get(i + 1) else {
+            bail!("{} without its value\n{USAGE}", args[i]);
+        };
         match args[i].as_str() {
             "--mode" => mode = v.clone(),
             "--batch" => b = v.parse()?,
@@ -240,7 +249,7 @@ fn main() -> Result<()> {
             "--n" => n_score = v.parse()?,
             // `--fused off`: the plain candle ops instead of driftui's kernels.
             "--fused" => fused = v != "off",
-            other => bail!("unknown flag {other}"),
+            other => bail!("unknown flag {other}\n{USAGE}"),
         }
         i += 2;
     }
