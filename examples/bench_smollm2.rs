@@ -22,7 +22,7 @@
 //!
 //! Prints per-step times and a RESULT line with the median step time of the
 //! steps after the first, tokens/s and the peak RSS (getrusage).
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Var};
 use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::seq_logps;
@@ -236,6 +236,12 @@ fn main() -> Result<()> {
             i += 1;
             continue;
         }
+        const VALUED: [&str; 8] = [
+            "--mode", "--batch", "--seq", "--steps", "--rank", "--gguf", "--n", "--fused",
+        ];
+        if !VALUED.contains(&args[i].as_str()) {
+            bail!("unknown flag {}\n{USAGE}", args[i]);
+        }
         let Some(v) = args.get(i + 1) else {
             bail!("{} without its value\n{USAGE}", args[i]);
         };
@@ -310,7 +316,7 @@ fn main() -> Result<()> {
             };
             lora::attach(&model, &cfg, 1, None)?
         }
-        other => bail!("--mode {other}: full or lora"),
+        other => bail!("--mode {other}: full, lora, score or matmul"),
     };
     decoder.set_fused(fused);
     let trainable: usize = vars.values().map(|v| v.elem_count()).sum();

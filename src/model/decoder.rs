@@ -679,7 +679,13 @@ impl Decoder {
             Some(_) => None,
         };
         if let (true, Some(w)) = (self.fuse && fused::applies(hidden), head) {
-            let out = fused::token_logprobs(hidden, w, targets)?;
+            // No gradient in Mode::Fast, even where a LoRA adapter's Vars
+            // reach the hidden states (PPO's rollout scores, an unmerged
+            // probe): the kernel then prepares nothing for a backward.
+            let out = match mode {
+                Mode::Train => fused::token_logprobs(hidden, w, targets)?,
+                Mode::Fast => fused::token_logprobs(&hidden.detach(), w, targets)?,
+            };
             let logp = out.narrow(1, 0, 1)?.squeeze(1)?;
             let stats = out.detach();
             let col =

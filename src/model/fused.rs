@@ -897,6 +897,18 @@ impl CustomOp3 for SwiGluBwd {
 /// Elements per task of the element-wise ops below.
 const ELEMENTS: usize = 1 << 14;
 
+/// `f(a[i], b[i])` for every i, on the pool's threads.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let mut y = Vec::with_capacity(a.len());
+    y.par_extend(
+        a.par_iter()
+            .zip(b.par_iter())
+            .with_min_len(ELEMENTS)
+            .map(|(&a, &b)| f(a, b)),
+    );
+    y
+}
+
 /// `a + b` (same shape) on the pool's threads: candle's add runs on its own
 /// pool, kept to one thread (see [`configure_cpu_threads`]), and the
 /// residual stream takes two a layer. The same bits as candle's add; the
@@ -916,14 +928,10 @@ impl CustomOp2 for Add {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (data(s1, l1, "add")?, data(s2, l2, "add")?);
-        let mut y = Vec::with_capacity(a.len());
-        y.par_extend(
-            a.par_iter()
-                .zip(b.par_iter())
-                .with_min_len(ELEMENTS)
-                .map(|(a, b)| a + b),
-        );
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(zip_map(a, b, |a, b| a + b)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -965,13 +973,7 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
             l2: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
             let (g, u) = (data(s1, l1, "silu·up")?, data(s2, l2, "silu·up")?);
-            let mut y = Vec::with_capacity(g.len());
-            y.par_extend(
-                g.par_iter()
-                    .zip(u.par_iter())
-                    .with_min_len(ELEMENTS)
-                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
-            );
+            let y = zip_map(g, u, |g, u| g / (1.0 + (-g).exp()) * u);
             Ok((CpuStorage::F32(y), l1.shape().clone()))
         }
     }
