@@ -117,6 +117,18 @@ fn finite_differences(name: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Ten
     }
 }
 
+/// log p(target) per row through candle's plain ops: the whole logits
+/// `h Wᵀ`, log-softmax, gather.
+fn plain_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Tensor {
+    let logits = h.matmul(&w.t().unwrap()).unwrap();
+    candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .gather(&targets.unsqueeze(1).unwrap(), 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+}
+
 fn slow_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let d = x.dim(D::Minus1).unwrap();
     let cos = Tensor::cat(&[cos, cos], D::Minus1).unwrap();
@@ -228,15 +240,7 @@ fn kernels_match_candle_ops_and_finite_differences() {
     let h = rand_tensor(&[10, 12], 1.0, 14);
     let w = rand_tensor(&[31, 12], 1.0, 15);
     let tgt = Tensor::new(&[3u32, 0, 30, 7, 7, 12, 1, 29, 5, 18], &Device::Cpu).unwrap();
-    let s = |a: &[Tensor]| {
-        let logits = a[0].matmul(&a[1].t().unwrap()).unwrap();
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
-            .unwrap()
-            .gather(&tgt.unsqueeze(1).unwrap(), 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-    };
+    let s = |a: &[Tensor]| plain_logprobs(&a[0], &a[1], &tgt);
     for plan in [
         ChunkPlan {
             rows: 64,
@@ -324,15 +328,7 @@ fn frozen_projection_log_prob_gradients_equal_the_plain_path_at_smollm2_shapes()
             .squeeze(1)
             .unwrap()
     };
-    let s = |a: &[Tensor]| {
-        let logits = a[0].matmul(&w.t().unwrap()).unwrap();
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
-            .unwrap()
-            .gather(&tgt.unsqueeze(1).unwrap(), 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-    };
+    let s = |a: &[Tensor]| plain_logprobs(&a[0], &w, &tgt);
     agree(
         "token_logprobs at SmolLM2's vocabulary, W frozen",
         &f,

@@ -825,15 +825,7 @@ impl CustomOp2 for SwiGlu {
     ) -> Result<(CpuStorage, Shape)> {
         let g = data(s1, l1, "swiglu")?;
         let u = data(s2, l2, "swiglu")?;
-        let mut y = zeros(g.len());
-        y.par_chunks_mut(1 << 14)
-            .zip(g.par_chunks(1 << 14))
-            .zip(u.par_chunks(1 << 14))
-            .for_each(|((yb, gb), ub)| {
-                for ((o, &a), &b) in yb.iter_mut().zip(gb).zip(ub) {
-                    *o = a * sigmoid(a) * b;
-                }
-            });
+        let y = zip_map(g, u, |a, b| a * sigmoid(a) * b);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -876,7 +868,7 @@ impl CustomOp3 for SwiGluBwd {
         let n = g.len();
         let mut out = zeros(2 * n);
         let (dg, du) = out.split_at_mut(n);
-        const C: usize = 1 << 14;
+        const C: usize = ELEMENTS;
         dg.par_chunks_mut(C)
             .zip(du.par_chunks_mut(C))
             .zip(g.par_chunks(C))
@@ -1337,10 +1329,8 @@ impl CustomOp3 for LoraLinear {
         let x = data(xs, xl, "lora linear")?;
         let mut y = {
             let (ws, wl) = self.w.storage_and_layout();
-            let Storage::Cpu(wc) = &*ws else {
-                bail!("lora linear: CPU tensors only");
-            };
-            times_transposed(x, data(wc, wl, "lora linear")?, (rows, input, out), threads)
+            let w = cpu_slice(&ws, wl, "lora linear")?;
+            times_transposed(x, w, (rows, input, out), threads)
         };
         let xd = self.masked(x);
         let a = data(as_, al, "lora linear")?;
