@@ -112,6 +112,36 @@ fn matmul_bench() -> Result<()> {
             flop / el / 1e9
         );
     }
+    // driftui's own product (fused::product: gemm, or MKL under
+    // DRIFTUI_MKL), which every linear layer of training and scoring runs,
+    // at the layers' shapes and the vocabulary projection's, for 1024 rows,
+    // a scoring batch of 8 × 41 and one sequence's 40 targets.
+    for rows in [1024, 328, 40] {
+        for (k, n) in [
+            (576, 1536),
+            (1536, 576),
+            (576, 576),
+            (576, 192),
+            (576, 49152),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
+            let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
+            let product = || driftui::model::fused::product(&x, false, &w, true);
+            product()?;
+            let flop = 2.0 * (rows * k * n) as f64;
+            let reps = (20e9 / flop).ceil().clamp(2.0, 2000.0) as usize;
+            let t = Instant::now();
+            for _ in 0..reps {
+                product()?;
+            }
+            let el = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "RESULT matmul driftui f32 {rows}x{k}x{n} (x@W^T): {:.3} ms, {:.1} GFLOP/s",
+                el * 1e3,
+                flop / el / 1e9
+            );
+        }
+    }
     Ok(())
 }
 
