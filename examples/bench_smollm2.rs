@@ -18,7 +18,8 @@
 //! targets (ids with salt 3) in batches of B, timed per pass over all N
 //! (`--steps` passes, the first excluded), through the same path as the
 //! value probes and the reference model's log-probs (`seq_logps`, fused
-//! no-grad kernels).
+//! no-grad kernels). `--transposed on`: the decoder keeps transposed copies
+//! of its frozen weights for products of few rows (the same numbers).
 //!
 //! Prints per-step times and a RESULT line with the median step time of the
 //! steps after the first, tokens/s and the peak RSS (getrusage).
@@ -36,7 +37,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench_smollm2 [--mode full|lora|score|matmul] [--batch B] [--seq T] \
-[--steps N] [--rank R] [--n N (score)] [--fused off] [--gguf FILE | --random]";
+[--steps N] [--rank R] [--n N (score)] [--transposed on (score)] [--fused off] \
+[--gguf FILE | --random]";
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -150,6 +152,7 @@ fn matmul_bench() -> Result<()> {
 fn score_bench(
     model: &driftui::model::LoadedModel,
     fused: bool,
+    transposed: bool,
     n: usize,
     bs: usize,
     len: usize,
@@ -161,6 +164,9 @@ fn score_bench(
     }
     let mut decoder = Decoder::from_weights(&model.cfg, &mut tm)?;
     decoder.set_fused(fused);
+    if transposed {
+        decoder.keep_transposed_weights();
+    }
     let salt = 3u64;
     let seqs: Vec<TokenSeq> = (0..n)
         .map(|r| {
@@ -205,7 +211,7 @@ fn score_bench(
     warm.sort_by(f64::total_cmp);
     let med = warm[warm.len() / 2];
     println!(
-        "RESULT driftui score fused={fused} threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        "RESULT driftui score fused={fused} transposed={transposed} threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         warm.len(),
         1000.0 * med / n as f64,
@@ -252,6 +258,7 @@ fn main() -> Result<()> {
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
     let mut fused = true;
+    let mut transposed = false;
     let mut random = false;
     let mut n_score = 64usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -266,8 +273,16 @@ fn main() -> Result<()> {
             i += 1;
             continue;
         }
-        const VALUED: [&str; 8] = [
-            "--mode", "--batch", "--seq", "--steps", "--rank", "--gguf", "--n", "--fused",
+        const VALUED: [&str; 9] = [
+            "--mode",
+            "--batch",
+            "--seq",
+            "--steps",
+            "--rank",
+            "--gguf",
+            "--n",
+            "--fused",
+            "--transposed",
         ];
         if !VALUED.contains(&args[i].as_str()) {
             bail!("unknown flag {}\n{USAGE}", args[i]);
@@ -285,6 +300,9 @@ fn main() -> Result<()> {
             "--n" => n_score = v.parse()?,
             // `--fused off`: the plain candle ops instead of driftui's kernels.
             "--fused" => fused = v != "off",
+            // `--transposed on` (scoring): the decoder keeps its frozen
+            // weights transposed (Decoder::keep_transposed_weights).
+            "--transposed" => transposed = v == "on",
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
         i += 2;
@@ -310,7 +328,7 @@ fn main() -> Result<()> {
         peak_rss_mib()
     );
     if mode == "score" {
-        return score_bench(&model, fused, n_score, b, t, steps);
+        return score_bench(&model, fused, transposed, n_score, b, t, steps);
     }
     // The baseline's ids, salt 0, over (b, t + 1) row-major.
     let seqs: Vec<TokenSeq> = (0..b)

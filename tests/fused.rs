@@ -8,7 +8,7 @@ use driftui::data::{SeqBatch, TokenSeq};
 use driftui::model::fused::{self, ChunkPlan};
 use driftui::model::seq_logps;
 use driftui::model::weights::{expected_shapes, TensorMap};
-use driftui::model::{lora, Architecture, Decoder, LoadOptions, Mode, ModelConfig};
+use driftui::model::{lora, Architecture, Decoder, ForwardOptions, LoadOptions, Mode, ModelConfig};
 use driftui::recipe::LoraConfig;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -386,6 +386,78 @@ fn batch(vocab: usize) -> SeqBatch {
         .collect();
     let refs: Vec<&TokenSeq> = seqs.iter().collect();
     SeqBatch::new(&refs, 0, &Device::Cpu).unwrap()
+}
+
+/// A decoder that keeps its frozen weights transposed
+/// (`keep_transposed_weights`) scores the same bits as one that does not:
+/// products from Wᵀ equal products from W at SmolLM2's layer shapes for 2,
+/// 40 and 328 rows and at a vocabulary chunk, and so do whole no-grad
+/// passes (tied and untied heads, with biases; rows of one token, which
+/// fall back to W, in generation) and the vocabulary statistics.
+#[test]
+fn transposed_frozen_weights_give_the_same_bits() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    for (i, (input, out)) in [(576, 1536), (1536, 576), (576, 192)]
+        .into_iter()
+        .enumerate()
+    {
+        let w = rand_tensor(&[out, input], 0.05, 30 + i as u64);
+        let wt = w.t().unwrap().contiguous().unwrap();
+        for rows in [2, 40, 328] {
+            let x = rand_tensor(&[rows, input], 1.0, 40 + rows as u64);
+            let plain = fused::linear(&x, &w).unwrap();
+            let from_t = fused::linear_transposed(&x, &wt).unwrap();
+            assert_eq!(plain.dims(), from_t.dims());
+            assert!(bits(&plain) == bits(&from_t), "{rows} × {input} → {out}");
+        }
+    }
+    let e = rand_tensor(&[4096, 576], 0.05, 50);
+    let et = e.t().unwrap().contiguous().unwrap();
+    let h = rand_tensor(&[40, 576], 1.0, 51);
+    let targets =
+        Tensor::new((0..40u32).map(|i| i * 97).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let plain = fused::token_logprobs_frozen(&h, &e, None, &targets).unwrap();
+    let from_t = fused::token_logprobs_frozen(&h, &e, Some(&et), &targets).unwrap();
+    assert!(bits(&plain) == bits(&from_t), "vocabulary statistics");
+
+    for (arch, tie, bias) in [
+        (Architecture::Llama, true, false),
+        (Architecture::Qwen2, false, true),
+    ] {
+        let cfg = config(arch, tie, bias);
+        let plain = Decoder::from_weights(&cfg, &mut weights(&cfg, 5)).unwrap();
+        let mut kept = Decoder::from_weights(&cfg, &mut weights(&cfg, 5)).unwrap();
+        kept.keep_transposed_weights();
+        let b = batch(cfg.vocab_size);
+        for _ in 0..2 {
+            // The second pass reads the copies the first one made.
+            let want = seq_logps(&plain, &b, Mode::Fast).unwrap();
+            let got = seq_logps(&kept, &b, Mode::Fast).unwrap();
+            assert!(
+                bits(&want.tokens) == bits(&got.tokens),
+                "{arch:?}: log-probs"
+            );
+            assert_eq!(want.entropy, got.entropy, "{arch:?}: entropy");
+        }
+        // Whole logits of one token and of five (generation's shapes).
+        for len in [1u32, 5] {
+            let ids: Vec<u32> = (0..len).map(|i| 3 + 11 * i).collect();
+            let ids = Tensor::new(ids, &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let want = plain
+                .forward(&ids, Mode::Fast, ForwardOptions::default())
+                .unwrap();
+            let got = kept
+                .forward(&ids, Mode::Fast, ForwardOptions::default())
+                .unwrap();
+            assert!(bits(&want) == bits(&got), "{arch:?}: logits of {len}");
+        }
+    }
 }
 
 /// Loss and gradients of every variable, fused or not.

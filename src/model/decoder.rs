@@ -43,7 +43,15 @@ impl Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode, fuse: bool) -> Result<Tensor> {
+    /// `transposed`: the decoder's transposed copies of its frozen weights,
+    /// when it keeps them ([`Decoder::keep_transposed_weights`]).
+    fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        fuse: bool,
+        transposed: Option<&fused::TransposedWeights>,
+    ) -> Result<Tensor> {
         let train = mode == Mode::Train;
         let frozen = !x.track_op() && !self.weight.track_op();
         // The fused ops take x with its leading dimensions as they come: a
@@ -64,8 +72,15 @@ impl Linear {
         } else if self.lora.is_none() && ((fuse && train) || frozen) {
             // The fused product (candle's matmul off CPU f32); with no
             // gradient to carry it still saves candle's zero-filled output
-            // (scoring, generation).
-            fused::linear(x, &self.weight)?
+            // (scoring, generation); from Wᵀ when the decoder keeps it and
+            // the rows are few (the same bits, see fused::TransposedWeights).
+            match transposed
+                .filter(|_| frozen)
+                .map(|c| c.for_rows(x, &self.weight))
+            {
+                Some(Some(wt)) => fused::linear_transposed(x, &wt?)?,
+                _ => fused::linear(x, &self.weight)?,
+            }
         } else {
             return self.forward_plain(x, train, (fuse && train) || frozen);
         };
@@ -195,6 +210,9 @@ pub struct Decoder {
     device: Device,
     /// Use the fused CPU kernels of [`fused`] where they apply.
     fuse: bool,
+    /// Transposed copies of the frozen weights, made on first use, when
+    /// [`Decoder::keep_transposed_weights`] asked for them.
+    transposed: Option<std::sync::Arc<fused::TransposedWeights>>,
 }
 
 impl Decoder {
@@ -268,6 +286,7 @@ impl Decoder {
             device,
             // DRIFTUI_FUSED=0 runs the plain candle ops instead, to compare.
             fuse: std::env::var("DRIFTUI_FUSED").map_or(true, |v| v != "0"),
+            transposed: None,
         })
     }
 
@@ -327,6 +346,7 @@ impl Decoder {
             dtype: self.dtype,
             device: self.device.clone(),
             fuse: self.fuse,
+            transposed: None,
         })
     }
 
@@ -391,6 +411,17 @@ impl Decoder {
             },
             Some(0.0),
         )
+    }
+
+    /// Keep a transposed copy of each frozen weight that a no-grad product
+    /// of few rows reads (made on first use; see
+    /// [`fused::TransposedWeights`]): the same numbers, faster scoring in
+    /// small batches, at the cost of the copies' memory (up to the model's
+    /// f32 size once more). Only for a decoder whose weights never change
+    /// in place: not for a [`Decoder::no_grad`] view of weights a trainer
+    /// updates.
+    pub fn keep_transposed_weights(&mut self) {
+        self.transposed = Some(Default::default());
     }
 
     /// Turn the fused CPU kernels off (they are on by default), to compare
@@ -505,6 +536,7 @@ impl Decoder {
             .reshape((b, t, self.cfg.hidden_size))?;
         let fuse = self.fused_here(mode);
         let kernels = self.kernels_here();
+        let tw = self.transposed.as_deref();
         // The fused softmax masks causally itself; no bias tensor needed.
         let causal = match opts.attn_bias {
             Some(_) => None,
@@ -534,8 +566,8 @@ impl Decoder {
             x = residual(&x, &a, kernels)?;
             let h = rms_norm(&x, &block.post_norm, eps, mode, fuse)?;
             let m = &block.mlp;
-            let g = m.gate.forward(&h, mode, fuse)?;
-            let u = m.up.forward(&h, mode, fuse)?;
+            let g = m.gate.forward(&h, mode, fuse, tw)?;
+            let u = m.up.forward(&h, mode, fuse, tw)?;
             let gu = if fuse {
                 fused::swiglu(&g, &u)?
             } else if kernels && mode == Mode::Fast {
@@ -544,7 +576,7 @@ impl Decoder {
             } else {
                 (candle_nn::ops::silu(&g)? * u)?
             };
-            x = residual(&x, &m.down.forward(&gu, mode, fuse)?, kernels)?;
+            x = residual(&x, &m.down.forward(&gu, mode, fuse, tw)?, kernels)?;
         }
         rms_norm(&x, &self.norm, eps, mode, fuse)
     }
@@ -563,6 +595,7 @@ impl Decoder {
     ) -> Result<Tensor> {
         let fuse = self.fused_here(mode);
         let (b, t, _) = x.dims3()?;
+        let tw = self.transposed.as_deref();
         let hq = self.cfg.num_attention_heads;
         let hkv = self.cfg.num_key_value_heads;
         let hd = self.cfg.head_dim;
@@ -575,15 +608,21 @@ impl Decoder {
             && attn.q_norm.is_none()
             && attn.k_norm.is_none();
         if whole {
-            let q = attn.q.forward(x, mode, fuse)?;
-            let k = attn.k.forward(x, mode, fuse)?;
-            let v = attn.v.forward(x, mode, fuse)?;
+            let q = attn.q.forward(x, mode, fuse, tw)?;
+            let k = attn.k.forward(x, mode, fuse, tw)?;
+            let v = attn.v.forward(x, mode, fuse, tw)?;
             let y = fused::causal_attention(&q, &k, &v, cos, sin, (hq, hkv, hd))?;
-            return attn.o.forward(&y, mode, fuse);
+            return attn.o.forward(&y, mode, fuse, tw);
         }
-        let mut q = attn.q.forward(x, mode, fuse)?.reshape((b, t, hq, hd))?;
-        let mut k = attn.k.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;
-        let v = attn.v.forward(x, mode, fuse)?.reshape((b, t, hkv, hd))?;
+        let mut q = attn.q.forward(x, mode, fuse, tw)?.reshape((b, t, hq, hd))?;
+        let mut k = attn
+            .k
+            .forward(x, mode, fuse, tw)?
+            .reshape((b, t, hkv, hd))?;
+        let v = attn
+            .v
+            .forward(x, mode, fuse, tw)?
+            .reshape((b, t, hkv, hd))?;
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
             q = rms_norm(&q, qn, eps, mode, fuse)?;
             k = rms_norm(&k, kn, eps, mode, fuse)?;
@@ -646,15 +685,16 @@ impl Decoder {
             .to_dtype(in_dtype)?
             .transpose(1, 2)?
             .reshape((b, t, hq * hd))?;
-        attn.o.forward(&y, mode, fuse)
+        attn.o.forward(&y, mode, fuse, tw)
     }
 
     /// Logits of the given hidden states (any leading shape).
     pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
         let fuse = self.fused_here(mode);
+        let tw = self.transposed.as_deref();
         let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden, mode, fuse)?,
-            None => Linear::new(self.embed.clone(), None).forward(hidden, mode, fuse)?,
+            Some(head) => head.forward(hidden, mode, fuse, tw)?,
+            None => Linear::new(self.embed.clone(), None).forward(hidden, mode, fuse, tw)?,
         };
         if logits.dtype() == DType::F64 {
             Ok(logits)
@@ -684,7 +724,14 @@ impl Decoder {
             // probe): the kernel then prepares nothing for a backward.
             let out = match mode {
                 Mode::Train => fused::token_logprobs(hidden, w, targets)?,
-                Mode::Fast => fused::token_logprobs(&hidden.detach(), w, targets)?,
+                Mode::Fast => {
+                    let rows = fused::chunk_rows(w.dim(0)?).min(hidden.dim(0)?);
+                    let wt = match self.transposed.as_deref() {
+                        Some(c) => c.for_rows_count(rows, w).transpose()?,
+                        None => None,
+                    };
+                    fused::token_logprobs_frozen(&hidden.detach(), w, wt.as_ref(), targets)?
+                }
             };
             let logp = out.narrow(1, 0, 1)?.squeeze(1)?;
             let stats = out.detach();

@@ -1276,6 +1276,65 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
     Shape::from(dims)
 }
 
+/// Rows up to which a product with a frozen weight reads the weight's
+/// transposed copy, where a decoder keeps one. gemm packs the weight into
+/// column panels for every call, a strided scalar copy when W is (out, in)
+/// row-major and a plain one from Wᵀ; with few rows there is little
+/// arithmetic to hide that copy behind. One thread, AMX Xeon, x Wᵀ against
+/// x (Wᵀ): 40 rows ×0.95–1.32 on the layers' shapes, ×1.68 on the
+/// vocabulary's (576 → 49,152); 328 rows ×1.05–1.17; 1024 rows ×0.93–1.06.
+pub const TRANSPOSED_ROWS: usize = 512;
+
+/// Transposed copies of frozen weights, (in, out) row-major, by the
+/// weight's tensor id, made on first use. gemm sums every element over the
+/// inner dimension in the same order whichever operand is laid out how, so
+/// a product from the copy has the same bits as one from the weight.
+#[derive(Debug, Default)]
+pub struct TransposedWeights(Mutex<std::collections::HashMap<candle_core::TensorId, Tensor>>);
+
+impl TransposedWeights {
+    /// Wᵀ for a product of `x`'s rows with the frozen `w`, when they are at
+    /// most [`TRANSPOSED_ROWS`] and the fused product applies.
+    pub fn for_rows(&self, x: &Tensor, w: &Tensor) -> Option<Result<Tensor>> {
+        if !applies(x) {
+            return None;
+        }
+        let rows = rows_of(x.shape()).ok()?.0;
+        self.for_rows_count(rows, w)
+    }
+
+    /// [`TransposedWeights::for_rows`] for a given number of rows. Not for
+    /// one row, nor for products of at most 16 × 16 elements: gemm sums
+    /// those in its own paths, in an order that depends on the layout.
+    pub fn for_rows_count(&self, rows: usize, w: &Tensor) -> Option<Result<Tensor>> {
+        if !(2..=TRANSPOSED_ROWS).contains(&rows) || !applies(w) || w.track_op() || w.rank() != 2 {
+            return None;
+        }
+        if rows * w.dim(0).ok()? <= 16 * 16 {
+            return None;
+        }
+        Some(self.of(w))
+    }
+
+    fn of(&self, w: &Tensor) -> Result<Tensor> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(&w.id()) {
+            return Ok(t.clone());
+        }
+        let t = w.t()?.contiguous()?;
+        map.insert(w.id(), t.clone());
+        Ok(t)
+    }
+}
+
+/// `x Wᵀ` from `wt` = Wᵀ, (in, out) row-major, for x (..., in) with no
+/// gradient: (..., out), the same bits as [`linear`].
+pub fn linear_transposed(x: &Tensor, wt: &Tensor) -> Result<Tensor> {
+    let (rows, input) = rows_of(x.shape())?;
+    let y = product(&x.reshape((rows, input))?, false, wt, false)?;
+    y.reshape(with_last(x.shape(), wt.dim(1)?))
+}
+
 /// `x Wᵀ` for x (..., in), W (out, in): (..., out). Any leading dimensions
 /// stay as they are (no reshape in the graph, whose backward candle would
 /// zero-fill and add a buffer for).
@@ -1472,7 +1531,7 @@ fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, S
 }
 
 /// Rows of logits per chunk: about 16M floats (64 MB) at a time.
-fn chunk_rows(vocab: usize) -> usize {
+pub(crate) fn chunk_rows(vocab: usize) -> usize {
     ((16usize << 20) / vocab.max(1)).max(1)
 }
 
@@ -1812,10 +1871,36 @@ pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor
     )
 }
 
+/// [`token_logprobs`] with no gradient, the logits from `wt` = Wᵀ (in,
+/// out) where given: the same numbers (see [`TransposedWeights`]).
+pub fn token_logprobs_frozen(
+    h: &Tensor,
+    w: &Tensor,
+    wt: Option<&Tensor>,
+    targets: &Tensor,
+) -> Result<Tensor> {
+    let plan = ChunkPlan {
+        rows: chunk_rows(w.dim(0)?),
+        keep_floats: KEEP_LOGITS,
+    };
+    let h = h.detach();
+    token_logprobs_from(&h, w, wt.filter(|_| !w.track_op()), targets, plan)
+}
+
 /// [`token_logprobs`] with an explicit chunking (tests use small chunks).
 pub fn token_logprobs_with(
     h: &Tensor,
     w: &Tensor,
+    targets: &Tensor,
+    plan: ChunkPlan,
+) -> Result<Tensor> {
+    token_logprobs_from(h, w, None, targets, plan)
+}
+
+fn token_logprobs_from(
+    h: &Tensor,
+    w: &Tensor,
+    wt: Option<&Tensor>,
     targets: &Tensor,
     plan: ChunkPlan,
 ) -> Result<Tensor> {
@@ -1848,7 +1933,11 @@ pub fn token_logprobs_with(
     let mut start = 0;
     while start < n {
         let len = rows.min(n - start);
-        let logits = product(&hd.narrow(0, start, len)?, false, &wd, true)?;
+        let rows_h = hd.narrow(0, start, len)?;
+        let logits = match wt {
+            Some(wt) => product(&rows_h, false, wt, false)?,
+            None => product(&rows_h, false, &wd, true)?,
+        };
         let chunk_stats = logits.apply_op1_no_bwd(&LogitStats {
             targets: targets[start..start + len].to_vec(),
         })?;
