@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench_smollm2 [--mode full|lora|score|matmul] [--batch B] [--seq T] \
-[--steps N] [--rank R] [--n N (score)] [--transposed on (score)] [--fused off] \
+[--steps N] [--rank R] [--n N (score)] [--transposed on|off (score)] [--fused off] \
 [--gguf FILE | --random]";
 
 #[global_allocator]
@@ -302,7 +302,13 @@ fn main() -> Result<()> {
             "--fused" => fused = v != "off",
             // `--transposed on` (scoring): the decoder keeps its frozen
             // weights transposed (Decoder::keep_transposed_weights).
-            "--transposed" => transposed = v == "on",
+            "--transposed" => {
+                transposed = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => bail!("--transposed {other}: on or off\n{USAGE}"),
+                }
+            }
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
         i += 2;

@@ -390,37 +390,67 @@ fn batch(vocab: usize) -> SeqBatch {
 
 /// A decoder that keeps its frozen weights transposed
 /// (`keep_transposed_weights`) scores the same bits as one that does not:
-/// products from Wᵀ equal products from W at SmolLM2's layer shapes for 2,
-/// 40 and 328 rows and at a vocabulary chunk, and so do whole no-grad
-/// passes (tied and untied heads, with biases; rows of one token, which
-/// fall back to W, in generation) and the vocabulary statistics.
+/// wherever `transposed_product_is_exact` lets a product read Wᵀ (SmolLM2's
+/// layer shapes at 2, 40, 321 and 328 rows, cut for 1, 2, 3 and 16
+/// threads) it equals the product from W, and so do the vocabulary
+/// statistics (a ragged last chunk of one row falls back to W), whole
+/// no-grad passes of a tied and an untied decoder with biases, and the
+/// logits of one and five tokens.
 #[test]
 fn transposed_frozen_weights_give_the_same_bits() {
     let bits = |t: &Tensor| -> Vec<u32> {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         v.into_iter().map(f32::to_bits).collect()
     };
+    // gemm's one-row path and its path for at most 16 × 16 elements are
+    // picked per block: the rule must see the blocks.
+    assert!(!fused::transposed_product_is_exact((2, 1536, 576), 16));
+    assert!(!fused::transposed_product_is_exact((321, 192, 576), 16));
+    assert!(!fused::transposed_product_is_exact((1, 1536, 576), 1));
+    let mut exact = 0;
     for (i, (input, out)) in [(576, 1536), (1536, 576), (576, 192)]
         .into_iter()
         .enumerate()
     {
         let w = rand_tensor(&[out, input], 0.05, 30 + i as u64);
         let wt = w.t().unwrap().contiguous().unwrap();
-        for rows in [2, 40, 328] {
+        for rows in [2, 40, 321, 328] {
             let x = rand_tensor(&[rows, input], 1.0, 40 + rows as u64);
-            let plain = fused::linear(&x, &w).unwrap();
-            let from_t = fused::linear_transposed(&x, &wt).unwrap();
-            assert_eq!(plain.dims(), from_t.dims());
-            assert!(bits(&plain) == bits(&from_t), "{rows} × {input} → {out}");
+            for threads in [1, 2, 3, 16] {
+                if !fused::transposed_product_is_exact((rows, out, input), threads) {
+                    continue;
+                }
+                exact += 1;
+                let plain = fused::product_on(&x, false, &w, true, threads).unwrap();
+                let from_t = fused::product_on(&x, false, &wt, false, threads).unwrap();
+                assert!(
+                    bits(&plain) == bits(&from_t),
+                    "{rows} × {input} → {out} on {threads} threads"
+                );
+            }
         }
     }
-    let e = rand_tensor(&[4096, 576], 0.05, 50);
-    let et = e.t().unwrap().contiguous().unwrap();
-    let h = rand_tensor(&[40, 576], 1.0, 51);
-    let targets =
-        Tensor::new((0..40u32).map(|i| i * 97).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    assert!(exact >= 40, "only {exact} cases took the transposed path");
+    let x = rand_tensor(&[40, 576], 1.0, 49);
+    let w = rand_tensor(&[1536, 576], 0.05, 30);
+    let wt = w.t().unwrap().contiguous().unwrap();
+    assert!(
+        bits(&fused::linear(&x, &w).unwrap()) == bits(&fused::linear_transposed(&x, &wt).unwrap())
+    );
+
+    // The vocabulary: a chunk of 341 rows from the copy, a last one of 1
+    // from W.
+    let e = rand_tensor(&[49_152, 576], 0.05, 50);
+    let h = rand_tensor(&[342, 576], 1.0, 51);
+    let targets = Tensor::new(
+        (0..342u32).map(|i| i * 131).collect::<Vec<_>>(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let cache = fused::TransposedWeights::default();
     let plain = fused::token_logprobs_frozen(&h, &e, None, &targets).unwrap();
-    let from_t = fused::token_logprobs_frozen(&h, &e, Some(&et), &targets).unwrap();
+    let from_t = fused::token_logprobs_frozen(&h, &e, Some(&cache), &targets).unwrap();
+    assert_eq!(cache.len(), 1, "the vocabulary's copy");
     assert!(bits(&plain) == bits(&from_t), "vocabulary statistics");
 
     for (arch, tie, bias) in [
@@ -432,7 +462,7 @@ fn transposed_frozen_weights_give_the_same_bits() {
         let mut kept = Decoder::from_weights(&cfg, &mut weights(&cfg, 5)).unwrap();
         kept.keep_transposed_weights();
         let b = batch(cfg.vocab_size);
-        for _ in 0..2 {
+        for pass in 0..2 {
             // The second pass reads the copies the first one made.
             let want = seq_logps(&plain, &b, Mode::Fast).unwrap();
             let got = seq_logps(&kept, &b, Mode::Fast).unwrap();
@@ -441,6 +471,9 @@ fn transposed_frozen_weights_give_the_same_bits() {
                 "{arch:?}: log-probs"
             );
             assert_eq!(want.entropy, got.entropy, "{arch:?}: entropy");
+            if pass == 0 {
+                assert!(kept.transposed_weights() > 0, "{arch:?}: no copy was made");
+            }
         }
         // Whole logits of one token and of five (generation's shapes).
         for len in [1u32, 5] {

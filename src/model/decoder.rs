@@ -418,10 +418,17 @@ impl Decoder {
     /// [`fused::TransposedWeights`]): the same numbers, faster scoring in
     /// small batches, at the cost of the copies' memory (up to the model's
     /// f32 size once more). Only for a decoder whose weights never change
-    /// in place: not for a [`Decoder::no_grad`] view of weights a trainer
-    /// updates.
+    /// in place: none of them a Var or a detached view of one (as in
+    /// [`Decoder::no_grad`], or `from_weights` over a trainer's variables);
+    /// Vars themselves are never copied.
     pub fn keep_transposed_weights(&mut self) {
         self.transposed = Some(Default::default());
+    }
+
+    /// How many transposed weights it holds (see
+    /// [`Decoder::keep_transposed_weights`]).
+    pub fn transposed_weights(&self) -> usize {
+        self.transposed.as_ref().map_or(0, |c| c.len())
     }
 
     /// Turn the fused CPU kernels off (they are on by default), to compare
@@ -725,12 +732,7 @@ impl Decoder {
             let out = match mode {
                 Mode::Train => fused::token_logprobs(hidden, w, targets)?,
                 Mode::Fast => {
-                    let rows = fused::chunk_rows(w.dim(0)?).min(hidden.dim(0)?);
-                    let wt = match self.transposed.as_deref() {
-                        Some(c) => c.for_rows_count(rows, w).transpose()?,
-                        None => None,
-                    };
-                    fused::token_logprobs_frozen(&hidden.detach(), w, wt.as_ref(), targets)?
+                    fused::token_logprobs_frozen(hidden, w, self.transposed.as_deref(), targets)?
                 }
             };
             let logp = out.narrow(1, 0, 1)?.squeeze(1)?;

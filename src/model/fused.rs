@@ -1164,28 +1164,53 @@ unsafe fn gemm_f32_at(
             )
         }
     };
+    let blocks = product_blocks((m, n, k), threads);
+    if let [[r0, rows, c0, cols]] = blocks[..] {
+        block(r0, rows, c0, cols);
+    } else {
+        rayon::scope(|s| {
+            for &[r0, rows, c0, cols] in &blocks {
+                let block = &block;
+                s.spawn(move |_| block(r0, rows, c0, cols));
+            }
+        });
+    }
+}
+
+/// How [`gemm_f32_at`] cuts an (m × n) product for `threads` threads:
+/// blocks (first row, rows, first column, columns).
+fn product_blocks((m, n, k): (usize, usize, usize), threads: usize) -> Vec<[usize; 4]> {
     // Below gemm's own threading threshold one thread does it all.
     let small = m * n * k < gemm::get_threading_threshold();
     let side = m.max(n);
     // Blocks of whole 16-float vectors, at least 64 wide.
     let width = side.div_ceil(threads.max(1)).next_multiple_of(16).max(64);
     if threads <= 1 || small || width >= side {
-        block(0, m, 0, n);
-    } else {
-        rayon::scope(|s| {
-            for start in (0..side).step_by(width) {
-                let size = width.min(side - start);
-                let block = &block;
-                s.spawn(move |_| {
-                    if m >= n {
-                        block(start, size, 0, n)
-                    } else {
-                        block(0, m, start, size)
-                    }
-                });
-            }
-        });
+        return vec![[0, m, 0, n]];
     }
+    (0..side)
+        .step_by(width)
+        .map(|start| {
+            let size = width.min(side - start);
+            if m >= n {
+                [start, size, 0, n]
+            } else {
+                [0, m, start, size]
+            }
+        })
+        .collect()
+}
+
+/// Whether `x Wᵀ`, (m × k)·(k × n) cut for `threads`, has the same bits
+/// computed from Wᵀ as from W: gemm sums every element over k in the same
+/// order whichever way its operands are laid out, except in its paths for
+/// one row, one column, or at most 16 × 16 elements, which it picks per
+/// block. MKL's products are not covered (no such claim is made for them).
+#[doc(hidden)]
+pub fn transposed_product_is_exact((m, n, k): (usize, usize, usize), threads: usize) -> bool {
+    product_blocks((m, n, k), threads)
+        .iter()
+        .all(|&[_, rows, _, cols]| rows >= 2 && cols >= 2 && rows * cols > 16 * 16)
 }
 
 /// `x Wᵀ` for row-major x (rows × input) and W (out × input): the layout of
@@ -1286,15 +1311,17 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
 pub const TRANSPOSED_ROWS: usize = 512;
 
 /// Transposed copies of frozen weights, (in, out) row-major, by the
-/// weight's tensor id, made on first use. gemm sums every element over the
-/// inner dimension in the same order whichever operand is laid out how, so
-/// a product from the copy has the same bits as one from the weight.
+/// weight's tensor id, made on first use; handed out only where the product
+/// from the copy has the same bits as from the weight
+/// ([`transposed_product_is_exact`], gemm's products). A tensor id names
+/// fixed data except for a Var and the detached views of one (an optimizer
+/// updates them in place): those must not reach a decoder that keeps
+/// copies.
 #[derive(Debug, Default)]
 pub struct TransposedWeights(Mutex<std::collections::HashMap<candle_core::TensorId, Tensor>>);
 
 impl TransposedWeights {
-    /// Wᵀ for a product of `x`'s rows with the frozen `w`, when they are at
-    /// most [`TRANSPOSED_ROWS`] and the fused product applies.
+    /// Wᵀ for a product of `x`'s rows with the frozen `w`, where it applies.
     pub fn for_rows(&self, x: &Tensor, w: &Tensor) -> Option<Result<Tensor>> {
         if !applies(x) {
             return None;
@@ -1303,17 +1330,33 @@ impl TransposedWeights {
         self.for_rows_count(rows, w)
     }
 
-    /// [`TransposedWeights::for_rows`] for a given number of rows. Not for
-    /// one row, nor for products of at most 16 × 16 elements: gemm sums
-    /// those in its own paths, in an order that depends on the layout.
+    /// Wᵀ for a product of `rows` rows with the frozen `w` (out, in): for
+    /// 2 to [`TRANSPOSED_ROWS`] rows, on gemm, when every block of the
+    /// product takes gemm's general kernel.
     pub fn for_rows_count(&self, rows: usize, w: &Tensor) -> Option<Result<Tensor>> {
-        if !(2..=TRANSPOSED_ROWS).contains(&rows) || !applies(w) || w.track_op() || w.rank() != 2 {
+        if !(2..=TRANSPOSED_ROWS).contains(&rows)
+            || !applies(w)
+            || w.track_op()
+            || super::blas::active().is_some()
+        {
             return None;
         }
-        if rows * w.dim(0).ok()? <= 16 * 16 {
+        let (out, input) = w.dims2().ok()?;
+        let threads = candle_core::utils::get_num_threads();
+        if !transposed_product_is_exact((rows, out, input), threads) {
             return None;
         }
         Some(self.of(w))
+    }
+
+    /// How many copies it holds.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn of(&self, w: &Tensor) -> Result<Tensor> {
@@ -1531,7 +1574,7 @@ fn take_value(slot: &Mutex<Option<Tensor>>, what: &str) -> Result<(CpuStorage, S
 }
 
 /// Rows of logits per chunk: about 16M floats (64 MB) at a time.
-pub(crate) fn chunk_rows(vocab: usize) -> usize {
+fn chunk_rows(vocab: usize) -> usize {
     ((16usize << 20) / vocab.max(1)).max(1)
 }
 
@@ -1711,11 +1754,12 @@ impl CustomOp1 for LogitStats {
 ))]
 fn logit_stats_row(xr: &[f32], target: usize, o: &mut [f32]) {
     let mx = row_max(xr);
-    // The first index of the maximum (0 when no logit is above −∞).
-    let arg = if mx > f32::NEG_INFINITY {
-        xr.iter().position(|&xi| xi == mx).unwrap_or(0)
-    } else {
-        0
+    // The first index of the maximum (0 when no logit is above −∞), and the
+    // maximum as that element (a tie of −0 and +0 keeps the first one's
+    // sign, as a scan for the first strict maximum does).
+    let (mx, arg) = match xr.iter().position(|&xi| xi == mx) {
+        Some(i) if mx > f32::NEG_INFINITY => (xr[i], i),
+        _ => (mx, 0),
     };
     let (sum, se, sez) = shifted_exp_sums(xr, mx);
     let lse = mx as f64 + se.ln();
@@ -1871,20 +1915,20 @@ pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor
     )
 }
 
-/// [`token_logprobs`] with no gradient, the logits from `wt` = Wᵀ (in,
-/// out) where given: the same numbers (see [`TransposedWeights`]).
+/// [`token_logprobs`] with no gradient, each chunk's logits from the
+/// copy of Wᵀ that `transposed` hands out for it, if any: the same numbers
+/// (see [`TransposedWeights`]).
 pub fn token_logprobs_frozen(
     h: &Tensor,
     w: &Tensor,
-    wt: Option<&Tensor>,
+    transposed: Option<&TransposedWeights>,
     targets: &Tensor,
 ) -> Result<Tensor> {
     let plan = ChunkPlan {
         rows: chunk_rows(w.dim(0)?),
         keep_floats: KEEP_LOGITS,
     };
-    let h = h.detach();
-    token_logprobs_from(&h, w, wt.filter(|_| !w.track_op()), targets, plan)
+    token_logprobs_from(&h.detach(), w, transposed, targets, plan)
 }
 
 /// [`token_logprobs`] with an explicit chunking (tests use small chunks).
@@ -1900,7 +1944,7 @@ pub fn token_logprobs_with(
 fn token_logprobs_from(
     h: &Tensor,
     w: &Tensor,
-    wt: Option<&Tensor>,
+    transposed: Option<&TransposedWeights>,
     targets: &Tensor,
     plan: ChunkPlan,
 ) -> Result<Tensor> {
@@ -1934,8 +1978,12 @@ fn token_logprobs_from(
     while start < n {
         let len = rows.min(n - start);
         let rows_h = hd.narrow(0, start, len)?;
+        let wt = match transposed {
+            Some(c) if !h.track_op() => c.for_rows_count(len, w).transpose()?,
+            _ => None,
+        };
         let logits = match wt {
-            Some(wt) => product(&rows_h, false, wt, false)?,
+            Some(wt) => product(&rows_h, false, &wt, false)?,
             None => product(&rows_h, false, &wd, true)?,
         };
         let chunk_stats = logits.apply_op1_no_bwd(&LogitStats {
