@@ -211,7 +211,8 @@ fn score_bench(
     warm.sort_by(f64::total_cmp);
     let med = warm[warm.len() / 2];
     println!(
-        "RESULT driftui score fused={fused} transposed={transposed} threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        "RESULT driftui score fused={fused} transposed={transposed} ({} copies) threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        decoder.transposed_weights(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         warm.len(),
         1000.0 * med / n as f64,
