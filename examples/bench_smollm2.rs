@@ -79,6 +79,22 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Seconds per call of a product of `flop` FLOP: one warm-up call, then
+/// about 20 GFLOP of calls (2 to `max_reps` of them).
+fn seconds_per_call(
+    flop: f64,
+    max_reps: f64,
+    f: impl Fn() -> candle_core::Result<()>,
+) -> Result<f64> {
+    f()?;
+    let reps = (20e9 / flop).ceil().clamp(2.0, max_reps) as usize;
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
 /// f32 GEMM GFLOP/s through candle at torch_baseline.py's `--mode matmul`
 /// shapes (`(x@W^T)` marks a transposed right operand, as in a linear layer).
 fn matmul_bench() -> Result<()> {
@@ -98,14 +114,8 @@ fn matmul_bench() -> Result<()> {
         } else {
             Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?
         };
-        a.matmul(&w)?;
         let flop = 2.0 * (m * k * n) as f64;
-        let reps = (20e9 / flop).ceil().clamp(2.0, 50.0) as usize;
-        let t = Instant::now();
-        for _ in 0..reps {
-            a.matmul(&w)?;
-        }
-        let el = t.elapsed().as_secs_f64() / reps as f64;
+        let el = seconds_per_call(flop, 50.0, || a.matmul(&w).map(drop))?;
         println!(
             "RESULT matmul candle f32 threads={} {m}x{k}x{n}{}: {:.2} ms, {:.1} GFLOP/s",
             std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
@@ -128,15 +138,10 @@ fn matmul_bench() -> Result<()> {
         ] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
-            let product = || driftui::model::fused::product(&x, false, &w, true);
-            product()?;
             let flop = 2.0 * (rows * k * n) as f64;
-            let reps = (20e9 / flop).ceil().clamp(2.0, 2000.0) as usize;
-            let t = Instant::now();
-            for _ in 0..reps {
-                product()?;
-            }
-            let el = t.elapsed().as_secs_f64() / reps as f64;
+            let el = seconds_per_call(flop, 2000.0, || {
+                driftui::model::fused::product(&x, false, &w, true).map(drop)
+            })?;
             println!(
                 "RESULT matmul driftui f32 {rows}x{k}x{n} (x@W^T): {:.3} ms, {:.1} GFLOP/s",
                 el * 1e3,

@@ -20,6 +20,12 @@ fn rand_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
+/// The f32 bit patterns of a tensor, for comparisons that must be exact.
+fn bits(t: &Tensor) -> Vec<u32> {
+    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v.into_iter().map(f32::to_bits).collect()
+}
+
 fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
     let d: f32 = (a - b)
         .unwrap()
@@ -398,10 +404,6 @@ fn batch(vocab: usize) -> SeqBatch {
 /// logits of one and five tokens.
 #[test]
 fn transposed_frozen_weights_give_the_same_bits() {
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
-    };
     // gemm's one-row path and its path for at most 16 × 16 elements are
     // picked per block: the rule must see the blocks.
     assert!(!fused::transposed_product_is_exact((2, 1536, 576), 16));
@@ -619,10 +621,6 @@ fn fused_gradients_do_not_depend_on_the_thread_count() {
 /// chunk), in every transposition the decoder uses.
 #[test]
 fn product_equals_candles_matmul_bit_for_bit_at_model_shapes() {
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
-    };
     let x = rand_tensor(&[128, 576], 1.0, 20);
     let w = rand_tensor(&[1536, 576], 0.05, 21);
     let g = rand_tensor(&[128, 1536], 1.0, 22);

@@ -1898,21 +1898,22 @@ pub struct ChunkPlan {
     pub keep_floats: usize,
 }
 
+impl ChunkPlan {
+    /// The chunking [`token_logprobs`] uses for a vocabulary of `vocab`.
+    fn for_vocab(vocab: usize) -> ChunkPlan {
+        ChunkPlan {
+            rows: chunk_rows(vocab),
+            keep_floats: KEEP_LOGITS,
+        }
+    }
+}
+
 /// For hidden rows `h` (n, H), the projection `w` (V, H) and one target per
 /// row: (n, 4) with log p(target) (differentiable), then statistics without
 /// gradient: the mean logit, the argmax index and the entropy of the
 /// next-token distribution.
 pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let vocab = w.dim(0)?;
-    token_logprobs_with(
-        h,
-        w,
-        targets,
-        ChunkPlan {
-            rows: chunk_rows(vocab),
-            keep_floats: KEEP_LOGITS,
-        },
-    )
+    token_logprobs_with(h, w, targets, ChunkPlan::for_vocab(w.dim(0)?))
 }
 
 /// [`token_logprobs`] with no gradient, each chunk's logits from the
@@ -1924,10 +1925,7 @@ pub fn token_logprobs_frozen(
     transposed: Option<&TransposedWeights>,
     targets: &Tensor,
 ) -> Result<Tensor> {
-    let plan = ChunkPlan {
-        rows: chunk_rows(w.dim(0)?),
-        keep_floats: KEEP_LOGITS,
-    };
+    let plan = ChunkPlan::for_vocab(w.dim(0)?);
     token_logprobs_from(&h.detach(), w, transposed, targets, plan)
 }
 
@@ -1978,10 +1976,9 @@ fn token_logprobs_from(
     while start < n {
         let len = rows.min(n - start);
         let rows_h = hd.narrow(0, start, len)?;
-        let wt = match transposed {
-            Some(c) if !h.track_op() => c.for_rows_count(len, w).transpose()?,
-            _ => None,
-        };
+        let wt = transposed
+            .and_then(|c| c.for_rows_count(len, w))
+            .transpose()?;
         let logits = match wt {
             Some(wt) => product(&rows_h, false, &wt, false)?,
             None => product(&rows_h, false, &wd, true)?,
