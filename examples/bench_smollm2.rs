@@ -18,8 +18,11 @@
 //! targets (ids with salt 3) in batches of B, timed per pass over all N
 //! (`--steps` passes, the first excluded), through the same path as the
 //! value probes and the reference model's log-probs (`seq_logps`, fused
-//! no-grad kernels). `--transposed on`: the decoder keeps transposed copies
-//! of its frozen weights for products of few rows (the same numbers).
+//! no-grad kernels). `--transposed on`: the decoder keeps copies of its
+//! frozen weights as panels for products of few rows (model::streamed, the
+//! same numbers); `auto` (the default): where they fit, as a probe trace
+//! decides; `off`: none. `--streamed off`: products that would read the
+//! panels run on gemm (the same numbers).
 //!
 //! Prints per-step times and a RESULT line with the median step time of the
 //! steps after the first, tokens/s and the peak RSS (getrusage).
@@ -37,8 +40,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench_smollm2 [--mode full|lora|score|matmul] [--batch B] [--seq T] \
-[--steps N] [--rank R] [--n N (score)] [--transposed on|off (score)] [--fused off] \
-[--gguf FILE | --random]";
+[--steps N] [--rank R] [--n N (score)] [--transposed on|off|auto (score)] [--streamed on|off] \
+[--fused off] [--gguf FILE | --random]";
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -138,15 +141,33 @@ fn matmul_bench() -> Result<()> {
         ] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
+            // W^T laid out row-major (a kept transposed copy): the right
+            // operand the streamed products read in place.
+            let wt = w.t()?.contiguous()?;
             let flop = 2.0 * (rows * k * n) as f64;
-            let el = seconds_per_call(flop, 2000.0, || {
-                driftui::model::fused::product(&x, false, &w, true).map(drop)
-            })?;
-            println!(
-                "RESULT matmul driftui f32 {rows}x{k}x{n} (x@W^T): {:.3} ms, {:.1} GFLOP/s",
-                el * 1e3,
-                flop / el / 1e9
+            // W as kept panels (Decoder::keep_transposed_weights), where
+            // they give gemm's bits.
+            let panels = driftui::model::streamed::Panels::of_weight(
+                &w.flatten_all()?.to_vec1::<f32>()?,
+                (n, k),
             );
+            let threads = candle_core::utils::get_num_threads();
+            let exact = driftui::model::fused::transposed_product_is_exact((rows, n, k), threads);
+            for label in ["x@W^T", "x@(W^T) row-major", "panels"] {
+                if label == "panels" && !exact {
+                    continue;
+                }
+                let el = seconds_per_call(flop, 2000.0, || match label {
+                    "x@W^T" => driftui::model::fused::product(&x, false, &w, true).map(drop),
+                    "panels" => driftui::model::fused::linear_transposed(&x, &panels).map(drop),
+                    _ => driftui::model::fused::product(&x, false, &wt, false).map(drop),
+                })?;
+                println!(
+                    "RESULT matmul driftui f32 {rows}x{k}x{n} ({label}): {:.3} ms, {:.1} GFLOP/s",
+                    el * 1e3,
+                    flop / el / 1e9
+                );
+            }
         }
     }
     Ok(())
@@ -157,7 +178,7 @@ fn matmul_bench() -> Result<()> {
 fn score_bench(
     model: &driftui::model::LoadedModel,
     fused: bool,
-    transposed: bool,
+    transposed: Option<bool>,
     n: usize,
     bs: usize,
     len: usize,
@@ -169,6 +190,13 @@ fn score_bench(
     }
     let mut decoder = Decoder::from_weights(&model.cfg, &mut tm)?;
     decoder.set_fused(fused);
+    // auto: as a probe trace decides (LoadedModel::scoring_decoder).
+    let transposed = transposed.unwrap_or_else(|| {
+        driftui::model::source::copies_fit(
+            model.matrix_bytes_f32(),
+            driftui::model::source::available_memory(),
+        )
+    });
     if transposed {
         decoder.keep_transposed_weights();
     }
@@ -264,7 +292,7 @@ fn main() -> Result<()> {
     let (mut b, mut t, mut steps, mut rank) = (1usize, 128usize, 4usize, 16usize);
     let mut gguf = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".to_string();
     let mut fused = true;
-    let mut transposed = false;
+    let mut transposed = None;
     let mut random = false;
     let mut n_score = 64usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -279,7 +307,7 @@ fn main() -> Result<()> {
             i += 1;
             continue;
         }
-        const VALUED: [&str; 9] = [
+        const VALUED: [&str; 10] = [
             "--mode",
             "--batch",
             "--seq",
@@ -289,6 +317,7 @@ fn main() -> Result<()> {
             "--n",
             "--fused",
             "--transposed",
+            "--streamed",
         ];
         if !VALUED.contains(&args[i].as_str()) {
             bail!("unknown flag {}\n{USAGE}", args[i]);
@@ -307,14 +336,23 @@ fn main() -> Result<()> {
             // `--fused off`: the plain candle ops instead of driftui's kernels.
             "--fused" => fused = v != "off",
             // `--transposed on` (scoring): the decoder keeps its frozen
-            // weights transposed (Decoder::keep_transposed_weights).
+            // weights as panels (Decoder::keep_transposed_weights); auto,
+            // the default: where they fit, as a probe trace does.
             "--transposed" => {
                 transposed = match v.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    other => bail!("--transposed {other}: on or off\n{USAGE}"),
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    "auto" => None,
+                    other => bail!("--transposed {other}: on, off or auto\n{USAGE}"),
                 }
             }
+            // `--streamed off`: gemm computes every product, also those
+            // model::streamed reads in place (the same bits).
+            "--streamed" => match v.as_str() {
+                "on" => driftui::model::streamed::set_enabled(true),
+                "off" => driftui::model::streamed::set_enabled(false),
+                other => bail!("--streamed {other}: on or off\n{USAGE}"),
+            },
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
         i += 2;

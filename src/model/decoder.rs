@@ -72,13 +72,14 @@ impl Linear {
         } else if self.lora.is_none() && ((fuse && train) || frozen) {
             // The fused product (candle's matmul off CPU f32); with no
             // gradient to carry it still saves candle's zero-filled output
-            // (scoring, generation); from Wᵀ when the decoder keeps it and
-            // the rows are few (the same bits, see fused::TransposedWeights).
+            // (scoring, generation); from W's panels when the decoder keeps
+            // them and the rows are few (the same bits, see
+            // fused::TransposedWeights).
             match transposed
                 .filter(|_| frozen)
                 .map(|c| c.for_rows(x, &self.weight))
             {
-                Some(Some(wt)) => fused::linear_transposed(x, &wt?)?,
+                Some(Some(wt)) => fused::linear_transposed(x, &*(wt?))?,
                 _ => fused::linear(x, &self.weight)?,
             }
         } else {
@@ -413,11 +414,13 @@ impl Decoder {
         )
     }
 
-    /// Keep a transposed copy of each frozen weight that a no-grad product
-    /// of few rows reads (made on first use; see
-    /// [`fused::TransposedWeights`]): the same numbers, faster scoring in
-    /// small batches, at the cost of the copies' memory (up to the model's
-    /// f32 size once more). Only for a decoder whose weights never change
+    /// Keep a copy, as panels in the order the product reads them, of each
+    /// frozen weight that a no-grad product of few rows reads (made on
+    /// first use; see [`fused::TransposedWeights`] and
+    /// [`super::streamed`]): the same numbers, faster scoring in small
+    /// batches, at the cost of the copies' memory (up to the model's f32
+    /// size once more; [`super::LoadedModel::scoring_decoder`] asks for
+    /// them where that fits). Only for a decoder whose weights never change
     /// in place: none of them a Var or a detached view of one (as in
     /// [`Decoder::no_grad`], or `from_weights` over a trainer's variables);
     /// Vars themselves are never copied.

@@ -14,6 +14,7 @@
 //! Every reduction runs in a fixed order over fixed blocks, so results do
 //! not depend on the number of threads.
 
+use super::streamed::Panels;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
     Tensor, D,
@@ -48,6 +49,20 @@ pub fn configure_cpu_threads() {
         // Single-threaded at this point: called first thing in main.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+}
+
+/// Run `f` on a worker of rayon's pool (at once when this thread is one).
+/// Each parallel op started from another thread is injected into the pool
+/// and the caller sleeps until it ends: two wake-ups per op. Started from a
+/// worker, the op's first block runs on the caller and only the others
+/// wait for a thread. On scoring at batch 1 (SmolLM2, 40 tokens, 2 cores of
+/// an AMX Xeon, alternated): 277–280 → 305–307 tok/s. The same bits (no
+/// result depends on which thread computes it).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
 }
 
 /// A warning for the run's log when this CPU lacks what the matrix
@@ -1202,15 +1217,16 @@ fn product_blocks((m, n, k): (usize, usize, usize), threads: usize) -> Vec<[usiz
 }
 
 /// Whether `x Wᵀ`, (m × k)·(k × n) cut for `threads`, has the same bits
-/// computed from Wᵀ as from W: gemm sums every element over k in the same
-/// order whichever way its operands are laid out, except in its paths for
-/// one row, one column, or at most 16 × 16 elements, which it picks per
-/// block. MKL's products are not covered (no such claim is made for them).
+/// computed from W's panels ([`super::streamed`]) as by gemm from W: every
+/// block must reach gemm's general kernel (gemm picks its paths for one
+/// row, one column, or at most 16 × 16 elements per block), on a CPU where
+/// that kernel is a chain of fused multiply-adds. MKL's products are not
+/// covered (no such claim is made for them).
 #[doc(hidden)]
 pub fn transposed_product_is_exact((m, n, k): (usize, usize, usize), threads: usize) -> bool {
     product_blocks((m, n, k), threads)
         .iter()
-        .all(|&[_, rows, _, cols]| rows >= 2 && cols >= 2 && rows * cols > 16 * 16)
+        .all(|&[_, rows, _, cols]| super::streamed::exact_block((rows, cols, k)))
 }
 
 /// `x Wᵀ` for row-major x (rows × input) and W (out × input): the layout of
@@ -1302,27 +1318,32 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
 }
 
 /// Rows up to which a product with a frozen weight reads the weight's
-/// transposed copy, where a decoder keeps one. gemm packs the weight into
-/// column panels for every call, a strided scalar copy when W is (out, in)
-/// row-major and a plain one from Wᵀ; with few rows there is little
-/// arithmetic to hide that copy behind. One thread, AMX Xeon, x Wᵀ against
-/// x (Wᵀ): 40 rows ×0.95–1.32 on the layers' shapes, ×1.68 on the
-/// vocabulary's (576 → 49,152); 328 rows ×1.05–1.17; 1024 rows ×0.93–1.06.
+/// panels, where a decoder keeps them. gemm packs the weight into column
+/// panels for every call, a strided scalar copy from W (out, in); with few
+/// rows there is little arithmetic to hide that copy behind. 2 threads of
+/// an AMX Xeon, `bench_smollm2 --mode matmul`, panels ÷ gemm from W: 40
+/// rows ×1.2–2.0 (the vocabulary's 576 → 49,152 ×1.8), 328 rows ×1.0–1.25,
+/// 1024 rows ×0.7–1.0.
 pub const TRANSPOSED_ROWS: usize = 512;
 
-/// Transposed copies of frozen weights, (in, out) row-major, by the
-/// weight's tensor id, made on first use; handed out only where the product
-/// from the copy has the same bits as from the weight
-/// ([`transposed_product_is_exact`], gemm's products). A tensor id names
+/// Copies of frozen weights as [`Panels`] (Wᵀ in column panels of 16, the
+/// order the product reads them in), by the weight's tensor id, made on
+/// first use; handed out only where the product from the copy has the same
+/// bits as gemm's from the weight ([`transposed_product_is_exact`]). The
+/// name is older than the panels: they began as plain row-major Wᵀ, which
+/// gemm still packed on every call. A tensor id names
 /// fixed data except for a Var and the detached views of one (an optimizer
 /// updates them in place): those must not reach a decoder that keeps
 /// copies.
 #[derive(Debug, Default)]
-pub struct TransposedWeights(Mutex<std::collections::HashMap<candle_core::TensorId, Tensor>>);
+pub struct TransposedWeights(
+    Mutex<std::collections::HashMap<candle_core::TensorId, std::sync::Arc<Panels>>>,
+);
 
 impl TransposedWeights {
-    /// Wᵀ for a product of `x`'s rows with the frozen `w`, where it applies.
-    pub fn for_rows(&self, x: &Tensor, w: &Tensor) -> Option<Result<Tensor>> {
+    /// W's panels for a product of `x`'s rows with the frozen `w`, where
+    /// they apply.
+    pub fn for_rows(&self, x: &Tensor, w: &Tensor) -> Option<Result<std::sync::Arc<Panels>>> {
         if !applies(x) {
             return None;
         }
@@ -1330,10 +1351,14 @@ impl TransposedWeights {
         self.for_rows_count(rows, w)
     }
 
-    /// Wᵀ for a product of `rows` rows with the frozen `w` (out, in): for
-    /// 2 to [`TRANSPOSED_ROWS`] rows, on gemm, when every block of the
-    /// product takes gemm's general kernel.
-    pub fn for_rows_count(&self, rows: usize, w: &Tensor) -> Option<Result<Tensor>> {
+    /// W's panels for a product of `rows` rows with the frozen `w` (out,
+    /// in): for 2 to [`TRANSPOSED_ROWS`] rows, without MKL, when every
+    /// block of the product has gemm's bits from the panels.
+    pub fn for_rows_count(
+        &self,
+        rows: usize,
+        w: &Tensor,
+    ) -> Option<Result<std::sync::Arc<Panels>>> {
         if !(2..=TRANSPOSED_ROWS).contains(&rows)
             || !applies(w)
             || w.track_op()
@@ -1359,23 +1384,83 @@ impl TransposedWeights {
         self.len() == 0
     }
 
-    fn of(&self, w: &Tensor) -> Result<Tensor> {
+    fn of(&self, w: &Tensor) -> Result<std::sync::Arc<Panels>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = map.get(&w.id()) {
             return Ok(t.clone());
         }
-        let t = w.t()?.contiguous()?;
+        let w = w.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            bail!("transposed copies: a weight off the CPU");
+        };
+        let t = std::sync::Arc::new(Panels::of_weight(
+            data(cpu, layout, "transposed copies")?,
+            w.dims2()?,
+        ));
         map.insert(w.id(), t.clone());
         Ok(t)
     }
 }
 
-/// `x Wᵀ` from `wt` = Wᵀ, (in, out) row-major, for x (..., in) with no
-/// gradient: (..., out), the same bits as [`linear`].
-pub fn linear_transposed(x: &Tensor, wt: &Tensor) -> Result<Tensor> {
+/// `x Wᵀ` from W's panels, for x (..., in) with no gradient: (..., out),
+/// the same bits as [`linear`] (where [`transposed_product_is_exact`]).
+pub fn linear_transposed(x: &Tensor, w: &Panels) -> Result<Tensor> {
+    linear_transposed_on(x, w, candle_core::utils::get_num_threads())
+}
+
+/// [`linear_transposed`] cut for `threads` threads (as [`product_on`]).
+#[doc(hidden)]
+pub fn linear_transposed_on(x: &Tensor, w: &Panels, threads: usize) -> Result<Tensor> {
     let (rows, input) = rows_of(x.shape())?;
-    let y = product(&x.reshape((rows, input))?, false, wt, false)?;
-    y.reshape(with_last(x.shape(), wt.dim(1)?))
+    if input != w.input() {
+        bail!("linear: input of width {input}, weight of {}", w.input());
+    }
+    if !transposed_product_is_exact((rows, w.out(), input), threads) {
+        bail!(
+            "linear: {rows} rows x {input} -> {} is not gemm's kernel here",
+            w.out()
+        );
+    }
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!("linear: an input off the CPU");
+    };
+    let xs = data(cpu, layout, "linear")?;
+    let (n, len) = (w.out(), rows * w.out());
+    let mut dst: Vec<f32> = Vec::with_capacity(len);
+    let (dst_addr, x_addr) = (dst.as_mut_ptr() as usize, xs.as_ptr() as usize);
+    let block = |r0: usize, rows: usize, c0: usize, cols: usize| {
+        // SAFETY: the block lies inside dst (rows × n) and reads rows
+        // r0..r0+rows of x; blocks write disjoint parts of dst; c0 is a
+        // multiple of 16 (product_blocks cuts whole vectors) and the rule
+        // above holds for every block.
+        unsafe {
+            super::streamed::block(
+                (rows, cols),
+                ((dst_addr as *mut f32).add(r0 * n + c0), n),
+                ((x_addr as *const f32).add(r0 * input), input),
+                w,
+                c0,
+            )
+        }
+    };
+    let blocks = product_blocks((rows, n, input), threads);
+    if let [[r0, rows, c0, cols]] = blocks[..] {
+        block(r0, rows, c0, cols);
+    } else {
+        rayon::scope(|s| {
+            for &[r0, rows, c0, cols] in &blocks {
+                let block = &block;
+                s.spawn(move |_| block(r0, rows, c0, cols));
+            }
+        });
+    }
+    // SAFETY: the blocks cover dst, each element written once.
+    unsafe { dst.set_len(len) };
+    drop(storage);
+    Tensor::from_vec(dst, with_last(x.shape(), n), x.device())
 }
 
 /// `x Wᵀ` for x (..., in), W (out, in): (..., out). Any leading dimensions
@@ -1917,7 +2002,7 @@ pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor
 }
 
 /// [`token_logprobs`] with no gradient, each chunk's logits from the
-/// copy of Wᵀ that `transposed` hands out for it, if any: the same numbers
+/// panels of W that `transposed` hands out for it, if any: the same numbers
 /// (see [`TransposedWeights`]).
 pub fn token_logprobs_frozen(
     h: &Tensor,
@@ -1980,7 +2065,7 @@ fn token_logprobs_from(
             .and_then(|c| c.for_rows_count(len, w))
             .transpose()?;
         let logits = match wt {
-            Some(wt) => product(&rows_h, false, &wt, false)?,
+            Some(wt) => linear_transposed(&rows_h, &wt)?,
             None => product(&rows_h, false, &wd, true)?,
         };
         let chunk_stats = logits.apply_op1_no_bwd(&LogitStats {

@@ -14,6 +14,7 @@ pub mod lora;
 pub mod reward;
 pub mod score;
 pub mod source;
+pub mod streamed;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};

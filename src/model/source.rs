@@ -94,6 +94,45 @@ impl LoadedModel {
         let mut w = self.weights.clone();
         Decoder::from_weights(&self.cfg, &mut w)
     }
+
+    /// A decoder for no-grad scoring of many batches (a probe trace over
+    /// checkpoints): [`LoadedModel::decoder`] keeping the panel copies of
+    /// its weights for products of few rows ([`Decoder::keep_transposed_weights`],
+    /// the same numbers, faster) where they fit: when the matrices' f32
+    /// size, what the copies can reach, is at most a quarter of the
+    /// memory the system has available.
+    pub fn scoring_decoder(&self) -> Result<Decoder> {
+        let mut decoder = self.decoder()?;
+        if copies_fit(self.matrix_bytes_f32(), available_memory()) {
+            decoder.keep_transposed_weights();
+        }
+        Ok(decoder)
+    }
+
+    /// The f32 size of the model's matrices (every weight of two
+    /// dimensions): what transposed copies of all of them would take.
+    pub fn matrix_bytes_f32(&self) -> u64 {
+        self.weights
+            .tensors
+            .values()
+            .filter(|t| t.rank() == 2)
+            .map(|t| t.elem_count() as u64 * 4)
+            .sum()
+    }
+}
+
+/// Whether copies of `bytes` fit in a quarter of `available` (unknown: no).
+pub fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
+    available.is_some_and(|a| bytes <= a / 4)
+}
+
+/// The memory the system has available for new allocations (Linux's
+/// `MemAvailable`), in bytes; `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Load the model a recipe's `[model] source` names.

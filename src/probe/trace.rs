@@ -841,7 +841,9 @@ fn probe_one(
         Ok(m) => m,
         Err(e) => return (failed(format!("{e:#}"), 0.0), t0.elapsed().as_secs_f64()),
     };
-    let decoder = match model.decoder() {
+    // Many batches of no-grad scoring per checkpoint: the panel copies pay
+    // for themselves where they fit.
+    let decoder = match model.scoring_decoder() {
         Ok(d) => d,
         Err(e) => return (failed(format!("{e:#}"), 0.0), t0.elapsed().as_secs_f64()),
     };
