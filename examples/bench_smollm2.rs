@@ -141,8 +141,8 @@ fn matmul_bench() -> Result<()> {
         ] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
-            // W^T laid out row-major (a kept transposed copy): the right
-            // operand the streamed products read in place.
+            // W^T laid out row-major: gemm from it (it still packs it), for
+            // comparison with the panels below.
             let wt = w.t()?.contiguous()?;
             let flop = 2.0 * (rows * k * n) as f64;
             // W as kept panels (Decoder::keep_transposed_weights), where

@@ -394,14 +394,6 @@ fn batch(vocab: usize) -> SeqBatch {
     SeqBatch::new(&refs, 0, &Device::Cpu).unwrap()
 }
 
-/// A decoder that keeps its frozen weights transposed
-/// (`keep_transposed_weights`) scores the same bits as one that does not:
-/// wherever `transposed_product_is_exact` lets a product read Wᵀ (SmolLM2's
-/// layer shapes at 2, 40, 321 and 328 rows, cut for 1, 2, 3 and 16
-/// threads) it equals the product from W, and so do the vocabulary
-/// statistics (a ragged last chunk of one row falls back to W), whole
-/// no-grad passes of a tied and an untied decoder with biases, and the
-/// logits of one and five tokens.
 /// W (out, in) as the panels a decoder keeps.
 fn panels_of(w: &Tensor) -> driftui::model::streamed::Panels {
     driftui::model::streamed::Panels::of_weight(
@@ -409,6 +401,18 @@ fn panels_of(w: &Tensor) -> driftui::model::streamed::Panels {
         w.dims2().unwrap(),
     )
 }
+
+/// A decoder that keeps its frozen weights as panels
+/// (`keep_transposed_weights`, model::streamed) scores the same bits as one
+/// that does not: wherever `transposed_product_is_exact` lets a product
+/// read the panels (SmolLM2's layer shapes at 2, 40, 321 and 328 rows, cut
+/// for 1, 2, 3 and 16 threads; ragged widths, several of gemm's depth
+/// blocks, both kernels) it equals gemm's product from W, and so do the
+/// vocabulary statistics (a ragged last chunk of one row falls back to W),
+/// whole no-grad passes of a tied and an untied decoder with biases, and
+/// the logits of one and five tokens. (On an AVX-512 machine the AVX2
+/// kernel runs with the AVX-512 gemm's depth blocks; the AVX2 gemm's own,
+/// from its 16 × 6 tile, are compared only on an AVX2 machine.)
 
 #[test]
 fn transposed_frozen_weights_give_the_same_bits() {
@@ -508,7 +512,10 @@ fn transposed_frozen_weights_give_the_same_bits() {
     let cache = fused::TransposedWeights::default();
     let plain = fused::token_logprobs_frozen(&h, &e, None, &targets).unwrap();
     let from_t = fused::token_logprobs_frozen(&h, &e, Some(&cache), &targets).unwrap();
-    assert_eq!(cache.len(), 1, "the vocabulary's copy");
+    // Copies are made on x86-64 with FMA and without MKL (every machine
+    // this project is measured on); elsewhere none, and the same bits.
+    let copies = driftui::model::streamed::available() && driftui::model::blas::active().is_none();
+    assert_eq!(cache.len(), usize::from(copies), "the vocabulary's copy");
     assert!(bits(&plain) == bits(&from_t), "vocabulary statistics");
 
     for (arch, tie, bias) in [
@@ -529,7 +536,7 @@ fn transposed_frozen_weights_give_the_same_bits() {
                 "{arch:?}: log-probs"
             );
             assert_eq!(want.entropy, got.entropy, "{arch:?}: entropy");
-            if pass == 0 {
+            if pass == 0 && copies {
                 assert!(kept.transposed_weights() > 0, "{arch:?}: no copy was made");
             }
         }

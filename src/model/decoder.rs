@@ -43,7 +43,7 @@ impl Linear {
         }
     }
 
-    /// `transposed`: the decoder's transposed copies of its frozen weights,
+    /// `transposed`: the decoder's panel copies of its frozen weights,
     /// when it keeps them ([`Decoder::keep_transposed_weights`]).
     fn forward(
         &self,
@@ -211,7 +211,7 @@ pub struct Decoder {
     device: Device,
     /// Use the fused CPU kernels of [`fused`] where they apply.
     fuse: bool,
-    /// Transposed copies of the frozen weights, made on first use, when
+    /// Panel copies of the frozen weights (model::streamed), made on first use, when
     /// [`Decoder::keep_transposed_weights`] asked for them.
     transposed: Option<std::sync::Arc<fused::TransposedWeights>>,
 }
@@ -428,7 +428,7 @@ impl Decoder {
         self.transposed = Some(Default::default());
     }
 
-    /// How many transposed weights it holds (see
+    /// How many panel copies of weights it holds (see
     /// [`Decoder::keep_transposed_weights`]).
     pub fn transposed_weights(&self) -> usize {
         self.transposed.as_ref().map_or(0, |c| c.len())

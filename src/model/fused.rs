@@ -12,7 +12,8 @@
 //!
 //! CPU and f32 only ([`applies`]); elsewhere the decoder uses plain candle ops.
 //! Every reduction runs in a fixed order over fixed blocks, so results do
-//! not depend on the number of threads.
+//! not depend on the number of threads, with one exception in the matrix
+//! products (see [`gemm_f32`]).
 
 use super::streamed::Panels;
 use candle_core::{
@@ -57,7 +58,10 @@ pub fn configure_cpu_threads() {
 /// worker, the op's first block runs on the caller and only the others
 /// wait for a thread. On scoring at batch 1 (SmolLM2, 40 tokens, 2 cores of
 /// an AMX Xeon, alternated): 277–280 → 305–307 tok/s. The same bits (no
-/// result depends on which thread computes it).
+/// result depends on which thread computes it). `f` runs as one job: a
+/// worker waiting inside another thread's op may pick it up and run it to
+/// the end first (a delay for that op, no deadlock: no lock of the model's
+/// is held across a wait for the pool). For CPU work only.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
@@ -1105,8 +1109,14 @@ unsafe fn one_thread_product(
 /// model's narrow products (measured on an AMX Xeon, 2 cores, SmolLM2
 /// shapes: x Wᵀ at 128 × 1536 → 576 ran 64–67 GFLOP/s with gemm's threads,
 /// 58–60 on one thread, 124–126 cut in two). gemm's blocking along the
-/// inner dimension depends only on `k`, so every element sums in the same
-/// order as in one call: the same bits, whatever the number of blocks.
+/// inner dimension depends only on `k` for blocks of more than 64 rows or
+/// columns, so every element sums in the same order as in one call: the
+/// same bits, whatever the number of blocks, as long as the blocks stay
+/// that large. Not so on many threads: a block of at most 64 × 64 takes
+/// gemm's small-product blocking (k in steps of 512 from the start rather
+/// than in equal parts; SmolLM2's 40 × 576 → 576 cut for 9 or more threads
+/// gives 40 × 64 blocks), one of at most 16 × 16 elements its horizontal
+/// kernel, so the bits then change with the thread count.
 fn gemm_f32(
     (m, n, k): (usize, usize, usize),
     lhs: (&[f32], usize, usize),
@@ -1360,6 +1370,7 @@ impl TransposedWeights {
         w: &Tensor,
     ) -> Option<Result<std::sync::Arc<Panels>>> {
         if !(2..=TRANSPOSED_ROWS).contains(&rows)
+            || !super::streamed::enabled()
             || !applies(w)
             || w.track_op()
             || super::blas::active().is_some()
@@ -1386,9 +1397,11 @@ impl TransposedWeights {
 
     fn of(&self, w: &Tensor) -> Result<std::sync::Arc<Panels>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(&w.id()) {
+        let id = w.id();
+        if let Some(t) = map.get(&id) {
             return Ok(t.clone());
         }
+        // (A copy of a strided weight has another id: the key is w's.)
         let w = w.contiguous()?;
         let (storage, layout) = w.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
@@ -1398,7 +1411,7 @@ impl TransposedWeights {
             data(cpu, layout, "transposed copies")?,
             w.dims2()?,
         ));
-        map.insert(w.id(), t.clone());
+        map.insert(id, t.clone());
         Ok(t)
     }
 }

@@ -96,11 +96,11 @@ impl LoadedModel {
     }
 
     /// A decoder for no-grad scoring of many batches (a probe trace over
-    /// checkpoints): [`LoadedModel::decoder`] keeping the panel copies of
-    /// its weights for products of few rows ([`Decoder::keep_transposed_weights`],
+    /// checkpoints): [`LoadedModel::decoder`] keeping panel copies of its
+    /// weights for products of few rows ([`Decoder::keep_transposed_weights`],
     /// the same numbers, faster) where they fit: when the matrices' f32
     /// size, what the copies can reach, is at most a quarter of the
-    /// memory the system has available.
+    /// memory available ([`available_memory`]).
     pub fn scoring_decoder(&self) -> Result<Decoder> {
         let mut decoder = self.decoder()?;
         if copies_fit(self.matrix_bytes_f32(), available_memory()) {
@@ -110,7 +110,7 @@ impl LoadedModel {
     }
 
     /// The f32 size of the model's matrices (every weight of two
-    /// dimensions): what transposed copies of all of them would take.
+    /// dimensions): what panel copies of all of them would take.
     pub fn matrix_bytes_f32(&self) -> u64 {
         self.weights
             .tensors
@@ -126,13 +126,31 @@ pub fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
     available.is_some_and(|a| bytes <= a / 4)
 }
 
-/// The memory the system has available for new allocations (Linux's
-/// `MemAvailable`), in bytes; `None` where it cannot be read.
+/// The memory available for new allocations, in bytes: Linux's
+/// `MemAvailable`, or less where this process's cgroup (v2) is limited
+/// (`memory.max` − `memory.current`: a container's limit, which
+/// `/proc/meminfo` does not show); `None` where it cannot be read.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let system = kib * 1024;
+    Some(match cgroup_room() {
+        Some(room) => system.min(room),
+        None => system,
+    })
+}
+
+/// Room left under this process's cgroup v2 memory limit, if it has one.
+fn cgroup_room() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // v2: the one line "0::/path".
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max": no limit
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 /// Load the model a recipe's `[model] source` names.

@@ -42,6 +42,9 @@ impl Panels {
         assert_eq!(w.len(), out * input, "Panels::of_weight: shape");
         let panels = out.div_ceil(LANES);
         let mut data = vec![0f32; panels * input * LANES];
+        if input == 0 {
+            return Panels { data, out, input };
+        }
         for (p, panel) in data.chunks_mut(input * LANES).enumerate() {
             for lane in 0..LANES.min(out - p * LANES) {
                 let row = &w[(p * LANES + lane) * input..][..input];
@@ -88,12 +91,18 @@ pub fn use_avx2_kernel(on: bool) {
     AVX2_KERNEL.store(on, Ordering::Relaxed);
 }
 
-/// Whether this CPU runs the panel products (x86-64 with FMA, where gemm's
-/// own kernels are chains of fused multiply-adds) and they are enabled.
+/// Whether the panel products are on ([`set_enabled`]): decoders then
+/// hand out panels where [`exact_block`] holds.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether this CPU runs the panel products: x86-64 with FMA, where gemm's
+/// own kernels are chains of fused multiply-adds.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        ENABLED.load(Ordering::Relaxed) && gemm_tile().is_some()
+        gemm_tile().is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -130,7 +139,10 @@ pub fn exact_block((m, n, k): (usize, usize, usize)) -> bool {
 }
 
 /// The depth of gemm's blocks along k for an (m × n × k) product (its
-/// rule, as gemm-common 0.19's `gemm_basic_generic` writes it).
+/// rule, as gemm-common 0.19's `gemm_basic_generic` writes it). gemm sees
+/// our row-major products transposed, (n × m); its `kc` depends on neither
+/// (the small-product test is symmetric, `kernel_params`' kc only on k, the
+/// tile and the L1 cache).
 #[cfg(target_arch = "x86_64")]
 fn depth_block((m, n, k): (usize, usize, usize), (mr, nr): (usize, usize)) -> usize {
     if m <= 64 && n <= 64 {
