@@ -184,22 +184,18 @@ fn score_bench(
     len: usize,
     passes: usize,
 ) -> Result<()> {
-    let mut tm = TensorMap::new("bench");
-    for (name, w) in &model.weights.tensors {
-        tm.tensors.insert(name.clone(), w.clone());
-    }
-    let mut decoder = Decoder::from_weights(&model.cfg, &mut tm)?;
+    // auto: the decoder a probe trace scores with.
+    let mut decoder = match transposed {
+        None => model.scoring_decoder()?,
+        Some(on) => {
+            let mut d = model.decoder()?;
+            if on {
+                d.keep_transposed_weights();
+            }
+            d
+        }
+    };
     decoder.set_fused(fused);
-    // auto: as a probe trace decides (LoadedModel::scoring_decoder).
-    let transposed = transposed.unwrap_or_else(|| {
-        driftui::model::source::copies_fit(
-            model.matrix_bytes_f32(),
-            driftui::model::source::available_memory(),
-        )
-    });
-    if transposed {
-        decoder.keep_transposed_weights();
-    }
     let salt = 3u64;
     let seqs: Vec<TokenSeq> = (0..n)
         .map(|r| {
@@ -244,7 +240,12 @@ fn score_bench(
     warm.sort_by(f64::total_cmp);
     let med = warm[warm.len() / 2];
     println!(
-        "RESULT driftui score fused={fused} transposed={transposed} ({} copies) threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        "RESULT driftui score fused={fused} transposed={} ({} copies) threads={} n={n} len={len} batch={bs}: {med:.2}s total median of {} passes excl. first (first {first:.2}s), {:.1} ms/seq, {:.0} tok/s, first pass {:.0} tok/s (sum lp {total:.1}); peak RSS {:.0} MiB",
+        match transposed {
+            None => "auto",
+            Some(true) => "on",
+            Some(false) => "off",
+        },
         decoder.transposed_weights(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         warm.len(),

@@ -1189,12 +1189,18 @@ unsafe fn gemm_f32_at(
             )
         }
     };
-    let blocks = product_blocks((m, n, k), threads);
+    run_blocks(&product_blocks((m, n, k), threads), block);
+}
+
+/// Run `block(first row, rows, first column, columns)` for each of
+/// `blocks` ([`product_blocks`]), one task each on the pool (on this thread
+/// when there is one block).
+fn run_blocks(blocks: &[[usize; 4]], block: impl Fn(usize, usize, usize, usize) + Sync) {
     if let [[r0, rows, c0, cols]] = blocks[..] {
         block(r0, rows, c0, cols);
     } else {
         rayon::scope(|s| {
-            for &[r0, rows, c0, cols] in &blocks {
+            for &[r0, rows, c0, cols] in blocks {
                 let block = &block;
                 s.spawn(move |_| block(r0, rows, c0, cols));
             }
@@ -1404,11 +1410,8 @@ impl TransposedWeights {
         // (A copy of a strided weight has another id: the key is w's.)
         let w = w.contiguous()?;
         let (storage, layout) = w.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            bail!("transposed copies: a weight off the CPU");
-        };
         let t = std::sync::Arc::new(Panels::of_weight(
-            data(cpu, layout, "transposed copies")?,
+            cpu_slice(&storage, layout, "transposed copies")?,
             w.dims2()?,
         ));
         map.insert(id, t.clone());
@@ -1437,10 +1440,7 @@ pub fn linear_transposed_on(x: &Tensor, w: &Panels, threads: usize) -> Result<Te
     }
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("linear: an input off the CPU");
-    };
-    let xs = data(cpu, layout, "linear")?;
+    let xs = cpu_slice(&storage, layout, "linear")?;
     let (n, len) = (w.out(), rows * w.out());
     let mut dst: Vec<f32> = Vec::with_capacity(len);
     let (dst_addr, x_addr) = (dst.as_mut_ptr() as usize, xs.as_ptr() as usize);
@@ -1459,17 +1459,7 @@ pub fn linear_transposed_on(x: &Tensor, w: &Panels, threads: usize) -> Result<Te
             )
         }
     };
-    let blocks = product_blocks((rows, n, input), threads);
-    if let [[r0, rows, c0, cols]] = blocks[..] {
-        block(r0, rows, c0, cols);
-    } else {
-        rayon::scope(|s| {
-            for &[r0, rows, c0, cols] in &blocks {
-                let block = &block;
-                s.spawn(move |_| block(r0, rows, c0, cols));
-            }
-        });
-    }
+    run_blocks(&product_blocks((rows, n, input), threads), block);
     // SAFETY: the blocks cover dst, each element written once.
     unsafe { dst.set_len(len) };
     drop(storage);

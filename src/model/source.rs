@@ -100,7 +100,7 @@ impl LoadedModel {
     /// weights for products of few rows ([`Decoder::keep_transposed_weights`],
     /// the same numbers, faster) where they fit: when the matrices' f32
     /// size, what the copies can reach, is at most a quarter of the
-    /// memory available ([`available_memory`]).
+    /// memory available (`available_memory`).
     pub fn scoring_decoder(&self) -> Result<Decoder> {
         let mut decoder = self.decoder()?;
         if copies_fit(self.matrix_bytes_f32(), available_memory()) {
@@ -111,7 +111,7 @@ impl LoadedModel {
 
     /// The f32 size of the model's matrices (every weight of two
     /// dimensions): what panel copies of all of them would take.
-    pub fn matrix_bytes_f32(&self) -> u64 {
+    fn matrix_bytes_f32(&self) -> u64 {
         self.weights
             .tensors
             .values()
@@ -122,7 +122,7 @@ impl LoadedModel {
 }
 
 /// Whether copies of `bytes` fit in a quarter of `available` (unknown: no).
-pub fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
+fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
     available.is_some_and(|a| bytes <= a / 4)
 }
 
@@ -130,7 +130,7 @@ pub fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
 /// `MemAvailable`, or less where this process's cgroup (v2) is limited
 /// (`memory.max` − `memory.current`: a container's limit, which
 /// `/proc/meminfo` does not show); `None` where it cannot be read.
-pub fn available_memory() -> Option<u64> {
+fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

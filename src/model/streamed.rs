@@ -65,11 +65,6 @@ impl Panels {
     pub fn input(&self) -> usize {
         self.input
     }
-
-    /// The bytes the copy holds.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<f32>()
-    }
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
