@@ -452,7 +452,9 @@ fn transposed_frozen_weights_give_the_same_bits() {
     // Shapes beyond SmolLM2's: widths that end in a part of a panel, depths
     // of several of gemm's blocks along k (its rule for blocks of at most
     // 64 × 64, k.min(512), and kernel_params' for larger ones), row counts
-    // of every remainder of the 6-row tiles.
+    // of every remainder of the AVX-512 kernel's 8-row tiles (and most of
+    // the AVX2 kernel's 6-row ones), panel counts of each remainder of its
+    // 3-panel tiles.
     let mut extra = 0;
     for (rows, input, out) in [
         (40, 1536, 64),
@@ -462,6 +464,8 @@ fn transposed_frozen_weights_give_the_same_bits() {
         (65, 700, 33),
         (3, 600, 120),
         (100, 3000, 72),
+        (14, 800, 40),
+        (10, 900, 90),
     ] {
         let w = rand_tensor(&[out, input], 0.05, (rows * out) as u64);
         let x = rand_tensor(&[rows, input], 1.0, (rows + input) as u64);
