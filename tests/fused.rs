@@ -620,22 +620,96 @@ fn lora_gradients_with_fused_kernels_equal_the_plain_ops() {
         dropout: 0.0,
         targets: vec!["all-linear".into()],
     };
-    let (mut decoder, vars) = lora::attach(&model, &cfg, 2, None).unwrap();
-    // Move B off zero so A has gradients too.
-    for (n, v) in &vars {
-        if n.contains("lora_B") {
-            v.set(&rand_tensor(v.as_tensor().dims(), 0.05, n.len() as u64))
-                .unwrap();
+    let build = || {
+        let (decoder, vars) = lora::attach(&model, &cfg, 2, None).unwrap();
+        // Move B off zero so A has gradients too.
+        for (n, v) in &vars {
+            if n.contains("lora_B") {
+                v.set(&rand_tensor(v.as_tensor().dims(), 0.05, n.len() as u64))
+                    .unwrap();
+            }
         }
-    }
+        (decoder, vars)
+    };
+    let (mut decoder, vars) = build();
     let b = batch(model.cfg.vocab_size);
-    let (_, gf) = decoder_grads(&decoder, &vars, &b);
+    let (lf, gf) = decoder_grads(&decoder, &vars, &b);
+    // attach keeps the frozen base's panels (they fit): the adapted layers'
+    // forward and the head's logits read them, with gemm's bits.
+    if driftui::model::streamed::available() && driftui::model::blas::active().is_none() {
+        assert!(
+            decoder.transposed_weights() > 0,
+            "the LoRA step read no panels"
+        );
+    }
+    let (mut gemm_only, gemm_vars) = build();
+    gemm_only.forget_transposed_weights();
+    let (lg, gg) = decoder_grads(&gemm_only, &gemm_vars, &b);
+    assert_eq!(
+        lf.to_bits(),
+        lg.to_bits(),
+        "loss with panels {lf}, without {lg}"
+    );
+    for (name, g) in &gg {
+        assert!(bits(&gf[name]) == bits(g), "{name} differs with panels");
+    }
     decoder.set_fused(false);
     let (_, gs) = decoder_grads(&decoder, &vars, &b);
     for (name, g) in &gs {
         let d = max_rel(&gf[name], g);
         assert!(d <= 1e-4, "{name}: {d}");
     }
+}
+
+/// The LoRA layer's forward from W's panels gives the same bits as from W
+/// (gemm), value and every gradient, at SmolLM2-135M's shapes of a 1 × 128
+/// step and a ragged one.
+#[test]
+fn lora_linear_from_panels_gives_the_same_bits() {
+    let mut cases = 0;
+    for (rows, input, out, seed) in [
+        (128usize, 576usize, 1536usize, 60u64),
+        (128, 576, 192, 61),
+        (128, 1536, 576, 62),
+        (40, 576, 576, 63),
+        (37, 300, 100, 64),
+    ] {
+        let threads = candle_core::utils::get_num_threads();
+        if !fused::transposed_product_is_exact((rows, out, input), threads) {
+            continue;
+        }
+        cases += 1;
+        let x = rand_tensor(&[rows, input], 1.0, seed);
+        let w = rand_tensor(&[out, input], 0.05, seed + 1);
+        let a = rand_tensor(&[16, input], 0.1, seed + 2);
+        let b = rand_tensor(&[out, 16], 0.1, seed + 3);
+        let panels = std::sync::Arc::new(panels_of(&w));
+        let r = rand_tensor(&[rows, out], 1.0, seed + 4);
+        let run = |p: Option<std::sync::Arc<driftui::model::streamed::Panels>>| {
+            let f = |t: &[Tensor]| {
+                fused::lora_linear(&t[0], &w, p.clone(), &t[1], &t[2], 2.0, None).unwrap()
+            };
+            grads_of(&f, &[x.clone(), a.clone(), b.clone()], &r)
+        };
+        let (y0, g0) = run(None);
+        let (y1, g1) = run(Some(panels));
+        assert!(bits(&y0) == bits(&y1), "{rows} × {input} → {out}: value");
+        for (i, (p, q)) in g0.iter().zip(&g1).enumerate() {
+            assert!(bits(p) == bits(q), "{rows} × {input} → {out}: gradient {i}");
+        }
+    }
+    if driftui::model::streamed::available() {
+        assert!(cases >= 4, "only {cases} shapes took the panels");
+    }
+    // Panels of another weight's shape are refused.
+    let w = rand_tensor(&[64, 48], 0.1, 70);
+    let x = rand_tensor(&[20, 48], 1.0, 71);
+    let (a, b) = (
+        rand_tensor(&[2, 48], 0.1, 72),
+        rand_tensor(&[64, 2], 0.1, 73),
+    );
+    let other = std::sync::Arc::new(panels_of(&rand_tensor(&[32, 48], 0.1, 74)));
+    assert!(fused::lora_linear(&x, &w, Some(other), &a, &b, 1.0, None).is_err());
 }
 
 #[test]
@@ -769,7 +843,7 @@ fn lora_linear_matches_the_plain_formula() {
         for mask in [None, Some(mask)] {
             let m = mask.clone();
             let f = |t: &[Tensor]| {
-                fused::lora_linear(&t[0], &w, &t[1], &t[2], scale, m.clone()).unwrap()
+                fused::lora_linear(&t[0], &w, None, &t[1], &t[2], scale, m.clone()).unwrap()
             };
             let mt = mask
                 .as_ref()
@@ -801,7 +875,7 @@ fn lora_linear_matches_the_plain_formula() {
         rand_tensor(&[1, 3], 1.0, 3),
         rand_tensor(&[4, 1], 1.0, 4),
     );
-    assert!(fused::lora_linear(&x, &w, &a, &b, 1.0, Some(vec![1.0; 5])).is_err());
+    assert!(fused::lora_linear(&x, &w, None, &a, &b, 1.0, Some(vec![1.0; 5])).is_err());
 }
 
 /// The attention of the decoder's plain path, from candle ops: heads split

@@ -68,7 +68,12 @@ impl Linear {
         });
         let y = if let Some(l) = fused_lora {
             let mask = l.dropout_mask(x.elem_count(), train);
-            fused::lora_linear(x, &self.weight, &l.a, &l.b, l.scale, mask)?
+            // The frozen base's panels, where the decoder keeps them (a
+            // LoRA policy does where they fit; see lora::attach).
+            let panels = transposed
+                .and_then(|c| c.for_rows(x, &self.weight))
+                .transpose()?;
+            fused::lora_linear(x, &self.weight, panels, &l.a, &l.b, l.scale, mask)?
         } else if self.lora.is_none() && ((fuse && train) || frozen) {
             // The fused product (candle's matmul off CPU f32); with no
             // gradient to carry it still saves candle's zero-filled output
@@ -428,6 +433,12 @@ impl Decoder {
         self.transposed = Some(Default::default());
     }
 
+    /// Stop keeping panel copies (those held are dropped): every product
+    /// then reads W through gemm, for comparing the two.
+    pub fn forget_transposed_weights(&mut self) {
+        self.transposed = None;
+    }
+
     /// How many panel copies of weights it holds (see
     /// [`Decoder::keep_transposed_weights`]).
     pub fn transposed_weights(&self) -> usize {
@@ -733,7 +744,10 @@ impl Decoder {
             // reach the hidden states (PPO's rollout scores, an unmerged
             // probe): the kernel then prepares nothing for a backward.
             let out = match mode {
-                Mode::Train => fused::token_logprobs(hidden, w, targets)?,
+                // A frozen head (LoRA's) reads its panels where kept.
+                Mode::Train => {
+                    fused::token_logprobs_kept(hidden, w, self.transposed.as_deref(), targets)?
+                }
                 Mode::Fast => {
                     fused::token_logprobs_frozen(hidden, w, self.transposed.as_deref(), targets)?
                 }

@@ -1440,7 +1440,17 @@ pub fn linear_transposed_on(x: &Tensor, w: &Panels, threads: usize) -> Result<Te
     }
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
-    let xs = cpu_slice(&storage, layout, "linear")?;
+    let dst = times_panels(cpu_slice(&storage, layout, "linear")?, rows, w, threads);
+    drop(storage);
+    Tensor::from_vec(dst, with_last(x.shape(), w.out()), x.device())
+}
+
+/// `x Wᵀ` for row-major x (rows × W's input) from W's panels, cut for
+/// `threads` as [`product_blocks`] cuts it; the caller has checked
+/// [`transposed_product_is_exact`] for that cut.
+fn times_panels(xs: &[f32], rows: usize, w: &Panels, threads: usize) -> Vec<f32> {
+    let input = w.input();
+    assert_eq!(xs.len(), rows * input, "times_panels: x");
     let (n, len) = (w.out(), rows * w.out());
     let mut dst: Vec<f32> = Vec::with_capacity(len);
     let (dst_addr, x_addr) = (dst.as_mut_ptr() as usize, xs.as_ptr() as usize);
@@ -1462,8 +1472,7 @@ pub fn linear_transposed_on(x: &Tensor, w: &Panels, threads: usize) -> Result<Te
     run_blocks(&product_blocks((rows, n, input), threads), block);
     // SAFETY: the blocks cover dst, each element written once.
     unsafe { dst.set_len(len) };
-    drop(storage);
-    Tensor::from_vec(dst, with_last(x.shape(), n), x.device())
+    dst
 }
 
 /// `x Wᵀ` for x (..., in), W (out, in): (..., out). Any leading dimensions
@@ -1486,6 +1495,9 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// element-wise passes over them; this keeps only `s (m ⊙ x) Aᵀ`, (rows × r).
 struct LoraLinear {
     w: Tensor,
+    /// W's panels, where the decoder keeps them and they give gemm's bits
+    /// for these rows: the forward's `x Wᵀ` reads them.
+    panels: Option<std::sync::Arc<Panels>>,
     scale: f32,
     /// The dropout mask over x, if any.
     mask: Option<Vec<f32>>,
@@ -1527,10 +1539,19 @@ impl CustomOp3 for LoraLinear {
         }
         let threads = candle_core::utils::get_num_threads();
         let x = data(xs, xl, "lora linear")?;
-        let mut y = {
-            let (ws, wl) = self.w.storage_and_layout();
-            let w = cpu_slice(&ws, wl, "lora linear")?;
-            times_transposed(x, w, (rows, input, out), threads)
+        let mut y = match &self.panels {
+            Some(p) if p.out() == out && p.input() == input => {
+                if !transposed_product_is_exact((rows, out, input), threads) {
+                    bail!("lora linear: {rows} rows x {input} -> {out} is not gemm's kernel here");
+                }
+                times_panels(x, rows, p, threads)
+            }
+            Some(_) => bail!("lora linear: panels of another shape than W ({out}, {input})"),
+            None => {
+                let (ws, wl) = self.w.storage_and_layout();
+                let w = cpu_slice(&ws, wl, "lora linear")?;
+                times_transposed(x, w, (rows, input, out), threads)
+            }
         };
         let xd = self.masked(x);
         let a = data(as_, al, "lora linear")?;
@@ -1617,10 +1638,13 @@ impl CustomOp3 for LoraLinear {
 }
 
 /// `x Wᵀ + s · (mask ⊙ x) Aᵀ Bᵀ` for a frozen W (out, in), A (r, in),
-/// B (out, r), x (..., in); the gradient reaches x, A and B.
+/// B (out, r), x (..., in); the gradient reaches x, A and B. `panels`, W's
+/// panels from [`TransposedWeights::for_rows`], make the forward's `x Wᵀ`
+/// read them instead of packing W: the same bits.
 pub fn lora_linear(
     x: &Tensor,
     w: &Tensor,
+    panels: Option<std::sync::Arc<Panels>>,
     a: &Tensor,
     b: &Tensor,
     scale: f64,
@@ -1640,6 +1664,7 @@ pub fn lora_linear(
         &b.contiguous()?,
         LoraLinear {
             w: w.contiguous()?.detach(),
+            panels,
             scale: scale as f32,
             mask,
             h: Mutex::new(None),
@@ -2002,6 +2027,17 @@ impl ChunkPlan {
 /// next-token distribution.
 pub fn token_logprobs(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
     token_logprobs_with(h, w, targets, ChunkPlan::for_vocab(w.dim(0)?))
+}
+
+/// [`token_logprobs`], each chunk's logits from the panels `transposed`
+/// hands out for a frozen `w` (a LoRA run's head): the same numbers.
+pub fn token_logprobs_kept(
+    h: &Tensor,
+    w: &Tensor,
+    transposed: Option<&TransposedWeights>,
+    targets: &Tensor,
+) -> Result<Tensor> {
+    token_logprobs_from(h, w, transposed, targets, ChunkPlan::for_vocab(w.dim(0)?))
 }
 
 /// [`token_logprobs`] with no gradient, each chunk's logits from the

@@ -91,7 +91,12 @@ pub fn attach(
     seed: u64,
     saved: Option<BTreeMap<String, Tensor>>,
 ) -> anyhow::Result<(Decoder, BTreeMap<String, Var>)> {
-    let mut decoder = model.decoder()?;
+    // The base weights stay frozen for the whole run: the decoder keeps
+    // their panels where they fit, and the adapted layers' forward `x Wᵀ`
+    // (and the frozen head's logits) read them for batches of few rows
+    // (the same bits; see fused::TransposedWeights). A and B are Vars and
+    // never copied.
+    let mut decoder = model.scoring_decoder()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4C6F_5241);
     let mut vars = BTreeMap::new();
     let scale = cfg.alpha / cfg.rank as f64;

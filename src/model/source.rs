@@ -96,8 +96,9 @@ impl LoadedModel {
     }
 
     /// A decoder for no-grad scoring of many batches (a probe trace over
-    /// checkpoints): [`LoadedModel::decoder`] keeping panel copies of its
-    /// weights for products of few rows ([`Decoder::keep_transposed_weights`],
+    /// checkpoints), or the frozen base of a LoRA run
+    /// ([`super::lora::attach`]): [`LoadedModel::decoder`] keeping panel
+    /// copies of its weights for products of few rows ([`Decoder::keep_transposed_weights`],
     /// the same numbers, faster) where they fit: when the matrices' f32
     /// size, what the copies can reach, is at most a quarter of the
     /// memory available (`available_memory`).
