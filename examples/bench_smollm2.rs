@@ -432,17 +432,21 @@ fn main() -> Result<()> {
     for s in 0..steps {
         let c0 = cpu_seconds();
         let a = Instant::now();
-        let lp = seq_logps(&decoder, &batch, Mode::Train)?;
-        let loss = sft_loss(&lp, LossAverage::Token)?.loss;
-        let l: f32 = loss.to_dtype(DType::F32)?.to_scalar()?;
-        let f = Instant::now();
-        let grads = loss.backward()?;
-        let grads = collect_grads(&grads, &vars);
-        drop(lp);
-        drop(loss);
-        let g = Instant::now();
-        opt.step(&grads, 1e-5, 1.0)?;
-        let u = Instant::now();
+        let step = || -> Result<(f32, Instant, Instant, Instant)> {
+            let lp = seq_logps(&decoder, &batch, Mode::Train)?;
+            let loss = sft_loss(&lp, LossAverage::Token)?.loss;
+            let l: f32 = loss.to_dtype(DType::F32)?.to_scalar()?;
+            let f = Instant::now();
+            let grads = loss.backward()?;
+            let grads = collect_grads(&grads, &vars);
+            drop(lp);
+            drop(loss);
+            let g = Instant::now();
+            opt.step(&grads, 1e-5, 1.0)?;
+            Ok((l, f, g, Instant::now()))
+        };
+        // As the trainer runs a step: one job on a pool worker.
+        let (l, f, g, u) = driftui::model::fused::on_pool(step)?;
         println!(
             "driftui {mode} b={b} t={t} step {s}: loss {l:.4} fwd {:.2}s bwd {:.2}s adamw {:.2}s total {:.2}s",
             (f - a).as_secs_f64(),

@@ -57,7 +57,8 @@ pub fn configure_cpu_threads() {
 /// and the caller sleeps until it ends: two wake-ups per op. Started from a
 /// worker, the op's first block runs on the caller and only the others
 /// wait for a thread. On scoring at batch 1 (SmolLM2, 40 tokens, 2 cores of
-/// an AMX Xeon, alternated): 277–280 → 305–307 tok/s. The same bits (no
+/// an AMX Xeon, alternated): 277–280 → 305–307 tok/s; the trainer runs
+/// each optimizer step so (LoRA 1 × 128 +10%). The same bits (no
 /// result depends on which thread computes it). `f` runs as one job: a
 /// worker waiting inside another thread's op may pick it up and run it to
 /// the end first (a delay for that op, no deadlock: no lock of the model's
