@@ -61,8 +61,13 @@ pub fn configure_cpu_threads() {
 /// each optimizer step so (LoRA 1 × 128 +10%). The same bits (no
 /// result depends on which thread computes it). `f` runs as one job: a
 /// worker waiting inside another thread's op may pick it up and run it to
-/// the end first (a delay for that op, no deadlock: no lock of the model's
-/// is held across a wait for the pool). For CPU work only.
+/// the end first (a delay for that op). No deadlock as long as such jobs
+/// never touch the tensors `f` holds locks on while it waits for the pool:
+/// a training step does so on the policy's Vars (AdamW updates them in
+/// place, holding their storage's write lock and its moments' mutex across
+/// its parallel loop), so no other thread's pool job may read the live
+/// policy's Vars while it trains (the probe worker scores models it loads
+/// itself). For CPU work only.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
@@ -1540,14 +1545,15 @@ impl CustomOp3 for LoraLinear {
         }
         let threads = candle_core::utils::get_num_threads();
         let x = data(xs, xl, "lora linear")?;
-        let mut y = match &self.panels {
-            Some(p) if p.out() == out && p.input() == input => {
-                if !transposed_product_is_exact((rows, out, input), threads) {
-                    bail!("lora linear: {rows} rows x {input} -> {out} is not gemm's kernel here");
-                }
-                times_panels(x, rows, p, threads)
-            }
-            Some(_) => bail!("lora linear: panels of another shape than W ({out}, {input})"),
+        // Panels only where they give gemm's bits for this cut (the
+        // decoder checked as much when it handed them out); gemm otherwise.
+        let panels = self.panels.as_ref().filter(|p| {
+            p.out() == out
+                && p.input() == input
+                && transposed_product_is_exact((rows, out, input), threads)
+        });
+        let mut y = match panels {
+            Some(p) => times_panels(x, rows, p, threads),
             None => {
                 let (ws, wl) = self.w.storage_and_layout();
                 let w = cpu_slice(&ws, wl, "lora linear")?;

@@ -595,7 +595,10 @@ impl Trainer {
         // of its parallel ops starts from a worker (fused::on_pool): 1 × 128
         // on SmolLM2, AMX Xeon, alternated, LoRA 196-201 -> 216-220 tok/s,
         // full 135-138 -> 145-151. The same bits.
-        let (g, grad_norm) = if policy.decoder.device().is_cpu() {
+        // (On one thread the ops run inline: the pool would only add a
+        // wait behind a probe's job.)
+        let on_pool = policy.decoder.device().is_cpu() && candle_core::utils::get_num_threads() > 1;
+        let (g, grad_norm) = if on_pool {
             crate::model::fused::on_pool(compute)?
         } else {
             compute()?
