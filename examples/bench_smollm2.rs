@@ -446,7 +446,7 @@ fn main() -> Result<()> {
             Ok((l, f, g, Instant::now()))
         };
         // As the trainer runs a step: one job on a pool worker.
-        let (l, f, g, u) = driftui::model::fused::on_pool(step)?;
+        let (l, f, g, u) = driftui::model::fused::on_pool(decoder.device(), step)?;
         println!(
             "driftui {mode} b={b} t={t} step {s}: loss {l:.4} fwd {:.2}s bwd {:.2}s adamw {:.2}s total {:.2}s",
             (f - a).as_secs_f64(),

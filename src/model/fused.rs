@@ -67,9 +67,14 @@ pub fn configure_cpu_threads() {
 /// place, holding their storage's write lock and its moments' mutex across
 /// its parallel loop), so no other thread's pool job may read the live
 /// policy's Vars while it trains (the probe worker scores models it loads
-/// itself). For CPU work only.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+/// itself). Work for another device, or on one thread (where the ops run
+/// inline and the pool would only queue `f` behind other threads' jobs),
+/// runs here.
+pub fn on_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some()
+        || !device.is_cpu()
+        || candle_core::utils::get_num_threads() <= 1
+    {
         return f();
     }
     rayon::scope(|_| f())
@@ -2056,8 +2061,7 @@ pub fn token_logprobs_frozen(
     transposed: Option<&TransposedWeights>,
     targets: &Tensor,
 ) -> Result<Tensor> {
-    let plan = ChunkPlan::for_vocab(w.dim(0)?);
-    token_logprobs_from(&h.detach(), w, transposed, targets, plan)
+    token_logprobs_kept(&h.detach(), w, transposed, targets)
 }
 
 /// [`token_logprobs`] with an explicit chunking (tests use small chunks).

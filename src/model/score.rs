@@ -88,10 +88,10 @@ pub fn target_hidden(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<
 /// Score a batch: log p(target) at every target. Only the targets go
 /// through the vocabulary projection (it dominates memory).
 pub fn seq_logps(decoder: &Decoder, batch: &SeqBatch, mode: Mode) -> Result<SeqLogps> {
-    if mode == Mode::Fast && decoder.device().is_cpu() {
+    if mode == Mode::Fast {
         // No-grad scoring: every op's blocks start from a pool worker (see
         // fused::on_pool).
-        return super::fused::on_pool(|| seq_logps_here(decoder, batch, mode));
+        return super::fused::on_pool(decoder.device(), || seq_logps_here(decoder, batch, mode));
     }
     seq_logps_here(decoder, batch, mode)
 }

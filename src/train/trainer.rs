@@ -582,7 +582,7 @@ impl Trainer {
         let (policy, pad) = (&self.policy, self.prep.model.tokenizer.pad_id);
         let seed = self.prep.recipe.recipe.run.seed;
         let opt = self.opt.as_mut().context("no optimizer")?;
-        let mut compute = || -> Result<(step::StepGradients, f64)> {
+        let compute = || -> Result<(step::StepGradients, f64)> {
             let g = step::gradients(policy, reference, phase, &micro, pad, seed, poison)?;
             let grad_norm = if g.loss.is_finite() {
                 step::update(opt, &g.grads, lr, cfg.max_grad_norm())?
@@ -595,14 +595,7 @@ impl Trainer {
         // of its parallel ops starts from a worker (fused::on_pool): 1 × 128
         // on SmolLM2, AMX Xeon, alternated, LoRA 196-201 -> 216-220 tok/s,
         // full 135-138 -> 145-151. The same bits.
-        // (On one thread the ops run inline: the pool would only add a
-        // wait behind a probe's job.)
-        let on_pool = policy.decoder.device().is_cpu() && candle_core::utils::get_num_threads() > 1;
-        let (g, grad_norm) = if on_pool {
-            crate::model::fused::on_pool(compute)?
-        } else {
-            compute()?
-        };
+        let (g, grad_norm) = crate::model::fused::on_pool(policy.decoder.device(), compute)?;
         let finite = g.loss.is_finite() && grad_norm.is_finite();
         self.record_step(
             pi,
