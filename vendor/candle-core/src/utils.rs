@@ -380,6 +380,14 @@ pub fn init_global_threadpool() {
 }
 
 fn default_num_threads() -> usize {
+    // driftui's patch: the count is looked up once. Unpatched, every matrix
+    // product re-reads /proc/cpuinfo through num_cpus::get_physical (about
+    // 1,300 reads per SmolLM2 training step).
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(detect_num_threads)
+}
+
+fn detect_num_threads() -> usize {
     let physical = {
         #[cfg(target_os = "macos")]
         {
