@@ -517,3 +517,32 @@ fn phase_start_probe_reuses_the_previous_phase_end() {
         "DPO steps moved the stance"
     );
 }
+
+/// A DPO batch far beyond the machine's memory is refused before anything
+/// is written, naming the recipe, the phase, the estimate and a batch that
+/// fits.
+#[test]
+fn a_step_too_large_for_memory_is_refused_before_the_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "");
+    let text = std::fs::read_to_string(&r).unwrap();
+    // The DPO phase's batch: 65,536 pairs of up to 96 tokens on the tiny
+    // model, hundreds of GB of activations.
+    let big = text.replacen(
+        "batch_size = 8\nlr = 5e-4",
+        "batch_size = 65536\nlr = 5e-4",
+        1,
+    );
+    assert_ne!(big, text);
+    std::fs::write(&r, big).unwrap();
+    let out = dir.path().join("run");
+    let err = match train::prepare(&train_options(&r, Some(out.clone()))) {
+        Ok(_) => panic!("a 65,536-pair step was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("recipe.toml"), "{err}");
+    assert!(err.contains("phase \"dpo\""), "{err}");
+    assert!(err.contains("131072 sequences"), "{err}");
+    assert!(err.contains("would fit"), "{err}");
+    assert!(!out.exists(), "the run directory was created");
+}

@@ -112,7 +112,7 @@ impl LoadedModel {
 
     /// The f32 size of the model's matrices (every weight of two
     /// dimensions): what panel copies of all of them would take.
-    fn matrix_bytes_f32(&self) -> u64 {
+    pub(crate) fn matrix_bytes_f32(&self) -> u64 {
         self.weights
             .tensors
             .values()
@@ -123,7 +123,7 @@ impl LoadedModel {
 }
 
 /// Whether copies of `bytes` fit in a quarter of `available` (unknown: no).
-fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
+pub(crate) fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
     available.is_some_and(|a| bytes <= a / 4)
 }
 
@@ -131,7 +131,7 @@ fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
 /// `MemAvailable`, or less where this process's cgroup (v2) is limited
 /// (`memory.max` − `memory.current`: a container's limit, which
 /// `/proc/meminfo` does not show); `None` where it cannot be read.
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -1,6 +1,7 @@
 //! The training engine: objectives, optimizer, schedule and the loop.
 
 pub mod control;
+pub mod memory;
 pub mod objectives;
 pub mod optim;
 pub mod phase;

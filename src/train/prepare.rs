@@ -176,6 +176,10 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         warnings.extend(warning);
         phases.push(phase);
     }
+    // Before anything is allocated for training or written: a step that
+    // cannot fit is refused with what would.
+    super::memory::check_phases(&model, r.model.lora.as_ref(), &phases)
+        .with_context(|| opts.recipe.display().to_string())?;
     let prober = match &r.probe {
         Some(cfg) => Some(Prober::new(cfg, &recipe, &model)?),
         None => None,
