@@ -12,6 +12,10 @@ use std::path::PathBuf;
     about = "Post-train a language model and watch its values drift, live."
 )]
 pub struct Cli {
+    /// Threads for the matrix products and fused kernels (default: the
+    /// physical cores, or RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -22,6 +22,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Still one thread: rayon's pool starts with the first parallel op.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

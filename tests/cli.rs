@@ -272,3 +272,39 @@ fn synth_writes_a_value_gap_preference_set() {
     ]);
     assert!(stderr(&o).contains("no value gap"));
 }
+
+#[test]
+fn threads_zero_is_refused_and_threads_one_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| t);
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--threads", "0"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("invalid value '0' for '--threads <N>'"),
+        "{err}"
+    );
+    no_run_dir(dir.path());
+    let o = driftui(&["--threads", "1", "train", r.to_str().unwrap(), "--headless"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("run completed: 3 steps"), "{err}");
+}
+
+#[test]
+fn a_step_too_large_for_memory_is_refused_with_what_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), |t| {
+        // 65,536 rows of the demo's SFT data on the tiny model: hundreds
+        // of GB of activations.
+        t.replace("batch_size = 4", "batch_size = 65536")
+            .replace("builtin:micro", "builtin:tiny")
+    });
+    let o = driftui(&["train", r.to_str().unwrap(), "--headless"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&r.display().to_string()), "{err}");
+    assert!(err.contains("batch_size = "), "{err}");
+    assert!(err.contains("would fit"), "{err}");
+    no_run_dir(dir.path());
+}
