@@ -39,7 +39,8 @@ use driftui::train::optim::{collect_grads, AdamW, AdamWConfig};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-const USAGE: &str = "usage: bench_smollm2 [--mode full|lora|score|matmul] [--batch B] [--seq T] \
+const USAGE: &str =
+    "usage: bench_smollm2 [--mode full|lora|score|matmul|generate] [--batch B] [--seq T] \
 [--steps N] [--rank R] [--n N (score)] [--transposed on|off|auto (score)] [--streamed on|off] \
 [--fused off] [--gguf FILE | --random]";
 
@@ -280,6 +281,66 @@ fn smollm2_config() -> ModelConfig {
     }
 }
 
+/// `--mode generate`: `samples` answers of up to `max_tokens` tokens to one
+/// prompt, sampled with the KV cache (model::generate, as a probe's or
+/// GRPO's rollouts), `reps` timed times after one warm-up.
+fn generate_bench(
+    model: &driftui::model::LoadedModel,
+    samples: usize,
+    max_tokens: usize,
+    reps: usize,
+) -> Result<()> {
+    use driftui::model::generate::{generate, SamplingParams};
+    // GENERATE_DECODER=plain: without panel copies.
+    let decoder = if std::env::var("GENERATE_DECODER").is_ok_and(|v| v == "plain") {
+        model.decoder()?
+    } else {
+        model.scoring_decoder()?
+    };
+    let prompt = model
+        .tokenizer
+        .encode("Should cities ban cars from their centres? Answer in one paragraph.")?;
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_tokens,
+        seed: 7,
+    };
+    let mut times = Vec::new();
+    let mut tokens = 0;
+    let mut digest = 0u64;
+    for rep in 0..=reps {
+        let t0 = Instant::now();
+        let answers = generate(
+            &decoder,
+            &model.tokenizer,
+            &prompt,
+            samples,
+            &params,
+            &mut |_, _| {},
+        )?;
+        let el = t0.elapsed().as_secs_f64();
+        let n: usize = answers.iter().map(|a| a.ids.len()).sum();
+        // A digest of the answers: the same ids whatever the speed-ups.
+        digest = answers.iter().flat_map(|a| &a.ids).fold(0u64, |h, &id| {
+            h.wrapping_mul(1_000_003).wrapping_add(id as u64)
+        });
+        if rep > 0 {
+            times.push(el);
+            tokens = n;
+        }
+        eprintln!("generate rep {rep}: {n} tokens in {el:.2}s");
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    println!(
+        "RESULT driftui generate samples={samples} max_tokens={max_tokens} prompt={}: {med:.2}s median of {reps}, {tokens} tokens (ids digest {digest:016x}), {:.1} tok/s",
+        prompt.len(),
+        tokens as f64 / med
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // As driftui's binary does (DRIFTUI_PURGE=1 to measure without).
     if std::env::var("DRIFTUI_PURGE").is_err() {
@@ -380,6 +441,9 @@ fn main() -> Result<()> {
     );
     if mode == "score" {
         return score_bench(&model, fused, transposed, n_score, b, t, steps);
+    }
+    if mode == "generate" {
+        return generate_bench(&model, b, t, steps);
     }
     // The baseline's ids, salt 0, over (b, t + 1) row-major.
     let seqs: Vec<TokenSeq> = (0..b)

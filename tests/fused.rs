@@ -1041,3 +1041,60 @@ fn parallel_element_wise_ops_give_candles_bits_at_smollm2_shapes() {
     let want = ((&r * &c).unwrap() + (&r * &d).unwrap()).unwrap();
     assert_eq!(bits(grads.get(x.as_tensor()).unwrap()), bits(&want));
 }
+
+/// A pass for probing or rollouts (`Decoder::for_inference_pass`) over a
+/// full fine-tune's variables reads panel copies of them and samples the
+/// same answers as the trained decoder itself; after the variables change,
+/// a new pass samples what the changed decoder samples (no stale copy).
+#[test]
+fn an_inference_pass_samples_the_same_answers_through_panels() {
+    use driftui::model::generate::{generate, SamplingParams};
+    let model = driftui::model::load_model("builtin:micro", &LoadOptions::default()).unwrap();
+    let mut tm = TensorMap::new("vars");
+    let mut vars = BTreeMap::new();
+    for (n, w) in &model.weights.tensors {
+        let v = Var::from_tensor(w).unwrap();
+        tm.tensors.insert(n.clone(), v.as_tensor().clone());
+        vars.insert(n.clone(), v);
+    }
+    let policy = Decoder::from_weights(&model.cfg, &mut tm).unwrap();
+    let prompt = model.tokenizer.encode("Is a tax on meat fair?").unwrap();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_tokens: 12,
+        seed: 5,
+    };
+    let sample = |d: &Decoder| -> Vec<Vec<u32>> {
+        generate(d, &model.tokenizer, &prompt, 8, &params, &mut |_, _| {})
+            .unwrap()
+            .into_iter()
+            .map(|a| a.ids)
+            .collect()
+    };
+    let panels_expected =
+        driftui::model::streamed::available() && driftui::model::blas::active().is_none();
+    let mut before: Option<Vec<Vec<u32>>> = None;
+    for round in 0..2 {
+        let pass = policy.for_inference_pass().unwrap().expect("a CPU pass");
+        let (direct, through) = (sample(&policy), sample(&pass));
+        if let Some(b) = &before {
+            assert_ne!(b, &direct, "the change to the weights changed no answer");
+        }
+        assert!(
+            direct.iter().map(Vec::len).sum::<usize>() > 8,
+            "too few tokens sampled to compare"
+        );
+        assert_eq!(direct, through, "round {round}: other answers");
+        if panels_expected {
+            assert!(pass.transposed_weights() > 0, "round {round}: no copy read");
+        }
+        before = Some(direct);
+        // A training step's worth of change to every weight.
+        for (n, v) in &vars {
+            let t = v.as_tensor();
+            let noise = rand_tensor(t.dims(), 0.05, n.len() as u64 + 7);
+            v.set(&(t + noise).unwrap()).unwrap();
+        }
+    }
+}

@@ -385,6 +385,38 @@ impl Decoder {
         }
     }
 
+    /// A decoder for one no-grad pass that ends before the weights change
+    /// again (a probe, a step's rollouts): on the CPU, the LoRA adapters
+    /// merged in ([`Decoder::merged_for_inference`]) and panel copies of
+    /// the weights kept where they fit in memory (the rule of
+    /// [`super::LoadedModel::scoring_decoder`]): the same numbers, and on
+    /// SmolLM2 sampling 4 answers ran 2.1× as fast (gemm packed every
+    /// weight for every token). The copies are of the weights as they are
+    /// now: drop it before the trainer's next step. `None` where the
+    /// decoder itself serves (another device).
+    pub fn for_inference_pass(&self) -> Result<Option<Decoder>> {
+        if !self.device().is_cpu() {
+            return Ok(None);
+        }
+        let mut d = match self.merged_for_inference()? {
+            Some(d) => d,
+            None => self.no_grad()?,
+        };
+        let mut bytes: u64 = d
+            .linears()
+            .iter()
+            .map(|l| l.weight.elem_count() as u64 * 4)
+            .sum();
+        bytes += match &d.lm_head {
+            Some(l) => l.weight.elem_count() as u64 * 4,
+            None => d.embed.elem_count() as u64 * 4,
+        };
+        if super::source::copies_fit(bytes, super::source::available_memory()) {
+            d.keep_transposed_weights();
+        }
+        Ok(Some(d))
+    }
+
     /// A detached copy with every LoRA adapter merged into its base weight
     /// (W + (α/r)·B·A): for no-grad scoring on the CPU, where the adapters'
     /// two extra small products per layer cost more than their FLOPs. The
@@ -425,10 +457,12 @@ impl Decoder {
     /// [`super::streamed`]): the same numbers, faster scoring in small
     /// batches, at the cost of the copies' memory (up to the model's f32
     /// size once more; [`super::LoadedModel::scoring_decoder`] asks for
-    /// them where that fits). Only for a decoder whose weights never change
-    /// in place: none of them a Var or a detached view of one (as in
-    /// [`Decoder::no_grad`], or `from_weights` over a trainer's variables);
-    /// Vars themselves are never copied.
+    /// them where that fits). Only for a decoder whose weights do not
+    /// change in place while it lives: none of them a Var or a detached
+    /// view of one (as in [`Decoder::no_grad`], or `from_weights` over a
+    /// trainer's variables), unless the decoder is dropped before they
+    /// change ([`Decoder::for_inference_pass`]); Vars themselves are never
+    /// copied.
     pub fn keep_transposed_weights(&mut self) {
         self.transposed = Some(Default::default());
     }

@@ -88,16 +88,20 @@ pub fn generate(
     let input: Vec<u32> = (0..samples).flat_map(|_| prompt.iter().copied()).collect();
     let mut input = Tensor::from_vec(input, (samples, prompt.len()), &dev)?;
     for _ in 0..params.max_tokens {
-        let h = decoder.hidden(
-            &input,
-            Mode::Fast,
-            ForwardOptions {
-                cache: Some(&mut cache),
-                ..Default::default()
-            },
-        )?;
-        let last = h.i((.., h.dim(1)? - 1, ..))?;
-        let logits = decoder.logits(&last, Mode::Fast)?.to_dtype(DType::F32)?;
+        // One pool job per token (fused::on_pool): the forward's parallel
+        // ops then start from a worker.
+        let logits = super::fused::on_pool(&dev, || -> Result<Tensor> {
+            let h = decoder.hidden(
+                &input,
+                Mode::Fast,
+                ForwardOptions {
+                    cache: Some(&mut cache),
+                    ..Default::default()
+                },
+            )?;
+            let last = h.i((.., h.dim(1)? - 1, ..))?;
+            Ok(decoder.logits(&last, Mode::Fast)?.to_dtype(DType::F32)?)
+        })?;
         let mut next = Vec::with_capacity(samples);
         for r in 0..samples {
             if done[r].is_some() {

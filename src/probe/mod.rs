@@ -209,10 +209,13 @@ impl Prober {
         } else {
             self.set.clone()
         };
-        // On the CPU a LoRA policy is probed with its adapters merged in:
-        // the same numbers, without two small extra products per projection.
-        let merged = decoder.merged_for_inference().ok().flatten();
-        let decoder = merged.as_ref().unwrap_or(decoder);
+        // On the CPU a LoRA policy is probed with its adapters merged in
+        // (without two small extra products per projection), and through
+        // panel copies of the weights where they fit (the same numbers; no
+        // packing of every weight per sampled token). The copies live for
+        // this probe only: the trainer's next step changes the weights.
+        let pass = decoder.for_inference_pass().ok().flatten();
+        let decoder = pass.as_ref().unwrap_or(decoder);
         let (topics, error) = match self.measure(decoder, &set) {
             Ok(t) => (t, None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),

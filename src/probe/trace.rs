@@ -782,7 +782,7 @@ fn probe_setup(opts: &TraceOptions) -> Result<ProbeSetup> {
             } else {
                 let m = crate::model::load_model(spec, &LoadOptions::default())
                     .with_context(|| format!("loading the judge model {spec}"))?;
-                Box::new(LocalJudge::new(m.decoder()?, &m.tokenizer, spec)?)
+                Box::new(LocalJudge::new(m.scoring_decoder()?, &m.tokenizer, spec)?)
             })
         }
     };

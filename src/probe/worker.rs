@@ -282,7 +282,7 @@ impl CandleEngine {
         if cancelled() {
             return Ok(());
         }
-        let decoder = model.decoder()?;
+        let decoder = model.scoring_decoder()?;
         let tok = &model.tokenizer;
         status(emit, "scoring the question (choice)…");
         let scorer = ChoiceScorer::new(tok)?;
@@ -344,8 +344,11 @@ impl CandleEngine {
                 format!("{} (the checkpoint itself)", ck.name),
             ),
         };
-        let mut judge =
-            LocalJudge::new(judge_model.decoder()?, &judge_model.tokenizer, &judge_name)?;
+        let mut judge = LocalJudge::new(
+            judge_model.scoring_decoder()?,
+            &judge_model.tokenizer,
+            &judge_name,
+        )?;
         let key = judge_key.display().to_string();
         if !self.checks.contains_key(&key) {
             status(emit, "checking the judge on answers of known stance…");

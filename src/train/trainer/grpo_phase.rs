@@ -163,8 +163,10 @@ impl Trainer {
         n: usize,
         params: &SamplingParams,
     ) -> Result<Vec<(usize, Answer)>> {
-        let merged = self.policy.decoder.merged_for_inference()?;
-        let sampler = merged.as_ref().unwrap_or(&self.policy.decoder);
+        // Adapters merged, panel copies where they fit: dropped before the
+        // step's update (Decoder::for_inference_pass).
+        let pass = self.policy.decoder.for_inference_pass()?;
+        let sampler = pass.as_ref().unwrap_or(&self.policy.decoder);
         let tok = &self.prep.model.tokenizer;
         let seed = self.prep.recipe.recipe.run.seed;
         let mut out = Vec::with_capacity(idx.len() * n);
