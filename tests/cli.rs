@@ -274,7 +274,7 @@ fn synth_writes_a_value_gap_preference_set() {
 }
 
 #[test]
-fn threads_zero_is_refused_and_threads_one_trains() {
+fn threads_zero_is_refused_and_threads_one_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe(dir.path(), |t| t);
     let o = driftui(&["train", r.to_str().unwrap(), "--headless", "--threads", "0"]);

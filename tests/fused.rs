@@ -1045,7 +1045,8 @@ fn parallel_element_wise_ops_give_candles_bits_at_smollm2_shapes() {
 /// A pass for probing or rollouts (`Decoder::for_inference_pass`) over a
 /// full fine-tune's variables reads panel copies of them and samples the
 /// same answers as the trained decoder itself; after the variables change,
-/// a new pass samples what the changed decoder samples (no stale copy).
+/// a new pass (as each probe and each rollout batch makes) samples what the
+/// changed decoder samples: its copies are of the new weights.
 #[test]
 fn an_inference_pass_samples_the_same_answers_through_panels() {
     use driftui::model::generate::{generate, SamplingParams};

@@ -129,7 +129,8 @@ pub(crate) fn copies_fit(bytes: u64, available: Option<u64>) -> bool {
 
 /// The memory available for new allocations, in bytes: Linux's
 /// `MemAvailable`, or less where this process's cgroup (v2) is limited
-/// (`memory.max` − `memory.current`: a container's limit, which
+/// (`memory.max` − `memory.current` + the inactive page cache of
+/// `memory.stat`: a container's limit, which
 /// `/proc/meminfo` does not show); `None` where it cannot be read.
 pub(crate) fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -151,7 +152,16 @@ fn cgroup_room() -> Option<u64> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
     let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max": no limit
     let current: u64 = read("memory.current")?.trim().parse().ok()?;
-    Some(max.saturating_sub(current))
+    // memory.current counts the page cache too (the model file just read):
+    // its inactive part is reclaimed before the limit bites.
+    let reclaimable: u64 = read("memory.stat")
+        .and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("inactive_file "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    Some(max.saturating_sub(current.saturating_sub(reclaimable)))
 }
 
 /// Load the model a recipe's `[model] source` names.

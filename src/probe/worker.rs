@@ -344,11 +344,8 @@ impl CandleEngine {
                 format!("{} (the checkpoint itself)", ck.name),
             ),
         };
-        let mut judge = LocalJudge::new(
-            judge_model.scoring_decoder()?,
-            &judge_model.tokenizer,
-            &judge_name,
-        )?;
+        let mut judge =
+            LocalJudge::new(judge_model.decoder()?, &judge_model.tokenizer, &judge_name)?;
         let key = judge_key.display().to_string();
         if !self.checks.contains_key(&key) {
             status(emit, "checking the judge on answers of known stance…");

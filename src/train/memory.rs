@@ -12,8 +12,16 @@
 //!   two moments, 4·P·d, and a frozen reference copy, P·d, for objectives
 //!   that need one (DPO, KTO, PPO, GRPO with β ≠ 0);
 //! - LoRA: the adapters' parameters, gradients and moments (4·d each), and
-//!   the frozen base's panel copies in f32 where the decoder keeps them (a
-//!   step of at most [`crate::model::fused::TRANSPOSED_ROWS`] tokens);
+//!   the frozen base's panel copies in f32 once the decoder has made them
+//!   (f32 on the CPU with gemm, where they fit, after any micro-batch of
+//!   this phase or an earlier one of at most
+//!   [`crate::model::fused::TRANSPOSED_ROWS`] tokens: they are kept);
+//! - a reward phase: the policy as it stands (P·d more for a full
+//!   fine-tune's Vars) and the reward model it trains, a whole copy with
+//!   gradients and moments, 4·P·d; PPO also a frozen reward model and a
+//!   trained value model (5·P·d), GRPO a frozen reward model unless it
+//!   scores with the stance judge (P·d); reward and value models are
+//!   counted at the policy's size;
 //! - the activations kept for the backward: per token and layer
 //!   d·(12·hidden + 4·intermediate + heads·length) bytes (the layer's
 //!   inputs, norms, projections, the SwiGLU's three streams, the attention
@@ -23,13 +31,13 @@
 //!
 //! Checked against `bench_smollm2`'s peak RSS on SmolLM2-135M (f32, 2
 //! threads, AMX Xeon, commit 0888bb2): full 1×128 3,184 MiB measured,
-//! 3,174 estimated; full 4×256 4,610 / 4,843; LoRA r16 1×128 with panels
-//! 1,504 / 1,554; LoRA 4×256 2,597–2,718 / 2,683. The test
-//! `estimate_matches_measured_peaks` keeps it there.
+//! 3,030 estimated; full 4×256 4,610 / 4,622; LoRA r16 1×128 with panels
+//! 1,504 / 1,565; LoRA 4×256 (no panels at 1,024 tokens) 2,597–2,718 /
+//! 2,644. The test `estimate_matches_measured_peaks` keeps it within 10%.
 //!
-//! RL phases (PPO, GRPO) are estimated for their policy's training step
-//! over `batch_size` rows of prompt and completion; their sampling and
-//! PPO's value model are not counted.
+//! RL phases (PPO, GRPO) are estimated for their training step over
+//! `batch_size` rows of prompt and completion; the sampling pass (the
+//! merged weights and their panels, for a moment) is not counted.
 
 use super::phase::{Phase, PhaseData};
 use crate::model::config::ModelConfig;
@@ -77,14 +85,24 @@ pub struct StepShape<'a> {
     pub dtype_bytes: u64,
     /// The f32 size of the model's matrices (LoRA's panel copies).
     pub matrix_bytes_f32: u64,
-    /// Whether the decoder may keep panel copies (they fit the memory).
-    pub panels_allowed: bool,
+    /// Whether a LoRA base holds its panel copies by this phase.
+    pub panels: bool,
     pub lora: Option<&'a LoraConfig>,
     pub needs_reference: bool,
+    /// Whether the phase trains the policy (not so a reward phase).
+    pub trains_policy: bool,
+    /// Other models of the policy's size the phase trains (a reward
+    /// phase's reward model, PPO's value model).
+    pub models_trained: u64,
+    /// Other frozen models of the policy's size it holds (RL's reward
+    /// model).
+    pub models_frozen: u64,
     /// Sequences per micro-batch through the model with a gradient.
     pub rows: usize,
     /// Tokens of the longest of them.
     pub len: usize,
+    /// Tokens of each that `max_len` does not bound (an RL completion).
+    pub unbounded_len: usize,
 }
 
 /// The estimate for one step of `shape`.
@@ -93,19 +111,21 @@ pub fn estimate(shape: &StepShape) -> StepMemory {
     let d = shape.dtype_bytes;
     let model = shape.params * d;
     let tokens = (shape.rows * shape.len) as u64;
-    let state = match shape.lora {
-        None => 4 * model + if shape.needs_reference { model } else { 0 },
-        Some(l) => {
-            let panels = if shape.panels_allowed
-                && (2..=crate::model::fused::TRANSPOSED_ROWS as u64).contains(&tokens)
-            {
+    let reference = if shape.needs_reference { model } else { 0 };
+    let policy = match (shape.lora, shape.trains_policy) {
+        (None, true) => 4 * model + reference,
+        // A reward phase: the policy's Vars stay beside the loaded model.
+        (None, false) => model,
+        (Some(l), trains) => {
+            let panels = if shape.panels {
                 shape.matrix_bytes_f32
             } else {
                 0
             };
-            lora_params(c, l) * 4 * d + panels
+            lora_params(c, l) * if trains { 4 } else { 1 } * d + panels
         }
     };
+    let state = policy + 4 * model * shape.models_trained + model * shape.models_frozen;
     let per_token_layer = d
         * (12 * c.hidden_size + 4 * c.intermediate_size + c.num_attention_heads * shape.len) as u64;
     StepMemory {
@@ -138,53 +158,84 @@ fn lora_params(c: &ModelConfig, l: &LoraConfig) -> u64 {
     (per_layer * c.num_hidden_layers) as u64
 }
 
-/// Sequences per micro-batch with a gradient, and the longest one's tokens
-/// (at most `max_len`).
-pub fn phase_rows(phase: &Phase) -> (usize, usize) {
+/// A phase's micro-batches: sequences with a gradient, the longest and the
+/// shortest one's tokens (at most `max_len`, plus an RL completion), and
+/// the tokens of each that `max_len` does not bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseRows {
+    pub rows: usize,
+    pub longest: usize,
+    pub shortest: usize,
+    pub unbounded: usize,
+}
+
+/// The micro-batches of `phase`.
+pub fn phase_rows(phase: &Phase) -> PhaseRows {
     let cfg = &phase.cfg;
     let cap = |n: usize| n.min(cfg.max_len.max(1));
-    match &phase.data {
-        PhaseData::Sft(rows) => (
-            cfg.batch_size,
-            cap(rows.iter().map(|r| r.len()).max().unwrap_or(0)),
-        ),
+    let span = |lens: &mut dyn Iterator<Item = usize>| {
+        lens.fold((0, usize::MAX), |(hi, lo), n| {
+            (hi.max(cap(n)), lo.min(cap(n)))
+        })
+    };
+    let pc_len = |pc: &crate::data::PromptCompletion| pc.prompt.len() + pc.completion.len();
+    let (rows, (longest, shortest), unbounded) = match &phase.data {
+        PhaseData::Sft(rows) => (cfg.batch_size, span(&mut rows.iter().map(|r| r.len())), 0),
         PhaseData::Pairs(pairs) => (
             2 * cfg.batch_size,
-            cap(pairs
-                .iter()
-                .flat_map(|(c, r)| [c, r])
-                .map(|pc| pc.prompt.len() + pc.completion.len())
-                .max()
-                .unwrap_or(0)),
+            span(&mut pairs.iter().flat_map(|(c, r)| [pc_len(c), pc_len(r)])),
+            0,
         ),
         PhaseData::Kto(rows) => (
             cfg.batch_size,
-            cap(rows
-                .iter()
-                .map(|(pc, _)| pc.prompt.len() + pc.completion.len())
-                .max()
-                .unwrap_or(0)),
+            span(&mut rows.iter().map(|(pc, _)| pc_len(pc))),
+            0,
         ),
         PhaseData::Prompts(prompts) => {
             let completion = match cfg.algorithm {
                 Algorithm::Ppo => cfg.ppo().response_length,
                 _ => cfg.grpo().max_completion_length,
             };
-            let prompt = cap(prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0));
-            (cfg.batch_size, prompt + completion)
+            let (hi, lo) = span(&mut prompts.iter().map(|p| p.ids.len()));
+            (
+                cfg.batch_size,
+                (hi + completion, lo + completion),
+                completion,
+            )
         }
+    };
+    PhaseRows {
+        rows,
+        longest,
+        shortest: shortest.min(longest),
+        unbounded,
     }
 }
 
-/// The shape of `phase`'s step on `model`.
+/// Whether a micro-batch of `rows` sequences of `shortest` tokens makes a
+/// LoRA base's panel copies (a product of 2 to
+/// [`crate::model::fused::TRANSPOSED_ROWS`] rows), where they may be made.
+pub fn makes_panels(allowed: bool, rows: usize, shortest: usize) -> bool {
+    allowed && (2..=crate::model::fused::TRANSPOSED_ROWS).contains(&(rows * shortest))
+}
+
+/// The shape of `phase`'s step on `model`; `panels`: whether a LoRA
+/// base holds its panel copies by then.
 pub fn shape_of<'a>(
     model: &'a LoadedModel,
     lora: Option<&'a LoraConfig>,
     phase: &Phase,
-    available: Option<u64>,
+    panels: bool,
 ) -> StepShape<'a> {
-    let (rows, len) = phase_rows(phase);
+    let r = phase_rows(phase);
     let (_, dtype) = model.weights.device_dtype();
+    let cfg = &phase.cfg;
+    let (trains_policy, models_trained, models_frozen) = match cfg.algorithm {
+        Algorithm::Reward => (false, 1, 0),
+        Algorithm::Ppo => (true, 1, 1),
+        Algorithm::Grpo if cfg.reward_stance.is_none() => (true, 0, 1),
+        _ => (true, 0, 0),
+    };
     StepShape {
         cfg: &model.cfg,
         params: model
@@ -195,11 +246,17 @@ pub fn shape_of<'a>(
             .sum(),
         dtype_bytes: dtype.size_in_bytes() as u64,
         matrix_bytes_f32: model.matrix_bytes_f32(),
-        panels_allowed: crate::model::source::copies_fit(model.matrix_bytes_f32(), available),
+        panels,
+        // A reward phase trains a whole model even on a LoRA run (the
+        // policy's adapters are merged into it).
         lora,
-        needs_reference: phase.objective.needs_reference(),
-        rows,
-        len,
+        needs_reference: trains_policy && phase.objective.needs_reference(),
+        trains_policy,
+        models_trained,
+        models_frozen,
+        rows: r.rows,
+        len: r.longest,
+        unbounded_len: r.unbounded,
     }
 }
 
@@ -229,19 +286,27 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
                 rows: per_row.max(1),
                 ..shape.clone()
             };
-            // The longest length that fits at batch 1, in steps of 64.
+            // The longest length that fits at batch 1, in steps of 64,
+            // as the max_len that gives it (an RL completion comes on top).
             match (1..=shape.len.div_ceil(64))
                 .rev()
                 .map(|k| k * 64)
-                .filter(|&l| l < shape.len)
+                .filter(|&l| l < shape.len && l > shape.unbounded_len)
                 .find(|&len| fits(&StepShape { len, ..one.clone() }))
             {
-                Some(len) => format!("batch_size = 1 with max_len = {len} would fit"),
-                None if shape.lora.is_none() => "even one short row does not fit: the \
-                     full fine-tune's state alone is too large here (a LoRA adapter, \
+                Some(len) => format!(
+                    "batch_size = 1 with max_len = {} would fit",
+                    len - shape.unbounded_len
+                ),
+                None if need.state + need.overhead > available && shape.lora.is_none() => {
+                    "the full fine-tune's state alone does not fit here (a LoRA adapter, \
                      `lora = { rank = 16 }` under [model], trains far less state)"
-                    .to_string(),
-                None => "even one short row does not fit on this machine".to_string(),
+                        .to_string()
+                }
+                None if need.state + need.overhead > available => {
+                    "the training state alone does not fit on this machine".to_string()
+                }
+                None => "no batch or length offered here fits on this machine".to_string(),
             }
         }
     };
@@ -253,10 +318,10 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
         shape.len,
         human_bytes(need.to_allocate()),
         human_bytes(need.state),
-        if shape.lora.is_some() {
+        if shape.lora.is_some() && shape.trains_policy && shape.models_trained == 0 {
             "adapter state and frozen-weight copies"
         } else {
-            "trainable copy, gradients, AdamW moments and reference"
+            "trainable copies, gradients, AdamW moments and frozen models"
         },
         human_bytes(need.activations),
         human_bytes(need.model),
@@ -282,8 +347,21 @@ pub fn check_phases(
     let Some(available) = crate::model::source::available_memory() else {
         return Ok(());
     };
+    // Where a LoRA base's panels can be made at all (fused::TransposedWeights).
+    let (_, dtype) = model.weights.device_dtype();
+    let allowed = lora.is_some()
+        && dtype == candle_core::DType::F32
+        && crate::model::streamed::available()
+        && crate::model::streamed::enabled()
+        && crate::model::blas::active().is_none()
+        && crate::model::source::copies_fit(model.matrix_bytes_f32(), Some(available));
+    let mut panels = false;
     for phase in phases {
-        let shape = shape_of(model, lora, phase, Some(available));
+        let r = phase_rows(phase);
+        // Made by the first short enough micro-batch, kept for the run.
+        panels |=
+            phase.cfg.algorithm != Algorithm::Reward && makes_panels(allowed, r.rows, r.shortest);
+        let shape = shape_of(model, lora, phase, panels);
         check(&phase.cfg.name, &shape, phase.cfg.batch_size, available)?;
     }
     Ok(())
@@ -324,11 +402,16 @@ mod tests {
             params: SMOLLM2_PARAMS,
             dtype_bytes: 4,
             matrix_bytes_f32: SMOLLM2_MATRIX_BYTES,
-            panels_allowed: true,
+            // As bench_smollm2's LoRA runs: every micro-batch rows × len.
+            panels: lora.is_some() && makes_panels(true, rows, len),
             lora,
             needs_reference: false,
+            trains_policy: true,
+            models_trained: 0,
+            models_frozen: 0,
             rows,
             len,
+            unbounded_len: 0,
         }
     }
 
@@ -417,7 +500,56 @@ mod tests {
         assert_eq!(small.state, adapters + SMOLLM2_MATRIX_BYTES);
         assert_eq!(large.state, adapters);
         let mut no_room = shape(&c, Some(&l), 1, 128);
-        no_room.panels_allowed = false;
+        no_room.panels = false;
         assert_eq!(estimate(&no_room).state, adapters);
+        // Panels are made by a product of 2 to 512 rows, where allowed.
+        assert!(makes_panels(true, 4, 128));
+        assert!(!makes_panels(true, 4, 129));
+        assert!(!makes_panels(true, 1, 1));
+        assert!(!makes_panels(false, 1, 128));
+    }
+
+    #[test]
+    fn a_reward_phase_counts_the_whole_model_it_trains() {
+        let c = smollm2();
+        let l = r16();
+        let model = SMOLLM2_PARAMS * 4;
+        let adapters = 4_884_480 * 4;
+        // On a LoRA run: the adapters (not trained here) and a whole reward
+        // model with its gradients and moments.
+        let mut s = shape(&c, Some(&l), 2, 100);
+        s.panels = false;
+        s.trains_policy = false;
+        s.models_trained = 1;
+        assert_eq!(estimate(&s).state, adapters + 4 * model);
+        // On a full fine-tune the policy's Vars stay too.
+        let mut s = shape(&c, None, 2, 100);
+        s.trains_policy = false;
+        s.models_trained = 1;
+        assert_eq!(estimate(&s).state, model + 4 * model);
+        // PPO: the policy's state, a reference, a frozen reward model and
+        // a trained value model.
+        let mut s = shape(&c, None, 2, 100);
+        s.needs_reference = true;
+        s.models_trained = 1;
+        s.models_frozen = 1;
+        assert_eq!(estimate(&s).state, 4 * model + model + 4 * model + model);
+    }
+
+    #[test]
+    fn an_rl_length_advice_leaves_room_for_the_completion() {
+        let c = smollm2();
+        // Prompts of up to 512 tokens and 256-token completions.
+        let mut s = shape(&c, None, 4, 768);
+        s.unbounded_len = 256;
+        let mut fits = shape(&c, None, 1, 640);
+        fits.unbounded_len = 256;
+        let available = estimate(&fits).to_allocate();
+        let err = check("grpo", &s, 4, available).unwrap_err().to_string();
+        // 640 tokens of sequence = max_len 384 + the 256 of the completion.
+        assert!(
+            err.contains("batch_size = 1 with max_len = 384 would fit"),
+            "{err}"
+        );
     }
 }
