@@ -291,11 +291,13 @@ fn generate_bench(
     reps: usize,
 ) -> Result<()> {
     use driftui::model::generate::{generate, SamplingParams};
-    // GENERATE_DECODER=plain: without panel copies.
-    let decoder = if std::env::var("GENERATE_DECODER").is_ok_and(|v| v == "plain") {
-        model.decoder()?
-    } else {
-        model.scoring_decoder()?
+    // GENERATE_DECODER=plain: without panel copies; =pass: a fresh
+    // Decoder::for_inference_pass per repetition (its copies made inside
+    // the timed part), as each in-training probe and rollout batch does.
+    let which = std::env::var("GENERATE_DECODER").unwrap_or_default();
+    let decoder = match which.as_str() {
+        "plain" | "pass" => model.decoder()?,
+        _ => model.scoring_decoder()?,
     };
     let prompt = model
         .tokenizer
@@ -311,8 +313,13 @@ fn generate_bench(
     let mut digest = 0u64;
     for rep in 0..=reps {
         let t0 = Instant::now();
+        let pass = if which == "pass" {
+            decoder.for_inference_pass()?
+        } else {
+            None
+        };
         let answers = generate(
-            &decoder,
+            pass.as_ref().unwrap_or(&decoder),
             &model.tokenizer,
             &prompt,
             samples,
