@@ -30,8 +30,8 @@ use crate::rundir::RunDir;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 mod grpo_phase;
@@ -45,7 +45,7 @@ struct Trainer {
     prep: Prepared,
     /// The phases, shared so a phase can be borrowed while the trainer
     /// mutates itself.
-    phases: Rc<Vec<Phase>>,
+    phases: Arc<Vec<Phase>>,
     log: EventLog,
     sink: Option<tokio::sync::mpsc::Sender<Event>>,
     control: mpsc::Receiver<Control>,
@@ -105,7 +105,7 @@ pub fn run(
         prep.resume.as_ref().map(|r| r.dir.as_path()),
     )?;
     let progress = prep.progress.then(Progress::new);
-    let phases = Rc::new(std::mem::take(&mut prep.phases));
+    let phases = Arc::new(std::mem::take(&mut prep.phases));
     let mut t = Trainer {
         prep,
         phases,
@@ -226,7 +226,7 @@ impl Trainer {
             .as_ref()
             .and_then(|res| res.dir.file_name())
             .map(|n| RunDir::snapshot_rel(&n.to_string_lossy()));
-        let phases = Rc::clone(&self.phases);
+        let phases = Arc::clone(&self.phases);
         for (pi, phase) in phases.iter().enumerate().skip(start_phase) {
             let first_step = if pi == start_phase { start_step } else { 0 };
             let reference = match reference.take() {
@@ -481,10 +481,21 @@ impl Trainer {
                 break;
             }
             match rewards.as_mut() {
+                // An RL step (sampling, rewards, the update) as one pool job,
+                // as optimizer_step runs its gradients and update
+                // (fused::on_pool): each parallel op starts from a worker.
                 Some(source) if phase.cfg.algorithm == Algorithm::Ppo => {
-                    self.ppo_step(pi, phase, step, reference, &mut batcher, source)?
+                    let dev = self.policy.decoder.device().clone();
+                    crate::model::fused::on_pool(&dev, || {
+                        self.ppo_step(pi, phase, step, reference, &mut batcher, source)
+                    })?
                 }
-                Some(source) => self.grpo_step(pi, phase, step, reference, &mut batcher, source)?,
+                Some(source) => {
+                    let dev = self.policy.decoder.device().clone();
+                    crate::model::fused::on_pool(&dev, || {
+                        self.grpo_step(pi, phase, step, reference, &mut batcher, source)
+                    })?
+                }
                 None => self.optimizer_step(pi, phase, step, reference, &mut batcher)?,
             }
             step += 1;

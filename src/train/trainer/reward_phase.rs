@@ -87,15 +87,19 @@ impl Trainer {
                 stopped = true;
                 break;
             }
-            self.reward_step(
-                pi,
-                phase,
-                step,
-                center,
-                &mut trained,
-                &mut opt,
-                &mut batcher,
-            )?;
+            // One pool job per step, as the policy's steps (fused::on_pool).
+            let dev = trained.model.decoder.device().clone();
+            crate::model::fused::on_pool(&dev, || {
+                self.reward_step(
+                    pi,
+                    phase,
+                    step,
+                    center,
+                    &mut trained,
+                    &mut opt,
+                    &mut batcher,
+                )
+            })?;
             step += 1;
         }
         if !self.phase_end_snapshot(pi, step, stopped)? {

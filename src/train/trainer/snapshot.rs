@@ -20,7 +20,7 @@ use crate::train::control::Control;
 use crate::train::prepare::{DiskFault, DiskFaultKind};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// What a snapshot is about to hold.
 struct Plan {
@@ -232,7 +232,7 @@ impl Trainer {
 
     /// Write and seal the snapshot's files.
     fn write_files(&mut self, pi: usize, step: u64, plan: &Plan) -> Result<PathBuf> {
-        let phases = Rc::clone(&self.phases);
+        let phases = Arc::clone(&self.phases);
         let phase = &phases[pi];
         let fail = self.fault(DiskFaultKind::WriteFails);
         let mut w = self.prep.run_dir.begin_snapshot(&plan.name)?;
