@@ -76,6 +76,26 @@ fn targeted(cfg: &LoraConfig, module: &str) -> bool {
     cfg.targets.iter().any(|t| t == ALL_LINEAR || t == short)
 }
 
+/// The parameters of the adapters [`attach`] makes on a model whose
+/// weights have these names and shapes: rank × (in + out) for each
+/// targeted projection.
+pub fn adapter_params<'a>(
+    weights: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    cfg: &LoraConfig,
+) -> u64 {
+    weights
+        .into_iter()
+        .filter_map(|(name, shape)| {
+            let module = name.strip_suffix(".weight")?;
+            let short = module.rsplit('.').next()?;
+            let (&[out, input], true) = (shape, LORA_TARGETS.contains(&short)) else {
+                return None;
+            };
+            targeted(cfg, module).then_some((cfg.rank * (input + out)) as u64)
+        })
+        .sum()
+}
+
 /// PEFT's name of an adapter matrix: `base_model.model.<module>.lora_A.weight`.
 pub fn peft_name(module: &str, which: char) -> String {
     format!("base_model.model.{module}.lora_{which}.weight")

@@ -87,7 +87,8 @@ pub struct StepShape<'a> {
     pub matrix_bytes_f32: u64,
     /// Whether a LoRA base holds its panel copies by this phase.
     pub panels: bool,
-    pub lora: Option<&'a LoraConfig>,
+    /// A LoRA run's adapter parameters; `None`: a full fine-tune.
+    pub adapters: Option<u64>,
     pub needs_reference: bool,
     /// Whether the phase trains the policy (not so a reward phase).
     pub trains_policy: bool,
@@ -112,17 +113,17 @@ pub fn estimate(shape: &StepShape) -> StepMemory {
     let model = shape.params * d;
     let tokens = (shape.rows * shape.len) as u64;
     let reference = if shape.needs_reference { model } else { 0 };
-    let policy = match (shape.lora, shape.trains_policy) {
+    let policy = match (shape.adapters, shape.trains_policy) {
         (None, true) => 4 * model + reference,
         // A reward phase: the policy's Vars stay beside the loaded model.
         (None, false) => model,
-        (Some(l), trains) => {
+        (Some(adapters), trains) => {
             let panels = if shape.panels {
                 shape.matrix_bytes_f32
             } else {
                 0
             };
-            lora_params(c, l) * if trains { 4 } else { 1 } * d + panels
+            adapters * if trains { 4 } else { 1 } * d + panels
         }
     };
     let state = policy + 4 * model * shape.models_trained + model * shape.models_frozen;
@@ -134,28 +135,6 @@ pub fn estimate(shape: &StepShape) -> StepMemory {
         activations: tokens * c.num_hidden_layers as u64 * per_token_layer,
         overhead: OVERHEAD,
     }
-}
-
-/// Parameters of the adapters on every layer's targets.
-fn lora_params(c: &ModelConfig, l: &LoraConfig) -> u64 {
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let kv = c.num_key_value_heads * c.head_dim;
-    let q = c.num_attention_heads * c.head_dim;
-    let all = l.targets.iter().any(|t| t == "all-linear");
-    let per_layer: usize = [
-        ("q_proj", h, q),
-        ("k_proj", h, kv),
-        ("v_proj", h, kv),
-        ("o_proj", q, h),
-        ("gate_proj", h, i),
-        ("up_proj", h, i),
-        ("down_proj", i, h),
-    ]
-    .iter()
-    .filter(|(name, _, _)| all || l.targets.iter().any(|t| t == name))
-    .map(|&(_, input, out)| l.rank * (input + out))
-    .sum();
-    (per_layer * c.num_hidden_layers) as u64
 }
 
 /// A phase's micro-batches: sequences with a gradient, the longest and the
@@ -249,7 +228,16 @@ pub fn shape_of<'a>(
         panels,
         // A reward phase trains a whole model even on a LoRA run (the
         // policy's adapters are merged into it).
-        lora,
+        adapters: lora.map(|l| {
+            crate::model::lora::adapter_params(
+                model
+                    .weights
+                    .tensors
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), t.dims())),
+                l,
+            )
+        }),
         needs_reference: trains_policy && phase.objective.needs_reference(),
         trains_policy,
         models_trained,
@@ -298,7 +286,7 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
                     "batch_size = 1 with max_len = {} would fit",
                     len - shape.unbounded_len
                 ),
-                None if need.state + need.overhead > available && shape.lora.is_none() => {
+                None if need.state + need.overhead > available && shape.adapters.is_none() => {
                     "the full fine-tune's state alone does not fit here (a LoRA adapter, \
                      `lora = { rank = 16 }` under [model], trains far less state)"
                         .to_string()
@@ -318,7 +306,7 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
         shape.len,
         human_bytes(need.to_allocate()),
         human_bytes(need.state),
-        if shape.lora.is_some() && shape.trains_policy && shape.models_trained == 0 {
+        if shape.adapters.is_some() && shape.trains_policy && shape.models_trained == 0 {
             "adapter state and frozen-weight copies"
         } else {
             "trainable copies, gradients, AdamW moments and frozen models"
@@ -340,7 +328,7 @@ pub fn check_phases(
     if std::env::var(CHECK_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
         return Ok(());
     }
-    let (device, _) = model.weights.device_dtype();
+    let (device, dtype) = model.weights.device_dtype();
     if !device.is_cpu() {
         return Ok(());
     }
@@ -348,7 +336,6 @@ pub fn check_phases(
         return Ok(());
     };
     // Where a LoRA base's panels can be made at all (fused::TransposedWeights).
-    let (_, dtype) = model.weights.device_dtype();
     let allowed = lora.is_some()
         && dtype == candle_core::DType::F32
         && crate::model::streamed::available()
@@ -404,7 +391,7 @@ mod tests {
             matrix_bytes_f32: SMOLLM2_MATRIX_BYTES,
             // As bench_smollm2's LoRA runs: every micro-batch rows × len.
             panels: lora.is_some() && makes_panels(true, rows, len),
-            lora,
+            adapters: lora.map(|l| adapter_params(c, l)),
             needs_reference: false,
             trains_policy: true,
             models_trained: 0,
@@ -413,6 +400,15 @@ mod tests {
             len,
             unbounded_len: 0,
         }
+    }
+
+    /// The adapters `lora::attach` makes on a model of shape `c`.
+    fn adapter_params(c: &ModelConfig, l: &LoraConfig) -> u64 {
+        let shapes = crate::model::weights::expected_shapes(c);
+        crate::model::lora::adapter_params(
+            shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+            l,
+        )
     }
 
     fn r16() -> LoraConfig {
@@ -448,7 +444,7 @@ mod tests {
         }
         // The adapters: r × (in + out) for each of the 7 projections, 30
         // layers: 4.88M, as the bench prints.
-        assert_eq!(lora_params(&c, &l), 4_884_480);
+        assert_eq!(adapter_params(&c, &l), 4_884_480);
     }
 
     #[test]
