@@ -1353,6 +1353,15 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
 /// 1024 rows ×0.7–1.0.
 pub const TRANSPOSED_ROWS: usize = 512;
 
+/// Whether products may read panel copies at all in this process: the
+/// panel products on ([`super::streamed::enabled`]) and gemm, not MKL,
+/// computing the rest (the bits are claimed equal to gemm's only).
+/// [`TransposedWeights`] hands out copies under this rule, and the memory
+/// check counts them under it.
+pub fn panels_may_serve() -> bool {
+    super::streamed::enabled() && super::blas::active().is_none()
+}
+
 /// Copies of frozen weights as [`Panels`] (Wᵀ in column panels of 16, the
 /// order the product reads them in), by the weight's tensor id, made on
 /// first use; handed out only where the product from the copy has the same
@@ -1387,10 +1396,9 @@ impl TransposedWeights {
         w: &Tensor,
     ) -> Option<Result<std::sync::Arc<Panels>>> {
         if !(2..=TRANSPOSED_ROWS).contains(&rows)
-            || !super::streamed::enabled()
+            || !panels_may_serve()
             || !applies(w)
             || w.track_op()
-            || super::blas::active().is_some()
         {
             return None;
         }

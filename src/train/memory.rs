@@ -339,8 +339,7 @@ pub fn check_phases(
     let allowed = lora.is_some()
         && dtype == candle_core::DType::F32
         && crate::model::streamed::available()
-        && crate::model::streamed::enabled()
-        && crate::model::blas::active().is_none()
+        && crate::model::fused::panels_may_serve()
         && crate::model::source::copies_fit(model.matrix_bytes_f32(), Some(available));
     let mut panels = false;
     for phase in phases {
