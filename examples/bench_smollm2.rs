@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: bench_smollm2 [--mode full|lora|score|matmul|generate] [--batch B] [--seq T] \
+    "usage: bench_smollm2 [--mode full|lora|score|matmul|generate|kernels] [--batch B] [--seq T] \
 [--steps N] [--rank R] [--n N (score)] [--transposed on|off|auto (score)] [--streamed on|off] \
 [--fused off] [--gguf FILE | --random]";
 
@@ -354,6 +354,16 @@ fn main() -> Result<()> {
         driftui::model::fused::keep_freed_memory();
     }
     driftui::model::fused::configure_cpu_threads();
+    // Which kernels this build runs here (vs-torch.sh prints the line).
+    println!(
+        "driftui kernels: {} (gemm and panels){}",
+        driftui::model::streamed::matrix_kernels(),
+        if cfg!(feature = "avx512") {
+            ""
+        } else {
+            ", built without avx512"
+        }
+    );
     if let Some(line) = driftui::model::blas::configure()? {
         eprintln!("{line}");
     }
@@ -428,6 +438,10 @@ fn main() -> Result<()> {
     }
     if b == 0 || t == 0 || steps == 0 || n_score == 0 {
         bail!("--batch, --seq, --steps and --n must be at least 1");
+    }
+    if mode == "kernels" {
+        // The kernels line above is all it prints.
+        return Ok(());
     }
     if mode == "matmul" {
         return matmul_bench();

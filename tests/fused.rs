@@ -394,6 +394,34 @@ fn batch(vocab: usize) -> SeqBatch {
     SeqBatch::new(&refs, 0, &Device::Cpu).unwrap()
 }
 
+/// The kernels a build runs follow its `avx512` feature and the CPU: with
+/// the feature, AVX-512 wherever the CPU has it; without it (the build
+/// `.ci/run` tests the AVX2 kernels with), AVX2 even on an AVX-512 CPU, and
+/// the run's log says so there. Either way a CPU with AVX2 and FMA runs no
+/// portable kernel.
+#[test]
+fn the_kernels_follow_the_build_and_the_cpu() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        let expected = match (cfg!(feature = "avx512") && avx512 && avx2, avx2) {
+            (true, _) => "AVX-512",
+            (false, true) => "AVX2",
+            (false, false) => "portable",
+        };
+        assert_eq!(driftui::model::streamed::matrix_kernels(), expected);
+        let warning = fused::cpu_kernel_warning();
+        if avx2 && avx512 && !cfg!(feature = "avx512") {
+            let w = warning.expect("an AVX-512 CPU in a build without its kernels");
+            assert!(w.contains("no AVX-512 kernels"), "{w}");
+        } else if avx2 {
+            assert_eq!(warning, None);
+        }
+    }
+}
+
 /// W (out, in) as the panels a decoder keeps.
 fn panels_of(w: &Tensor) -> driftui::model::streamed::Panels {
     driftui::model::streamed::Panels::of_weight(
@@ -412,7 +440,8 @@ fn panels_of(w: &Tensor) -> driftui::model::streamed::Panels {
 /// whole no-grad passes of a tied and an untied decoder with biases, and
 /// the logits of one and five tokens. (On an AVX-512 machine the AVX2
 /// kernel runs with the AVX-512 gemm's depth blocks; the AVX2 gemm's own,
-/// from its 16 × 6 tile, are compared only on an AVX2 machine.)
+/// from its 16 × 6 tile, are compared on an AVX2 machine and in a build
+/// without the `avx512` feature, which `.ci/run` tests.)
 
 #[test]
 fn transposed_frozen_weights_give_the_same_bits() {

@@ -24,6 +24,23 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+/// A row kernel compiled for AVX-512 (with the `avx512` feature) and AVX2
+/// as well as the x86-64 baseline, the version chosen at run time
+/// (`multiversion`): the same arithmetic in each, so the same bits.
+macro_rules! row_kernel {
+    ($item:item) => {
+        #[cfg_attr(
+            feature = "avx512",
+            multiversion(targets(
+                "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
+                "x86_64+avx2+fma"
+            ))
+        )]
+        #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
+        $item
+    };
+}
+
 /// Ask mimalloc, when it is the global allocator (driftui's binary and
 /// benchmarks), never to return freed memory to the OS. A training step frees
 /// and allocates the same large buffers every step; returned, they come back
@@ -82,7 +99,9 @@ pub fn on_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Se
 
 /// A warning for the run's log when this CPU lacks what the matrix
 /// products are tuned for: x86-64 without AVX2 and FMA, where gemm falls
-/// back to its portable kernels (the run works, several times slower).
+/// back to its portable kernels (the run works, several times slower); or
+/// when this build leaves an AVX-512 CPU's kernels out (built without the
+/// `avx512` feature).
 pub fn cpu_kernel_warning() -> Option<String> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -90,6 +109,11 @@ pub fn cpu_kernel_warning() -> Option<String> {
             std::arch::is_x86_feature_detected!("avx2"),
             std::arch::is_x86_feature_detected!("fma"),
         )
+        .or_else(|| {
+            (!cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")).then(|| {
+                "this build has no AVX-512 kernels (built without the avx512 feature): matrix products run the AVX2 ones on this AVX-512 CPU".to_string()
+            })
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -437,33 +461,29 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
-/// Softmax of `scale · row` in place (scale > 0): the row's maximum is
-/// subtracted first, so every exponent is ≤ 0 and the branch-free exp
-/// vectorises (libm's `expf` per score was a scalar call). Compiled for
-/// AVX-512 and AVX2 too (see [`logit_stats_row`]).
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn softmax_in_place(row: &mut [f32], scale: f32) {
-    let mx = row_max(row);
-    for o in row.iter_mut() {
-        *o = exp_nonpositive(scale * (*o - mx));
+row_kernel! {
+    /// Softmax of `scale · row` in place (scale > 0): the row's maximum is
+    /// subtracted first, so every exponent is ≤ 0 and the branch-free exp
+    /// vectorises (libm's `expf` per score was a scalar call). Compiled for
+    /// AVX-512 and AVX2 too (see [`logit_stats_row`]).
+    fn softmax_in_place(row: &mut [f32], scale: f32) {
+        let mx = row_max(row);
+        for o in row.iter_mut() {
+            *o = exp_nonpositive(scale * (*o - mx));
+        }
+        let inv = 1.0 / laned_sum(row);
+        row.iter_mut().for_each(|o| *o *= inv);
     }
-    let inv = 1.0 / laned_sum(row);
-    row.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// The backward of [`softmax_in_place`] for one row, in place over the
-/// incoming gradient: g ← scale · y ⊙ (g − Σ g ⊙ y).
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn softmax_grad_in_place(y: &[f32], g: &mut [f32], scale: f32) {
-    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
-    for (o, &yv) in g.iter_mut().zip(y) {
-        *o = scale * yv * (*o - dot);
+row_kernel! {
+    /// The backward of [`softmax_in_place`] for one row, in place over the
+    /// incoming gradient: g ← scale · y ⊙ (g − Σ g ⊙ y).
+    fn softmax_grad_in_place(y: &[f32], g: &mut [f32], scale: f32) {
+        let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
+        for (o, &yv) in g.iter_mut().zip(y) {
+            *o = scale * yv * (*o - dot);
+        }
     }
 }
 
@@ -1832,18 +1852,16 @@ impl CustomOp1 for LogitsGrad {
     }
 }
 
-/// One row of [`LogitsGrad`]: `o = g · (onehot(target) − exp(x − lse))`.
-/// xi − lse ≤ 0 (lse ≥ the row's maximum): the vectorising exp. Compiled
-/// for AVX-512 and AVX2 too (see [`logit_stats_row`]).
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn logits_grad_row(o: &mut [f32], xr: &[f32], lse: f32, g: f32, target: usize) {
-    for (oi, &xi) in o.iter_mut().zip(xr) {
-        *oi = -g * exp_nonpositive(xi - lse);
+row_kernel! {
+    /// One row of [`LogitsGrad`]: `o = g · (onehot(target) − exp(x − lse))`.
+    /// xi − lse ≤ 0 (lse ≥ the row's maximum): the vectorising exp. Compiled
+    /// for AVX-512 and AVX2 too (see [`logit_stats_row`]).
+    fn logits_grad_row(o: &mut [f32], xr: &[f32], lse: f32, g: f32, target: usize) {
+        for (oi, &xi) in o.iter_mut().zip(xr) {
+            *oi = -g * exp_nonpositive(xi - lse);
+        }
+        o[target] += g;
     }
-    o[target] += g;
 }
 
 /// Columns of [`LogitStats`]' output.
@@ -1873,35 +1891,33 @@ impl CustomOp1 for LogitStats {
     }
 }
 
-/// [`LogitStats`] of one row of logits into `o` (STATS floats).
-///
-/// Compiled three times, for AVX-512, AVX2 (each with FMA) and the x86-64
-/// baseline, the best the CPU has picked at run time: the baseline's SSE
-/// does 4 lanes of the exp where AVX-512 does 16 (on an AMX Xeon the row
-/// statistics took 6.4% of a scoring pass at batch 8). The arithmetic is
-/// the same in every version (no fused multiply-add is formed, the sums
-/// run over the same fixed lanes), so are the bits.
-#[multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn logit_stats_row(xr: &[f32], target: usize, o: &mut [f32]) {
-    let mx = row_max(xr);
-    // The first index of the maximum (0 when no logit is above −∞), and the
-    // maximum as that element (a tie of −0 and +0 keeps the first one's
-    // sign, as a scan for the first strict maximum does).
-    let (mx, arg) = match xr.iter().position(|&xi| xi == mx) {
-        Some(i) if mx > f32::NEG_INFINITY => (xr[i], i),
-        _ => (mx, 0),
-    };
-    let (sum, se, sez) = shifted_exp_sums(xr, mx);
-    let lse = mx as f64 + se.ln();
-    o[0] = (xr[target] as f64 - lse) as f32;
-    o[1] = lse as f32;
-    o[2] = (sum / xr.len() as f64) as f32;
-    o[3] = arg as f32;
-    // Entropy of the next-token distribution: lse − Σ p·z.
-    o[4] = (lse - sez / se) as f32;
+row_kernel! {
+    /// [`LogitStats`] of one row of logits into `o` (STATS floats).
+    ///
+    /// Compiled three times, for AVX-512, AVX2 (each with FMA) and the x86-64
+    /// baseline, the best the CPU has picked at run time: the baseline's SSE
+    /// does 4 lanes of the exp where AVX-512 does 16 (on an AMX Xeon the row
+    /// statistics took 6.4% of a scoring pass at batch 8). The arithmetic is
+    /// the same in every version (no fused multiply-add is formed, the sums
+    /// run over the same fixed lanes), so are the bits.
+    fn logit_stats_row(xr: &[f32], target: usize, o: &mut [f32]) {
+        let mx = row_max(xr);
+        // The first index of the maximum (0 when no logit is above −∞), and the
+        // maximum as that element (a tie of −0 and +0 keeps the first one's
+        // sign, as a scan for the first strict maximum does).
+        let (mx, arg) = match xr.iter().position(|&xi| xi == mx) {
+            Some(i) if mx > f32::NEG_INFINITY => (xr[i], i),
+            _ => (mx, 0),
+        };
+        let (sum, se, sez) = shifted_exp_sums(xr, mx);
+        let lse = mx as f64 + se.ln();
+        o[0] = (xr[target] as f64 - lse) as f32;
+        o[1] = lse as f32;
+        o[2] = (sum / xr.len() as f64) as f32;
+        o[3] = arg as f32;
+        // Entropy of the next-token distribution: lse − Σ p·z.
+        o[4] = (lse - sez / se) as f32;
+    }
 }
 
 /// The largest value of `x` that is not NaN (−∞ when there is none), over

@@ -105,6 +105,24 @@ pub fn available() -> bool {
     }
 }
 
+/// Which of gemm's kernels (and so this module's) run this build's f32
+/// products on this CPU: "AVX-512", "AVX2" (with FMA; also an AVX-512 CPU
+/// in a build without the `avx512` feature) or "portable".
+pub fn matrix_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match gemm_tile() {
+            Some((_, _, true)) => "AVX-512",
+            Some((_, _, false)) => "AVX2",
+            None => "portable",
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "portable"
+    }
+}
+
 /// gemm's register tile for f32 on this CPU, (MR, NR, AVX-512): the rows
 /// and columns of the kernel `gemm` dispatches to, which `kernel_params`
 /// sizes `kc` from. `None` when gemm would use its portable kernels (no
@@ -115,8 +133,12 @@ fn gemm_tile() -> Option<(usize, usize, bool)> {
     static TILE: OnceLock<Option<(usize, usize, bool)>> = OnceLock::new();
     *TILE.get_or_init(|| {
         // gemm-f32 0.19 picks its AVX-512 kernels (4 × 16 rows × 6 columns,
-        // x86-v4) on avx512f, else its FMA kernels (2 × 8 × 6) on fma.
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        // its `x86-v4` feature, driftui's `avx512`) on avx512f, else its FMA
+        // kernels (2 × 8 × 6) on fma.
+        if cfg!(feature = "avx512")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("fma")
+        {
             Some((64, 6, true))
         } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             Some((16, 6, false))
