@@ -1071,6 +1071,67 @@ fn parallel_element_wise_ops_give_candles_bits_at_smollm2_shapes() {
     assert_eq!(bits(grads.get(x.as_tensor()).unwrap()), bits(&want));
 }
 
+/// A pass over a LoRA policy (`Decoder::for_inference_pass`, adapters
+/// merged) starts with the policy's copies of the frozen tensors the two
+/// share (the tied head's among them), hands out those very copies rather
+/// than making them again, and samples what the policy samples.
+#[test]
+fn a_lora_pass_reuses_the_bases_copies() {
+    use driftui::model::generate::{generate, SamplingParams};
+    if !(driftui::model::streamed::available() && driftui::model::blas::active().is_none()) {
+        return;
+    }
+    let model = driftui::model::load_model("builtin:micro", &LoadOptions::default()).unwrap();
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into()],
+    };
+    let (policy, vars) = lora::attach(&model, &cfg, 9, None).unwrap();
+    // Adapters away from zero, so the merged weights differ from the base.
+    for (n, v) in &vars {
+        let t = v.as_tensor();
+        v.set(&(t + rand_tensor(t.dims(), 0.2, n.len() as u64)).unwrap())
+            .unwrap();
+    }
+    let prompt = model.tokenizer.encode("Is a tax on meat fair?").unwrap();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_tokens: 12,
+        seed: 3,
+    };
+    let sample = |d: &Decoder| -> Vec<Vec<u32>> {
+        generate(d, &model.tokenizer, &prompt, 4, &params, &mut |_, _| {})
+            .unwrap()
+            .into_iter()
+            .map(|a| a.ids)
+            .collect()
+    };
+    // The policy's own sampling makes its copies of the base.
+    let direct = sample(&policy);
+    let base_copies = policy.transposed_weights();
+    assert!(base_copies > 0, "the LoRA policy kept no copy");
+    let pass = policy.for_inference_pass().unwrap().expect("a CPU pass");
+    assert_eq!(pass.transposed_weights(), base_copies, "not seeded");
+    let through = sample(&pass);
+    assert_eq!(direct, through, "the pass samples other answers");
+    // It made copies of what the base's cache lacked (the merged q and v
+    // projections among them).
+    assert!(pass.transposed_weights() > base_copies);
+    // The seeded copies are the base's own, not made again: a cache seeded
+    // from another hands out the very same panels.
+    let w = rand_tensor(&[96, 64], 0.1, 11);
+    let base = fused::TransposedWeights::default();
+    let made = base.for_rows_count(8, &w).unwrap().unwrap();
+    let seeded = fused::TransposedWeights::seeded_from(&base);
+    assert!(seeded.holds(&w));
+    let again = seeded.for_rows_count(8, &w).unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&made, &again), "a copy made again");
+    assert!(!seeded.holds(&rand_tensor(&[96, 64], 0.1, 12)));
+}
+
 /// A pass for probing or rollouts (`Decoder::for_inference_pass`) over a
 /// full fine-tune's variables reads panel copies of them and samples the
 /// same answers as the trained decoder itself; after the variables change,

@@ -402,17 +402,27 @@ impl Decoder {
             Some(d) => d,
             None => self.no_grad()?,
         };
-        let mut bytes: u64 = d
+        // The copies this decoder already keeps of frozen tensors the pass
+        // shares (a LoRA base's head or embedding, and its unadapted
+        // layers) serve the pass as they are; only the rest are made.
+        let seed = match &self.transposed {
+            Some(c) => fused::TransposedWeights::seeded_from(c),
+            None => fused::TransposedWeights::default(),
+        };
+        let head = match &d.lm_head {
+            Some(l) => &l.weight,
+            None => &d.embed,
+        };
+        let bytes: u64 = d
             .linears()
             .iter()
-            .map(|l| l.weight.elem_count() as u64 * 4)
+            .map(|l| &l.weight)
+            .chain([head])
+            .filter(|w| !seed.holds(w))
+            .map(|w| w.elem_count() as u64 * 4)
             .sum();
-        bytes += match &d.lm_head {
-            Some(l) => l.weight.elem_count() as u64 * 4,
-            None => d.embed.elem_count() as u64 * 4,
-        };
         if super::source::copies_fit(bytes, super::source::available_memory()) {
-            d.keep_transposed_weights();
+            d.transposed = Some(std::sync::Arc::new(seed));
         }
         Ok(Some(d))
     }

@@ -1430,6 +1430,24 @@ impl TransposedWeights {
         Some(self.of(w))
     }
 
+    /// A cache holding `other`'s copies (the same ones, shared): a pass
+    /// over a LoRA policy's merged weights starts with the base's copies of
+    /// the frozen tensors it shares with the policy (the embedding or head
+    /// among them), which then are not made again. Only frozen tensors are
+    /// ever copied, so the shared copies stay true.
+    pub fn seeded_from(other: &TransposedWeights) -> TransposedWeights {
+        let map = other.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        TransposedWeights(Mutex::new(map))
+    }
+
+    /// Whether it holds a copy of `w`.
+    pub fn holds(&self, w: &Tensor) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&w.id())
+    }
+
     /// How many copies it holds.
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
