@@ -1071,13 +1071,35 @@ fn parallel_element_wise_ops_give_candles_bits_at_smollm2_shapes() {
     assert_eq!(bits(grads.get(x.as_tensor()).unwrap()), bits(&want));
 }
 
+/// `n` answers sampled by `d` (the micro model's tokenizer) to one fixed
+/// prompt, 12 tokens at most at temperature 1 with `seed`: their ids.
+fn sample_answers(
+    d: &Decoder,
+    model: &driftui::model::LoadedModel,
+    n: usize,
+    seed: u64,
+) -> Vec<Vec<u32>> {
+    use driftui::model::generate::{generate, SamplingParams};
+    let prompt = model.tokenizer.encode("Is a tax on meat fair?").unwrap();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_tokens: 12,
+        seed,
+    };
+    generate(d, &model.tokenizer, &prompt, n, &params, &mut |_, _| {})
+        .unwrap()
+        .into_iter()
+        .map(|a| a.ids)
+        .collect()
+}
+
 /// A pass over a LoRA policy (`Decoder::for_inference_pass`, adapters
 /// merged) starts with the policy's copies of the frozen tensors the two
 /// share (the tied head's among them), hands out those very copies rather
 /// than making them again, and samples what the policy samples.
 #[test]
 fn a_lora_pass_reuses_the_bases_copies() {
-    use driftui::model::generate::{generate, SamplingParams};
     if !(driftui::model::streamed::available() && driftui::model::blas::active().is_none()) {
         return;
     }
@@ -1095,20 +1117,7 @@ fn a_lora_pass_reuses_the_bases_copies() {
         v.set(&(t + rand_tensor(t.dims(), 0.2, n.len() as u64)).unwrap())
             .unwrap();
     }
-    let prompt = model.tokenizer.encode("Is a tax on meat fair?").unwrap();
-    let params = SamplingParams {
-        temperature: 1.0,
-        top_p: 1.0,
-        max_tokens: 12,
-        seed: 3,
-    };
-    let sample = |d: &Decoder| -> Vec<Vec<u32>> {
-        generate(d, &model.tokenizer, &prompt, 4, &params, &mut |_, _| {})
-            .unwrap()
-            .into_iter()
-            .map(|a| a.ids)
-            .collect()
-    };
+    let sample = |d: &Decoder| sample_answers(d, &model, 4, 3);
     // The policy's own sampling makes its copies of the base.
     let direct = sample(&policy);
     let base_copies = policy.transposed_weights();
@@ -1139,7 +1148,6 @@ fn a_lora_pass_reuses_the_bases_copies() {
 /// changed decoder samples: its copies are of the new weights.
 #[test]
 fn an_inference_pass_samples_the_same_answers_through_panels() {
-    use driftui::model::generate::{generate, SamplingParams};
     let model = driftui::model::load_model("builtin:micro", &LoadOptions::default()).unwrap();
     let mut tm = TensorMap::new("vars");
     let mut vars = BTreeMap::new();
@@ -1149,20 +1157,7 @@ fn an_inference_pass_samples_the_same_answers_through_panels() {
         vars.insert(n.clone(), v);
     }
     let policy = Decoder::from_weights(&model.cfg, &mut tm).unwrap();
-    let prompt = model.tokenizer.encode("Is a tax on meat fair?").unwrap();
-    let params = SamplingParams {
-        temperature: 1.0,
-        top_p: 1.0,
-        max_tokens: 12,
-        seed: 5,
-    };
-    let sample = |d: &Decoder| -> Vec<Vec<u32>> {
-        generate(d, &model.tokenizer, &prompt, 8, &params, &mut |_, _| {})
-            .unwrap()
-            .into_iter()
-            .map(|a| a.ids)
-            .collect()
-    };
+    let sample = |d: &Decoder| sample_answers(d, &model, 8, 5);
     let panels_expected =
         driftui::model::streamed::available() && driftui::model::blas::active().is_none();
     let mut before: Option<Vec<Vec<u32>>> = None;
