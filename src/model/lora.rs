@@ -76,13 +76,12 @@ fn targeted(cfg: &LoraConfig, module: &str) -> bool {
     cfg.targets.iter().any(|t| t == ALL_LINEAR || t == short)
 }
 
-/// The parameters of the adapters [`attach`] makes on a model whose
-/// weights have these names and shapes: rank × (in + out) for each
-/// targeted projection.
-pub fn adapter_params<'a>(
+/// The (out, in) shapes of the projections [`attach`] puts adapters on,
+/// in a model whose weights have these names and shapes.
+fn targeted_shapes<'a>(
     weights: impl IntoIterator<Item = (&'a str, &'a [usize])>,
     cfg: &LoraConfig,
-) -> u64 {
+) -> Vec<(u64, u64)> {
     weights
         .into_iter()
         .filter_map(|(name, shape)| {
@@ -91,8 +90,33 @@ pub fn adapter_params<'a>(
             let (&[out, input], true) = (shape, LORA_TARGETS.contains(&short)) else {
                 return None;
             };
-            targeted(cfg, module).then_some((cfg.rank * (input + out)) as u64)
+            targeted(cfg, module).then_some((out as u64, input as u64))
         })
+        .collect()
+}
+
+/// The parameters of the adapters [`attach`] makes on a model whose
+/// weights have these names and shapes: rank × (in + out) for each
+/// targeted projection.
+pub fn adapter_params<'a>(
+    weights: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    cfg: &LoraConfig,
+) -> u64 {
+    targeted_shapes(weights, cfg)
+        .into_iter()
+        .map(|(out, input)| cfg.rank as u64 * (input + out))
+        .sum()
+}
+
+/// The parameters of the base weights those adapters sit on: what
+/// [`Decoder::lora_merged`] copies to merge them in (in · out each).
+pub fn adapted_params<'a>(
+    weights: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    cfg: &LoraConfig,
+) -> u64 {
+    targeted_shapes(weights, cfg)
+        .into_iter()
+        .map(|(out, input)| out * input)
         .sum()
 }
 

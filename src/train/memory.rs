@@ -26,6 +26,16 @@
 //!   d·(12·hidden + 4·intermediate + heads·length) bytes (the layer's
 //!   inputs, norms, projections, the SwiGLU's three streams, the attention
 //!   row; with the transient gradients of one layer);
+//! - where no-grad passes run while those are kept (a reference model's,
+//!   KTO's mismatched KL rows, RL's scoring of its rollouts), one layer of
+//!   theirs at a time: per token d·(4·hidden + 2·kv width + 3·intermediate
+//!   + heads·length);
+//! - an RL phase's sampling pass, which ends before the step's passes
+//!   begin, so the larger of the two counts: the merged copies of the
+//!   LoRA-adapted weights ([`crate::model::Decoder::lora_merged`]; a full
+//!   fine-tune samples from its own weights), the KV cache of one prompt's
+//!   answers (2·kv width·d per token and layer) and one layer of its
+//!   prefill;
 //! - 256 MiB for the rest (the process, the tokenizer, the data, the
 //!   chunked logits).
 //!
@@ -35,9 +45,17 @@
 //! 1,504 / 1,565; LoRA 4×256 (no panels at 1,024 tokens) 2,597–2,718 /
 //! 2,644. The test `estimate_matches_measured_peaks` keeps it within 10%.
 //!
-//! RL phases (PPO, GRPO) are estimated for their training step over
-//! `batch_size` rows of prompt and completion; the sampling pass (the
-//! merged weights and their panels, for a moment) is not counted.
+//! The sampling pass's panel copies are not counted: it makes them only
+//! where they take at most a quarter of the memory free at that moment
+//! ([`crate::model::Decoder::for_inference_pass`]).
+//!
+//! Checked against `driftui train --headless`'s peak RSS (GNU time),
+//! SmolLM2-135M f32, 2 steps, AMX Xeon, 2026-12-05: KTO full fine-tune,
+//! batch 8, max_len 256: 4.83 GB measured, 4.8 estimated; DPO the same:
+//! 5.87 / 6.0; GRPO LoRA r16, batch 8 of 4 answers of 32 tokens: 1.89 /
+//! 2.1; GRPO LoRA, batch 2 of 2 answers of 16 tokens, where the sampling
+//! pass outgrows the step: 2.28 / 1.9 (+0.43 for the pass's panel copies
+//! of the merged weights, made since they fit).
 
 use super::phase::{Phase, PhaseData};
 use crate::model::config::ModelConfig;
@@ -60,18 +78,21 @@ pub struct StepMemory {
     pub state: u64,
     /// The activations of the largest micro-batch.
     pub activations: u64,
+    /// An RL phase's sampling pass: the merged weights, the KV cache (it
+    /// ends before the activations are made).
+    pub sampling: u64,
     /// The rest.
     pub overhead: u64,
 }
 
 impl StepMemory {
     pub fn total(&self) -> u64 {
-        self.model + self.state + self.activations + self.overhead
+        self.model + self.to_allocate()
     }
 
     /// What the step still has to allocate once the model is loaded.
     pub fn to_allocate(&self) -> u64 {
-        self.state + self.activations + self.overhead
+        self.state + self.activations.max(self.sampling) + self.overhead
     }
 }
 
@@ -104,6 +125,13 @@ pub struct StepShape<'a> {
     pub len: usize,
     /// Tokens of each that `max_len` does not bound (an RL completion).
     pub unbounded_len: usize,
+    /// Whether no-grad passes run beside the kept activations (a
+    /// reference, KL rows, a reward or value model's scores).
+    pub no_grad_passes: bool,
+    /// Answers an RL phase samples at once (one prompt's); 0: no sampling.
+    pub sampled_rows: usize,
+    /// Parameters of the base weights LoRA adapts (merged for sampling).
+    pub adapted_params: u64,
 }
 
 /// The estimate for one step of `shape`.
@@ -127,12 +155,38 @@ pub fn estimate(shape: &StepShape) -> StepMemory {
         }
     };
     let state = policy + 4 * model * shape.models_trained + model * shape.models_frozen;
+    let layers = c.num_hidden_layers as u64;
+    let kv_width = (c.num_key_value_heads * c.head_dim) as u64;
     let per_token_layer = d
         * (12 * c.hidden_size + 4 * c.intermediate_size + c.num_attention_heads * shape.len) as u64;
+    // One layer of a pass without a gradient, per token: the residual, the
+    // norm, q, k and v, the attention row and output, the SwiGLU's streams.
+    let no_grad_layer = d
+        * ((4 * c.hidden_size + 3 * c.intermediate_size + c.num_attention_heads * shape.len)
+            as u64
+            + 2 * kv_width);
+    let kept = tokens * layers * per_token_layer;
+    let beside = if shape.no_grad_passes {
+        tokens * no_grad_layer
+    } else {
+        0
+    };
+    let sampling = if shape.sampled_rows == 0 {
+        0
+    } else {
+        let sampled = (shape.sampled_rows * shape.len) as u64;
+        let merged = if shape.adapters.is_some() {
+            shape.adapted_params * d
+        } else {
+            0
+        };
+        merged + sampled * (layers * 2 * kv_width * d + no_grad_layer)
+    };
     StepMemory {
         model,
         state,
-        activations: tokens * c.num_hidden_layers as u64 * per_token_layer,
+        activations: kept + beside,
+        sampling,
         overhead: OVERHEAD,
     }
 }
@@ -215,6 +269,19 @@ pub fn shape_of<'a>(
         Algorithm::Grpo if cfg.reward_stance.is_none() => (true, 0, 1),
         _ => (true, 0, 0),
     };
+    let needs_reference = trains_policy && phase.objective.needs_reference();
+    let sampled_rows = match cfg.algorithm {
+        Algorithm::Ppo => 1,
+        Algorithm::Grpo => cfg.grpo().num_generations,
+        _ => 0,
+    };
+    let names_dims = || {
+        model
+            .weights
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.dims()))
+    };
     StepShape {
         cfg: &model.cfg,
         params: model
@@ -228,23 +295,20 @@ pub fn shape_of<'a>(
         panels,
         // A reward phase trains a whole model even on a LoRA run (the
         // policy's adapters are merged into it).
-        adapters: lora.map(|l| {
-            crate::model::lora::adapter_params(
-                model
-                    .weights
-                    .tensors
-                    .iter()
-                    .map(|(n, t)| (n.as_str(), t.dims())),
-                l,
-            )
-        }),
-        needs_reference: trains_policy && phase.objective.needs_reference(),
+        adapters: lora.map(|l| crate::model::lora::adapter_params(names_dims(), l)),
+        needs_reference,
         trains_policy,
         models_trained,
         models_frozen,
         rows: r.rows,
         len: r.longest,
         unbounded_len: r.unbounded,
+        // A reference's scores, KTO's KL rows, RL's scoring of rollouts.
+        no_grad_passes: needs_reference
+            || sampled_rows > 0
+            || matches!(phase.data, PhaseData::Kto(_)),
+        sampled_rows,
+        adapted_params: lora.map_or(0, |l| crate::model::lora::adapted_params(names_dims(), l)),
     }
 }
 
@@ -286,6 +350,16 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
                     "batch_size = 1 with max_len = {} would fit",
                     len - shape.unbounded_len
                 ),
+                None if need.state + need.sampling + need.overhead > available
+                    && need.state + need.overhead <= available =>
+                {
+                    format!(
+                        "the sampling pass alone ({} for the merged weights and the KV cache \
+                         of {} answers) does not fit beside the training state",
+                        human_bytes(need.sampling),
+                        shape.sampled_rows
+                    )
+                }
                 None if need.state + need.overhead > available && shape.adapters.is_none() => {
                     "the full fine-tune's state alone does not fit here (a LoRA adapter, \
                      `lora = { rank = 16 }` under [model], trains far less state)"
@@ -298,9 +372,19 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
             }
         }
     };
+    // The larger of the step's activations and the sampling pass counts.
+    let transient = if need.sampling > need.activations {
+        format!(
+            "{} for the sampling pass, more than the step's {} of activations",
+            human_bytes(need.sampling),
+            human_bytes(need.activations)
+        )
+    } else {
+        format!("{} of activations", human_bytes(need.activations))
+    };
     bail!(
         "phase \"{name}\": a training step of {} sequences of up to {} tokens needs about {} \
-         more memory ({} of {}, {} of activations; the model already loaded takes {}), but {} \
+         more memory ({} of {}, {transient}; the model already loaded takes {}), but {} \
          is available; {what_fits}. Set {CHECK_ENV}=off to run anyway.",
         shape.rows,
         shape.len,
@@ -311,7 +395,6 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
         } else {
             "trainable copies, gradients, AdamW moments and frozen models"
         },
-        human_bytes(need.activations),
         human_bytes(need.model),
         human_bytes(available),
     )
@@ -348,6 +431,18 @@ pub fn check_phases(
         panels |=
             phase.cfg.algorithm != Algorithm::Reward && makes_panels(allowed, r.rows, r.shortest);
         let shape = shape_of(model, lora, phase, panels);
+        let need = estimate(&shape);
+        tracing::info!(
+            "phase \"{}\": about {} at the step's peak (the model {}, state {}, activations {}, \
+             sampling pass {}); {} free",
+            phase.cfg.name,
+            human_bytes(need.total()),
+            human_bytes(need.model),
+            human_bytes(need.state),
+            human_bytes(need.activations),
+            human_bytes(need.sampling),
+            human_bytes(available)
+        );
         check(&phase.cfg.name, &shape, phase.cfg.batch_size, available)?;
     }
     Ok(())
@@ -398,6 +493,15 @@ mod tests {
             rows,
             len,
             unbounded_len: 0,
+            no_grad_passes: false,
+            sampled_rows: 0,
+            adapted_params: lora.map_or(0, |l| {
+                let shapes = crate::model::weights::expected_shapes(c);
+                crate::model::lora::adapted_params(
+                    shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+                    l,
+                )
+            }),
         }
     }
 
@@ -546,5 +650,70 @@ mod tests {
             err.contains("batch_size = 1 with max_len = 384 would fit"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn no_grad_passes_add_one_layer_of_theirs() {
+        let c = smollm2();
+        // KTO on a full fine-tune, 4 × 256: the reference's and the KL
+        // rows' passes run beside the policy's kept activations.
+        let mut s = shape(&c, None, 4, 256);
+        let alone = estimate(&s);
+        s.needs_reference = true;
+        s.no_grad_passes = true;
+        let kto = estimate(&s);
+        // Per token: residual, norm, q, attention output, o (4 × 576), k
+        // and v (2 × 3 heads × 64), gate, up and their product (3 × 1536),
+        // 9 heads' rows of 256; f32.
+        let layer = 4 * (4 * 576 + 2 * 192 + 3 * 1536 + 9 * 256);
+        assert_eq!(kto.activations - alone.activations, 4 * 256 * layer);
+        assert_eq!(kto.state - alone.state, SMOLLM2_PARAMS * 4);
+        assert_eq!(kto.sampling, 0);
+    }
+
+    #[test]
+    fn an_rl_sampling_pass_counts_where_it_outgrows_the_step() {
+        let c = smollm2();
+        let l = r16();
+        // The base weights LoRA all-linear adapts, counted by hand: q and
+        // o (576²), k and v (576 × 192), the MLP's three (576 × 1536), 30
+        // layers; the head and embedding are not adapted.
+        let adapted: u64 = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536);
+        // GRPO, 8 answers of one prompt sampled at once, 320 tokens each.
+        let mut s = shape(&c, Some(&l), 8, 320);
+        s.panels = false;
+        s.no_grad_passes = true;
+        s.sampled_rows = 8;
+        assert_eq!(s.adapted_params, adapted);
+        let m = estimate(&s);
+        // The merged copies, then per sampled token the KV cache (30 layers
+        // × k and v × 192) and one prefill layer.
+        let layer = 4 * (4 * 576 + 2 * 192 + 3 * 1536 + 9 * 320);
+        let kv = 30 * 2 * 192 * 4;
+        assert_eq!(m.sampling, adapted * 4 + 8 * 320 * (kv + layer));
+        // Here the step's activations are larger: they count, not both.
+        assert!(m.activations > m.sampling);
+        assert_eq!(m.to_allocate(), m.state + m.activations + m.overhead);
+        // Two answers of 40 tokens: the merged copies outgrow the step.
+        let mut small = shape(&c, Some(&l), 2, 40);
+        small.panels = false;
+        small.no_grad_passes = true;
+        small.sampled_rows = 2;
+        let m = estimate(&small);
+        assert!(m.sampling > m.activations);
+        assert_eq!(m.to_allocate(), m.state + m.sampling + m.overhead);
+        // A full fine-tune samples from its own weights: no merged copies.
+        let mut full = shape(&c, None, 2, 40);
+        full.sampled_rows = 2;
+        assert_eq!(
+            estimate(&full).sampling,
+            2 * 40 * (kv + 4 * (4 * 576 + 2 * 192 + 3 * 1536 + 9 * 40))
+        );
+        // Room for the state and the step, not the pass: refused, naming it.
+        let available = m.state + m.activations + m.overhead + (m.sampling - m.activations) / 2;
+        let err = check("grpo", &small, 2, available).unwrap_err().to_string();
+        assert!(err.contains("for the sampling pass"), "{err}");
+        assert!(err.contains("the sampling pass alone"), "{err}");
+        assert!(check("grpo", &small, 2, m.to_allocate()).is_ok());
     }
 }
