@@ -356,8 +356,13 @@ fn main() -> Result<()> {
     driftui::model::fused::configure_cpu_threads();
     // Which kernels this build runs here (vs-torch.sh prints the line).
     println!(
-        "driftui kernels: {} (gemm and panels){}",
+        "driftui kernels: {} ({}){}",
         driftui::model::streamed::matrix_kernels(),
+        if driftui::model::streamed::available() {
+            "gemm and panels"
+        } else {
+            "gemm; no panel products on this CPU"
+        },
         if cfg!(feature = "avx512") {
             ""
         } else {

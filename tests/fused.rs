@@ -13,7 +13,7 @@ use driftui::recipe::LoraConfig;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-fn rand_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
+pub(crate) fn rand_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
@@ -21,7 +21,7 @@ fn rand_tensor(shape: &[usize], scale: f32, seed: u64) -> Tensor {
 }
 
 /// The f32 bit patterns of a tensor, for comparisons that must be exact.
-fn bits(t: &Tensor) -> Vec<u32> {
+pub(crate) fn bits(t: &Tensor) -> Vec<u32> {
     let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
     v.into_iter().map(f32::to_bits).collect()
 }

@@ -7,6 +7,7 @@ mod common;
 
 mod blas;
 mod cli;
+mod cpus;
 mod data_formats;
 mod decoder;
 mod dtypes;
