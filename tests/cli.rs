@@ -31,6 +31,16 @@ fn headless_run_succeeds_and_prints_progress() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("[sft 1/1] step 3/3 (100%)  loss "), "{err}");
     assert!(err.contains("run completed: 3 steps"), "{err}");
+    // The memory check's estimate, before the first step.
+    let note = err
+        .lines()
+        .position(|l| {
+            l.starts_with("info: phase \"sft\": memory at its step's peak about ")
+                && l.contains("of memory free now")
+        })
+        .unwrap_or_else(|| panic!("no memory estimate: {err}"));
+    let first_step = err.lines().position(|l| l.contains("step 1/3")).unwrap();
+    assert!(note < first_step, "{err}");
 }
 
 #[test]

@@ -56,6 +56,8 @@
 //! 2.1; GRPO LoRA, batch 2 of 2 answers of 16 tokens, where the sampling
 //! pass outgrows the step: 2.28 / 1.9 (+0.43 for the pass's panel copies
 //! of the merged weights, made since they fit).
+//!
+//! Each phase's estimate opens the run's log as an information alert.
 
 use super::phase::{Phase, PhaseData};
 use crate::model::config::ModelConfig;
@@ -402,21 +404,22 @@ pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -
 
 /// Check every phase of a run on the CPU against the memory available now
 /// (skipped on other devices, where it is not known, and with
-/// `DRIFTUI_MEMORY_CHECK=off`).
+/// `DRIFTUI_MEMORY_CHECK=off`). Returns a line per phase with its estimate,
+/// for the run's log.
 pub fn check_phases(
     model: &LoadedModel,
     lora: Option<&LoraConfig>,
     phases: &[Phase],
-) -> Result<()> {
+) -> Result<Vec<String>> {
     if std::env::var(CHECK_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (device, dtype) = model.weights.device_dtype();
     if !device.is_cpu() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let Some(available) = crate::model::source::available_memory() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     // Where a LoRA base's panels can be made at all (fused::TransposedWeights).
     let allowed = lora.is_some()
@@ -425,6 +428,7 @@ pub fn check_phases(
         && crate::model::fused::panels_may_serve()
         && crate::model::source::copies_fit(model.matrix_bytes_f32(), Some(available));
     let mut panels = false;
+    let mut lines = Vec::new();
     for phase in phases {
         let r = phase_rows(phase);
         // Made by the first short enough micro-batch, kept for the run.
@@ -432,20 +436,24 @@ pub fn check_phases(
             phase.cfg.algorithm != Algorithm::Reward && makes_panels(allowed, r.rows, r.shortest);
         let shape = shape_of(model, lora, phase, panels);
         let need = estimate(&shape);
-        tracing::info!(
-            "phase \"{}\": about {} at the step's peak (the model {}, state {}, activations {}, \
-             sampling pass {}); {} free",
+        lines.push(format!(
+            "phase \"{}\": memory at its step's peak about {} (the model {}, training state {}, \
+             activations {}{}); {} of memory free now",
             phase.cfg.name,
             human_bytes(need.total()),
             human_bytes(need.model),
             human_bytes(need.state),
             human_bytes(need.activations),
-            human_bytes(need.sampling),
+            if need.sampling > 0 {
+                format!(", or the sampling pass {}", human_bytes(need.sampling))
+            } else {
+                String::new()
+            },
             human_bytes(available)
-        );
+        ));
         check(&phase.cfg.name, &shape, phase.cfg.batch_size, available)?;
     }
-    Ok(())
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ pub struct Prepared {
     pub(crate) prober: Option<Prober>,
     /// Warnings found while preparing (truncated rows, ...), logged as alerts.
     pub(crate) warnings: Vec<String>,
+    /// Each phase's memory estimate, logged as information.
+    pub(crate) memory: Vec<String>,
     pub(crate) inject_nan_at: Option<u64>,
     /// Which snapshots the run directory keeps.
     pub(crate) retention: Retention,
@@ -178,7 +180,7 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
     }
     // Before anything is allocated for training or written: a step that
     // cannot fit is refused with what would.
-    super::memory::check_phases(&model, r.model.lora.as_ref(), &phases)
+    let memory = super::memory::check_phases(&model, r.model.lora.as_ref(), &phases)
         .with_context(|| opts.recipe.display().to_string())?;
     let prober = match &r.probe {
         Some(cfg) => Some(Prober::new(cfg, &recipe, &model)?),
@@ -240,6 +242,7 @@ pub fn prepare(opts: &TrainOptions) -> Result<Prepared> {
         progress: opts.progress,
         prober,
         warnings,
+        memory,
         inject_nan_at: opts.inject_nan_at_step,
         retention,
         disk_fault: opts.inject_disk_fault,

@@ -193,6 +193,10 @@ impl Trainer {
         for w in std::mem::take(&mut self.prep.warnings) {
             self.alert(AlertLevel::Warning, w)?;
         }
+        // A resumed run's estimates too: the machine may have changed.
+        for m in std::mem::take(&mut self.prep.memory) {
+            self.alert(AlertLevel::Info, m)?;
+        }
         if self.policy.decoder.device().is_cpu() {
             if let Some(w) = crate::model::fused::cpu_kernel_warning() {
                 self.alert(AlertLevel::Warning, w)?;
