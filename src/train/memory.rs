@@ -317,11 +317,16 @@ pub fn shape_of<'a>(
 /// Refuse a phase whose step would not fit in `available` bytes (what the
 /// machine has free with the model loaded), naming the estimate and the
 /// largest `batch_size`, or failing that the largest `max_len` at batch 1,
-/// that would fit.
-pub fn check(name: &str, shape: &StepShape, batch_size: usize, available: u64) -> Result<()> {
+/// that would fit. Returns the estimate where it fits.
+pub fn check(
+    name: &str,
+    shape: &StepShape,
+    batch_size: usize,
+    available: u64,
+) -> Result<StepMemory> {
     let need = estimate(shape);
     if need.to_allocate() <= available {
-        return Ok(());
+        return Ok(need);
     }
     let fits = |s: &StepShape| estimate(s).to_allocate() <= available;
     let per_row = shape.rows / batch_size.max(1);
@@ -435,7 +440,7 @@ pub fn check_phases(
         panels |=
             phase.cfg.algorithm != Algorithm::Reward && makes_panels(allowed, r.rows, r.shortest);
         let shape = shape_of(model, lora, phase, panels);
-        let need = estimate(&shape);
+        let need = check(&phase.cfg.name, &shape, phase.cfg.batch_size, available)?;
         lines.push(format!(
             "phase \"{}\": memory at its step's peak about {} (the model {}, training state {}, \
              activations {}{}); {} of memory free now",
@@ -451,7 +456,6 @@ pub fn check_phases(
             },
             human_bytes(available)
         ));
-        check(&phase.cfg.name, &shape, phase.cfg.batch_size, available)?;
     }
     Ok(lines)
 }
