@@ -418,6 +418,9 @@ fn the_kernels_follow_the_build_and_the_cpu() {
             assert!(w.contains("no AVX-512 kernels"), "{w}");
         } else if avx2 {
             assert_eq!(warning, None);
+        } else {
+            let w = warning.expect("a CPU without AVX2 and FMA");
+            assert!(w.contains("gemm's portable kernels"), "{w}");
         }
     }
 }
